@@ -1,0 +1,1 @@
+"""cellsched.api: the REST submission API (FastAPI). Not built yet: see the open issues."""

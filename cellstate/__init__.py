@@ -1,0 +1,1 @@
+"""cellsched.cellstate: the cell's shared state and the rules every scheduler obeys."""

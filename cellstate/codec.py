@@ -1,0 +1,153 @@
+"""Versioned, compact encoding of store values.
+
+Every value is compact JSON with a format version `"v"`. Vectors are lists in
+RESOURCE_NAMES order for that version. A value that cannot be decoded raises
+CorruptValueError naming the key, never a bare KeyError deep in a scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import resources as res
+from .errors import CorruptValueError, InvalidInputError
+from .model import (
+    AllocationRecord,
+    Job,
+    JobClass,
+    JobRecord,
+    JobStatus,
+    Machine,
+    MachineState,
+    TaskGroup,
+    TransactionMode,
+)
+
+FORMAT_VERSION = 1
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+
+
+def _load(key: str, raw: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CorruptValueError(key, f"not JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise CorruptValueError(key, "not an object")
+    if obj.get("v") != FORMAT_VERSION:
+        raise CorruptValueError(key, f"unsupported format version {obj.get('v')!r}")
+    return obj
+
+
+def _decoding(key: str):
+    """Turn any structural surprise while decoding into CorruptValueError."""
+
+    class _Guard:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, et, ev, tb):
+            if et is not None and issubclass(et, KeyError | TypeError | ValueError | AttributeError):
+                if isinstance(ev, CorruptValueError):
+                    return False
+                raise CorruptValueError(key, f"{et.__name__}: {ev}") from None
+            return False
+
+    return _Guard()
+
+
+# -- machines ---------------------------------------------------------------
+
+
+def encode_machine(m: Machine) -> bytes:
+    return _dumps({"v": FORMAT_VERSION, "id": m.id, "cap": list(m.capacity), "labels": m.labels,
+                   "state": m.state.value}).encode()
+
+
+def decode_machine(key: str, raw: bytes) -> Machine:
+    obj = _load(key, raw)
+    with _decoding(key):
+        try:
+            return Machine(obj["id"], tuple(obj["cap"]), obj.get("labels") or {}, MachineState(obj["state"]))
+        except InvalidInputError as exc:
+            raise CorruptValueError(key, str(exc)) from None
+
+
+# -- allocation records (hot path: keep these lean) -------------------------
+
+
+def encode_alloc(a: AllocationRecord) -> bytes:
+    return _dumps({"v": FORMAT_VERSION, "u": a.used, "t": a.tasks}).encode()
+
+
+def decode_alloc(key: str, raw: bytes) -> AllocationRecord:
+    obj = _load(key, raw)
+    with _decoding(key):
+        used = tuple(obj["u"])
+        tasks = {tid: tuple(r) for tid, r in obj["t"].items()}
+        if len(used) != res.NUM_RESOURCES or any(not isinstance(x, int) for x in used):
+            raise CorruptValueError(key, f"used vector {obj['u']!r} is malformed")
+        return AllocationRecord(used, tasks)
+
+
+# -- jobs -------------------------------------------------------------------
+
+
+def job_to_obj(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "class": job.job_class.value,
+        "prio": job.priority,
+        "mode": job.mode.value,
+        "tp": job.traceparent,
+        "groups": [
+            {"name": g.name, "n": g.count, "req": list(g.request), "labels": g.labels,
+             "diff": g.different_machines, "dur": g.duration_s}
+            for g in job.groups
+        ],
+    }
+
+
+def job_from_obj(obj: dict[str, Any]) -> Job:
+    groups = tuple(
+        TaskGroup(g["name"], g["n"], tuple(g["req"]), g.get("labels") or {}, bool(g.get("diff")), g.get("dur"))
+        for g in obj["groups"]
+    )
+    return Job(obj["id"], groups, JobClass(obj["class"]), obj["prio"], TransactionMode(obj["mode"]), obj.get("tp"))
+
+
+def encode_job(r: JobRecord) -> bytes:
+    return _dumps({
+        "v": FORMAT_VERSION,
+        "job": job_to_obj(r.job),
+        "status": r.status.value,
+        "bound": r.bound,
+        "reason": r.reason,
+        "sub": r.submitted_at,
+        "first": r.first_attempt_at,
+        "placed": r.placed_at,
+        "fin": r.finished_at,
+        "done": r.finished_tasks,
+    }).encode()
+
+
+def decode_job(key: str, raw: bytes) -> JobRecord:
+    obj = _load(key, raw)
+    with _decoding(key):
+        try:
+            job = job_from_obj(obj["job"])
+        except InvalidInputError as exc:
+            raise CorruptValueError(key, str(exc)) from None
+        return JobRecord(job, JobStatus(obj["status"]), dict(obj["bound"]), obj.get("reason", ""),
+                         obj.get("sub", 0.0), obj.get("first"), obj.get("placed"), obj.get("fin"),
+                         obj.get("done", 0))
+
+
+def encode_obj(obj: dict[str, Any]) -> bytes:
+    """Small auxiliary values (queue entries, claims, audit): versioned JSON objects."""
+    return _dumps({"v": FORMAT_VERSION, **obj}).encode()
+
+
+def decode_obj(key: str, raw: bytes) -> dict[str, Any]:
+    return _load(key, raw)

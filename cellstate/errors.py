@@ -1,0 +1,81 @@
+"""Every error the cell store raises, as one tree.
+
+    CellError
+    ├── InvalidInputError          bad input, refused whole before anything is written
+    │   ├── InvalidResourceError   negative, NaN, non-integer or unknown resource
+    │   ├── InvalidJobError        empty or oversized job, bad task group
+    │   ├── UnknownMachineError    a plan names a machine the store does not have
+    │   ├── UnplaceableRequestError a request larger than any machine in the cell
+    │   └── TraceFormatError       a malformed trace row (names file, line and field)
+    ├── CorruptValueError          a stored value that cannot be decoded
+    ├── TxnLimitError              a txn over the store's ops-per-txn or request-size limit
+    │   └── GangTooLargeError      an all-or-nothing plan that cannot fit in one txn
+    ├── CompactedError             a watch or read asked for a compacted revision
+    ├── LeaseNotFoundError         a lease that expired or never existed
+    └── StoreUnavailableError      the store cannot be reached
+        └── CommitOutcomeUnknown   sent, but the ack was lost: settle by reading before any retry
+"""
+
+from __future__ import annotations
+
+
+class CellError(Exception):
+    """Root of every cellsched store error."""
+
+
+class InvalidInputError(CellError, ValueError):
+    """Input refused whole; nothing was written."""
+
+
+class InvalidResourceError(InvalidInputError):
+    pass
+
+
+class InvalidJobError(InvalidInputError):
+    pass
+
+
+class UnknownMachineError(InvalidInputError):
+    pass
+
+
+class UnplaceableRequestError(InvalidInputError):
+    pass
+
+
+class TraceFormatError(InvalidInputError):
+    def __init__(self, path: str, line: int, field: str, problem: str):
+        self.path, self.line, self.field, self.problem = path, line, field, problem
+        super().__init__(f"{path}:{line}: field {field!r}: {problem}")
+
+
+class CorruptValueError(CellError):
+    def __init__(self, key: str, problem: str):
+        self.key = key
+        super().__init__(f"cannot decode value at {key!r}: {problem}")
+
+
+class TxnLimitError(CellError):
+    pass
+
+
+class GangTooLargeError(TxnLimitError):
+    pass
+
+
+class CompactedError(CellError):
+    def __init__(self, requested: int, compacted: int):
+        self.requested, self.compacted = requested, compacted
+        super().__init__(f"revision {requested} is compacted (compact revision {compacted})")
+
+
+class LeaseNotFoundError(CellError):
+    pass
+
+
+class StoreUnavailableError(CellError):
+    pass
+
+
+class CommitOutcomeUnknown(StoreUnavailableError):
+    """The txn may or may not have been applied. Read the touched keys before retrying."""

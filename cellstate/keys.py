@@ -1,0 +1,78 @@
+"""The key schema: the only module that knows how keys are spelled.
+
+    /<cell>/node/spec/<machine>     Machine: capacity, labels, state
+    /<cell>/node/alloc/<machine>    AllocationRecord; its mod_revision is the machine's sequence number
+    /<cell>/node/live/<machine>     liveness heartbeat, bound to the machine agent's lease
+    /<cell>/jobs/<job>              JobRecord: spec, status, bindings, traceparent
+    /<cell>/queue/<class>/<pp>/<job> pending index, pp = 11 - priority so a range reads highest first
+    /<cell>/claims/<job>            a scheduler's claim on a job, bound to its lease
+
+spec and alloc share the `/node/` prefix so one consistent range read and one watch
+cover everything a scheduler's local copy needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .model import PRIORITY_MAX, JobClass
+
+
+@dataclass(frozen=True, slots=True)
+class CellKeys:
+    cell: str = "cell"
+
+    @property
+    def root(self) -> str:
+        return f"/{self.cell}/"
+
+    @property
+    def node_prefix(self) -> str:
+        return f"/{self.cell}/node/"
+
+    @property
+    def spec_prefix(self) -> str:
+        return f"/{self.cell}/node/spec/"
+
+    @property
+    def alloc_prefix(self) -> str:
+        return f"/{self.cell}/node/alloc/"
+
+    @property
+    def live_prefix(self) -> str:
+        return f"/{self.cell}/node/live/"
+
+    @property
+    def jobs_prefix(self) -> str:
+        return f"/{self.cell}/jobs/"
+
+    @property
+    def claims_prefix(self) -> str:
+        return f"/{self.cell}/claims/"
+
+    def queue_prefix(self, job_class: JobClass | None = None) -> str:
+        if job_class is None:
+            return f"/{self.cell}/queue/"
+        return f"/{self.cell}/queue/{job_class.value}/"
+
+    def spec(self, machine_id: str) -> str:
+        return self.spec_prefix + machine_id
+
+    def alloc(self, machine_id: str) -> str:
+        return self.alloc_prefix + machine_id
+
+    def live(self, machine_id: str) -> str:
+        return self.live_prefix + machine_id
+
+    def job(self, job_id: str) -> str:
+        return self.jobs_prefix + job_id
+
+    def claim(self, job_id: str) -> str:
+        return self.claims_prefix + job_id
+
+    def queue(self, job_class: JobClass, priority: int, job_id: str) -> str:
+        return f"{self.queue_prefix(job_class)}{PRIORITY_MAX - priority:02d}/{job_id}"
+
+    @staticmethod
+    def last_segment(key: str) -> str:
+        return key.rsplit("/", 1)[1]

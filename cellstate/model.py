@@ -1,0 +1,215 @@
+"""The cell's data model: machines, jobs with task groups, allocation records, claims.
+
+Plain dataclasses with validation at construction, so bad input is refused before it
+can reach the store. Enums, not strings, for every mode.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from . import resources as res
+from .errors import InvalidJobError, InvalidResourceError
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+
+# Limits that keep one job record well inside etcd's 1.5 MiB request limit.
+MAX_TASKS_PER_JOB = 20_000
+MAX_GROUPS_PER_JOB = 64
+MAX_LABELS = 32
+PRIORITY_MIN, PRIORITY_MAX = 0, 11  # Google's scale; 9-11 are production
+
+
+class MachineState(Enum):
+    UP = "up"
+    DRAINING = "draining"  # keeps its tasks, takes no new ones
+    DOWN = "down"  # its tasks must be rescheduled
+
+
+class JobClass(Enum):
+    BATCH = "batch"
+    SERVICE = "service"
+    GPU = "gpu"
+
+
+class ConflictMode(Enum):
+    """Omega §5.2 conflict detection."""
+
+    SEQUENCE = "sequence"  # any change to a touched machine since the snapshot conflicts
+    RESOURCE_FIT = "resource_fit"  # conflict only if the claim no longer fits
+
+
+class TransactionMode(Enum):
+    INCREMENTAL = "incremental"  # commit every claim that fits
+    ALL_OR_NOTHING = "all_or_nothing"  # gang: every claim of the job or none
+
+
+class JobStatus(Enum):
+    PENDING = "pending"  # in the queue, waiting for a scheduler (possibly claimed)
+    PARKED = "parked"  # in the queue, tried and could not be placed now; has a reason
+    PLACED = "placed"  # every task bound
+    FINISHED = "finished"  # done; resources released
+    CANCELLED = "cancelled"
+
+
+def check_id(kind: str, value: object) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise InvalidJobError(
+            f"{kind} id {value!r} must be 1-128 characters of letters, digits, '.', '_', ':' or '-'"
+        )
+    return value
+
+
+def check_labels(where: str, labels: Mapping[str, str] | None) -> dict[str, str]:
+    labels = dict(labels or {})
+    if len(labels) > MAX_LABELS:
+        raise InvalidJobError(f"{where}: at most {MAX_LABELS} labels")
+    for k, v in labels.items():
+        if not isinstance(k, str) or not _LABEL_KEY.match(k):
+            raise InvalidJobError(f"{where}: bad label key {k!r}")
+        if not isinstance(v, str) or len(v) > 63:
+            raise InvalidJobError(f"{where}: label {k!r} must be a string of at most 63 characters")
+    return labels
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    id: str
+    capacity: res.Vector
+    labels: dict[str, str] = field(default_factory=dict)
+    state: MachineState = MachineState.UP
+
+    def __post_init__(self) -> None:
+        check_id("machine", self.id)
+        object.__setattr__(self, "capacity", res.from_list(self.capacity, f"machine {self.id}.capacity"))
+        object.__setattr__(self, "labels", check_labels(f"machine {self.id}", self.labels))
+
+    @property
+    def schedulable(self) -> bool:
+        return self.state is MachineState.UP
+
+
+@dataclass(frozen=True, slots=True)
+class TaskGroup:
+    """`count` identical tasks. Constraints: required labels, and different-machines."""
+
+    name: str
+    count: int
+    request: res.Vector
+    labels: dict[str, str] = field(default_factory=dict)
+    different_machines: bool = False
+    duration_s: float | None = None  # for replays: release this long after placement
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.count, int) or isinstance(self.count, bool) or self.count < 1:
+            raise InvalidJobError(f"task group {self.name!r}: count must be a positive integer, got {self.count!r}")
+        object.__setattr__(self, "request", res.from_list(self.request, f"task group {self.name!r}.request"))
+        if not any(self.request):
+            raise InvalidResourceError(f"task group {self.name!r}.request: a task must request some resource")
+        object.__setattr__(self, "labels", check_labels(f"task group {self.name!r}", self.labels))
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    groups: tuple[TaskGroup, ...]
+    job_class: JobClass = JobClass.BATCH
+    priority: int = 0
+    mode: TransactionMode = TransactionMode.INCREMENTAL
+    traceparent: str | None = None
+
+    def __post_init__(self) -> None:
+        check_id("job", self.id)
+        object.__setattr__(self, "groups", tuple(self.groups))
+        if not self.groups:
+            raise InvalidJobError(f"job {self.id}: a job needs at least one task group")
+        if len(self.groups) > MAX_GROUPS_PER_JOB:
+            raise InvalidJobError(f"job {self.id}: at most {MAX_GROUPS_PER_JOB} task groups")
+        total = self.task_count
+        if total > MAX_TASKS_PER_JOB:
+            raise InvalidJobError(f"job {self.id}: {total} tasks exceeds the limit of {MAX_TASKS_PER_JOB}")
+        if not (PRIORITY_MIN <= self.priority <= PRIORITY_MAX) or isinstance(self.priority, bool):
+            raise InvalidJobError(f"job {self.id}: priority must be in {PRIORITY_MIN}..{PRIORITY_MAX}")
+
+    @property
+    def task_count(self) -> int:
+        return sum(g.count for g in self.groups)
+
+    def tasks(self) -> Iterator[tuple[str, int, TaskGroup]]:
+        """(task id, group index, group) for every task, in a stable order."""
+        for gi, g in enumerate(self.groups):
+            for i in range(g.count):
+                yield task_id(self.id, gi, i), gi, g
+
+
+def task_id(job_id: str, group_index: int, index: int) -> str:
+    return f"{job_id}/{group_index}/{index}"
+
+
+def job_of_task(tid: str) -> str:
+    return tid.rsplit("/", 2)[0]
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """What the store holds for a job: its spec plus where it stands."""
+
+    job: Job
+    status: JobStatus = JobStatus.PENDING
+    bound: dict[str, str] = field(default_factory=dict)  # task id -> machine id
+    reason: str = ""  # why it is parked, or how it ended
+    submitted_at: float = 0.0
+    first_attempt_at: float | None = None
+    placed_at: float | None = None
+    finished_at: float | None = None
+    finished_tasks: int = 0  # tasks that ran to completion and released their resources
+
+    def unbound_tasks(self) -> list[tuple[str, int, TaskGroup]]:
+        return [t for t in self.job.tasks() if t[0] not in self.bound]
+
+
+@dataclass(slots=True)
+class AllocationRecord:
+    """One per machine: the used vector and every task bound there with its request.
+
+    Its key's mod_revision is the machine's sequence number for conflict detection.
+    """
+
+    used: res.Vector = res.ZERO
+    tasks: dict[str, res.Vector] = field(default_factory=dict)
+
+    def with_tasks(self, added: Mapping[str, res.Vector]) -> AllocationRecord:
+        used = list(self.used)
+        tasks = dict(self.tasks)
+        for tid, req in added.items():
+            tasks[tid] = req
+            for k, r in enumerate(req):
+                used[k] += r
+        return AllocationRecord(tuple(used), tasks)
+
+    def without_tasks(self, removed: list[str]) -> AllocationRecord:
+        used = list(self.used)
+        tasks = dict(self.tasks)
+        for tid in removed:
+            req = tasks.pop(tid, None)
+            if req is not None:
+                for k, r in enumerate(req):
+                    used[k] -= r
+        return AllocationRecord(tuple(used), tasks)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One task placed on one machine in a plan."""
+
+    task_id: str
+    machine_id: str
+    request: res.Vector
+
+    @property
+    def job_id(self) -> str:
+        return job_of_task(self.task_id)
