@@ -128,7 +128,7 @@ def encode_job(r: JobRecord) -> bytes:
         "first": r.first_attempt_at,
         "placed": r.placed_at,
         "fin": r.finished_at,
-        "done": r.finished_tasks,
+        "done": sorted(r.done),
     }).encode()
 
 
@@ -139,9 +139,9 @@ def decode_job(key: str, raw: bytes) -> JobRecord:
             job = job_from_obj(obj["job"])
         except InvalidInputError as exc:
             raise CorruptValueError(key, str(exc)) from None
-        return JobRecord(job, JobStatus(obj["status"]), dict(obj["bound"]), obj.get("reason", ""),
-                         obj.get("sub", 0.0), obj.get("first"), obj.get("placed"), obj.get("fin"),
-                         obj.get("done", 0))
+        return JobRecord(job, JobStatus(obj["status"]), dict(obj["bound"]), set(obj.get("done", ())),
+                         obj.get("reason", ""), obj.get("sub", 0.0), obj.get("first"), obj.get("placed"),
+                         obj.get("fin"))
 
 
 def encode_obj(obj: dict[str, Any]) -> bytes:

@@ -160,16 +160,24 @@ class JobRecord:
 
     job: Job
     status: JobStatus = JobStatus.PENDING
-    bound: dict[str, str] = field(default_factory=dict)  # task id -> machine id
+    bound: dict[str, str] = field(default_factory=dict)  # task id -> machine id, while it holds resources
+    done: set[str] = field(default_factory=set)  # tasks that finished and released their resources
     reason: str = ""  # why it is parked, or how it ended
     submitted_at: float = 0.0
     first_attempt_at: float | None = None
     placed_at: float | None = None
     finished_at: float | None = None
-    finished_tasks: int = 0  # tasks that ran to completion and released their resources
 
     def unbound_tasks(self) -> list[tuple[str, int, TaskGroup]]:
-        return [t for t in self.job.tasks() if t[0] not in self.bound]
+        return [t for t in self.job.tasks() if t[0] not in self.bound and t[0] not in self.done]
+
+    @property
+    def fully_bound(self) -> bool:
+        return len(self.bound) + len(self.done) >= self.job.task_count
+
+    def copy(self) -> JobRecord:
+        return JobRecord(self.job, self.status, dict(self.bound), set(self.done), self.reason, self.submitted_at,
+                         self.first_attempt_at, self.placed_at, self.finished_at)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,334 @@
+"""The commit engine: turn a plan of task -> machine claims into etcd transactions.
+
+Omega §5.2. Every txn compares the mod_revision of each touched machine (spec and
+allocation record) and each touched job, writes the new allocation records and job
+records, and in its failure branch reads the current values of exactly those keys, so
+a conflict costs no extra round trip. Then:
+- SEQUENCE: a claim on a machine that changed since the snapshot is a conflict;
+- RESOURCE_FIT: the fit check is re-run on the fresh values, and claims that still fit
+  are re-committed against the new revisions.
+INCREMENTAL jobs keep every claim that survives; ALL_OR_NOTHING (gang) jobs keep all or
+none. Plans larger than one txn are chunked; a gang must fit in one txn (limits below).
+
+A txn whose outcome is unknown (ack lost) is settled by reading the touched keys before
+any retry: the job record says whether our bindings landed. Since bindings live in the
+job record and every txn compares it, a task can never be bound twice.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from . import codec
+from . import resources as res
+from .clock import Clock, RealClock
+from .errors import (
+    CommitOutcomeUnknown,
+    GangTooLargeError,
+    InvalidInputError,
+    StoreUnavailableError,
+    UnknownMachineError,
+)
+from .keys import CellKeys
+from .model import Claim, ConflictMode, JobStatus, MachineState, TransactionMode
+from .store import CellStore, Delete, Get, ModRevisionIs, Put
+from .views import JobView, MachineView, machine_views_from_kvs
+
+MAX_ROUNDS_PER_CHUNK = 16
+SETTLE_ATTEMPTS = 50
+
+
+@dataclass
+class CommitStats:
+    txns: int = 0
+    conflicted_txns: int = 0  # txns whose compares failed
+    unknown_outcomes: int = 0
+    recommitted: int = 0  # RESOURCE_FIT claims on a changed machine that still fit
+
+    def add(self, other: CommitStats) -> None:
+        self.txns += other.txns
+        self.conflicted_txns += other.conflicted_txns
+        self.unknown_outcomes += other.unknown_outcomes
+        self.recommitted += other.recommitted
+
+
+@dataclass
+class CommitResult:
+    committed: list[Claim] = field(default_factory=list)
+    conflicted: list[tuple[Claim, str]] = field(default_factory=list)  # claim, why
+    machines: dict[str, MachineView] = field(default_factory=dict)  # fresh views of every touched machine
+    jobs: dict[str, JobView] = field(default_factory=dict)  # fresh views of every touched job
+    stats: CommitStats = field(default_factory=CommitStats)
+    revision: int = 0
+
+
+@dataclass
+class Plan:
+    claims: list[Claim]
+    machines: dict[str, MachineView]
+    jobs: dict[str, JobView]
+
+
+def _job_ops_cost(n_machines: int, n_jobs: int) -> int:
+    # compares: 2/machine + 1/job; failure reads: the same; success: 1/machine + 2/job.
+    return max(2 * n_machines + n_jobs, n_machines + 2 * n_jobs)
+
+
+class CommitEngine:
+    def __init__(self, store: CellStore, keys: CellKeys, conflict_mode: ConflictMode = ConflictMode.RESOURCE_FIT,
+                 clock: Clock | None = None):
+        self.store = store
+        self.keys = keys
+        self.conflict_mode = conflict_mode
+        self.clock = clock or RealClock()
+
+    # -- validation -----------------------------------------------------------
+
+    def _validate(self, plan: Plan) -> None:
+        seen: set[str] = set()
+        for c in plan.claims:
+            if c.machine_id not in plan.machines:
+                raise UnknownMachineError(f"claim {c.task_id}: unknown machine {c.machine_id!r}")
+            jv = plan.jobs.get(c.job_id)
+            if jv is None:
+                raise InvalidInputError(f"claim {c.task_id}: job {c.job_id!r} is not in the plan")
+            if c.task_id in seen:
+                raise InvalidInputError(f"claim {c.task_id}: task appears twice in the plan")
+            seen.add(c.task_id)
+            res.from_list(c.request, f"claim {c.task_id}.request")
+
+    def _gang_chunks(self, plan: Plan) -> None:
+        limit = self.store.limits.max_txn_ops
+        by_job: dict[str, set[str]] = defaultdict(set)
+        for c in plan.claims:
+            by_job[c.job_id].add(c.machine_id)
+        for jid, ms in by_job.items():
+            if plan.jobs[jid].record.job.mode is TransactionMode.ALL_OR_NOTHING and _job_ops_cost(len(ms), 1) > limit:
+                raise GangTooLargeError(
+                    f"gang job {jid} spans {len(ms)} machines; one txn holds at most "
+                    f"{(limit - 1) // 2} machines with max_txn_ops={limit}")
+
+    # -- chunking -------------------------------------------------------------
+
+    def _chunks(self, plan: Plan) -> list[list[Claim]]:
+        """Group claims into txn-sized chunks; a gang job's claims never straddle two."""
+        limit = self.store.limits.max_txn_ops
+        by_job: dict[str, list[Claim]] = defaultdict(list)
+        for c in plan.claims:
+            by_job[c.job_id].append(c)
+        chunks: list[list[Claim]] = []
+        cur: list[Claim] = []
+        cur_m: set[str] = set()
+        cur_j: set[str] = set()
+
+        def flush():
+            nonlocal cur, cur_m, cur_j
+            if cur:
+                chunks.append(cur)
+            cur, cur_m, cur_j = [], set(), set()
+
+        for jid, claims in by_job.items():
+            gang = plan.jobs[jid].record.job.mode is TransactionMode.ALL_OR_NOTHING
+            if gang:
+                ms = {c.machine_id for c in claims}
+                if _job_ops_cost(len(cur_m | ms), len(cur_j) + 1) > limit:
+                    flush()
+                cur += claims
+                cur_m |= ms
+                cur_j.add(jid)
+                continue
+            for c in claims:
+                new_m = c.machine_id not in cur_m
+                new_j = jid not in cur_j
+                if _job_ops_cost(len(cur_m) + new_m, len(cur_j) + new_j) > limit:
+                    flush()
+                cur.append(c)
+                cur_m.add(c.machine_id)
+                cur_j.add(jid)
+        flush()
+        return chunks
+
+    # -- the commit loop --------------------------------------------------------
+
+    def commit(self, plan: Plan) -> CommitResult:
+        """Commit as much of the plan as the conflict and transaction modes allow."""
+        self._validate(plan)
+        self._gang_chunks(plan)
+        machines = dict(plan.machines)
+        jobs = dict(plan.jobs)
+        out = CommitResult()
+        for chunk in self._chunks(plan):
+            self._commit_chunk(chunk, machines, jobs, out)
+        touched_m = {c.machine_id for c in plan.claims}
+        touched_j = {c.job_id for c in plan.claims}
+        out.machines = {m: machines[m] for m in touched_m}
+        out.jobs = {j: jobs[j] for j in touched_j}
+        return out
+
+    def _commit_chunk(self, chunk: list[Claim], machines: dict[str, MachineView], jobs: dict[str, JobView],
+                      out: CommitResult) -> None:
+        pending = list(chunk)
+        for _ in range(MAX_ROUNDS_PER_CHUNK):
+            if not pending:
+                return
+            compares, success, failure, new_allocs, new_jobs = self._build_txn(pending, machines, jobs)
+            out.stats.txns += 1
+            try:
+                result = self.store.txn(compares, success, failure)
+            except CommitOutcomeUnknown:
+                out.stats.unknown_outcomes += 1
+                landed, result = self._settle(pending, jobs, failure)
+                self._refresh(result.reads, machines, jobs)
+                if landed:  # our txn was applied; the fresh reads already show its writes
+                    out.committed += pending
+                    out.revision = max(out.revision, result.revision)
+                    return
+                pending = self._survivors(pending, machines, jobs, out)
+                continue
+            else:
+                if result.succeeded:
+                    self._apply_success(pending, machines, jobs, new_allocs, new_jobs, result.revision, out)
+                    return
+                out.stats.conflicted_txns += 1
+            self._refresh(result.reads, machines, jobs)
+            pending = self._survivors(pending, machines, jobs, out)
+        for c in pending:
+            out.conflicted.append((c, f"gave up after {MAX_ROUNDS_PER_CHUNK} rounds of conflicts"))
+
+    def _build_txn(self, claims: list[Claim], machines: dict[str, MachineView], jobs: dict[str, JobView]):
+        by_machine: dict[str, dict[str, res.Vector]] = defaultdict(dict)
+        by_job: dict[str, dict[str, str]] = defaultdict(dict)
+        for c in claims:
+            by_machine[c.machine_id][c.task_id] = c.request
+            by_job[c.job_id][c.task_id] = c.machine_id
+        compares, success, failure = [], [], []
+        new_allocs, new_jobs = {}, {}
+        keys = self.keys
+        for mid, added in by_machine.items():
+            view = machines[mid]
+            ak, sk = keys.alloc(mid), keys.spec(mid)
+            compares += [ModRevisionIs(sk, view.spec_revision), ModRevisionIs(ak, view.alloc_revision)]
+            rec = view.alloc.with_tasks(added)
+            new_allocs[mid] = rec
+            success.append(Put(ak, codec.encode_alloc(rec)))
+            failure += [Get(sk), Get(ak)]
+        now = self.clock.now()
+        for jid, bound in by_job.items():
+            view = jobs[jid]
+            rec = view.record.copy()
+            rec.bound.update(bound)
+            if rec.first_attempt_at is None:
+                rec.first_attempt_at = now
+            if rec.fully_bound and rec.status in (JobStatus.PENDING, JobStatus.PARKED):
+                rec.status, rec.placed_at, rec.reason = JobStatus.PLACED, now, ""
+                success += [Delete(keys.queue(rec.job.job_class, rec.job.priority, jid)), Delete(keys.claim(jid))]
+            new_jobs[jid] = rec
+            jk = keys.job(jid)
+            compares.append(ModRevisionIs(jk, view.revision))
+            success.append(Put(jk, codec.encode_job(rec)))
+            failure.append(Get(jk))
+        return compares, success, failure, new_allocs, new_jobs
+
+    def _apply_success(self, claims, machines, jobs, new_allocs, new_jobs, revision, out: CommitResult) -> None:
+        for mid, rec in new_allocs.items():
+            machines[mid].alloc = rec
+            machines[mid].alloc_revision = revision
+        for jid, rec in new_jobs.items():
+            jobs[jid] = JobView(rec, revision)
+        out.committed += claims
+        out.revision = max(out.revision, revision)
+
+    def _settle(self, claims: list[Claim], jobs, failure_reads):
+        """After an unknown outcome, read the touched keys until we know what happened.
+
+        Returns (landed, fresh reads). The txn was atomic and wrote the job record, so
+        one binding tells: if the first claim's task is now bound where we put it (and
+        was not before), every write of the txn landed.
+        """
+        delay = 0.05
+        for _ in range(SETTLE_ATTEMPTS):
+            try:
+                result = self.store.txn([], failure_reads)
+            except StoreUnavailableError:
+                self.clock.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            job_kvs = {kv.key: kv for r in result.reads for kv in r if kv.key.startswith(self.keys.jobs_prefix)}
+            probe = claims[0]
+            kv = job_kvs.get(self.keys.job(probe.job_id))
+            landed = False
+            if kv is not None:
+                rec = codec.decode_job(kv.key, kv.value)
+                landed = rec.bound.get(probe.task_id) == probe.machine_id and \
+                    jobs[probe.job_id].record.bound.get(probe.task_id) != probe.machine_id
+            return landed, result
+        raise StoreUnavailableError("could not settle an unknown commit outcome: the store stayed unreachable")
+
+    def _refresh(self, reads, machines: dict[str, MachineView], jobs: dict[str, JobView]) -> None:
+        spec_kvs, alloc_kvs = [], []
+        for r in reads:
+            for kv in r:
+                if kv.key.startswith(self.keys.spec_prefix):
+                    spec_kvs.append(kv)
+                elif kv.key.startswith(self.keys.alloc_prefix):
+                    alloc_kvs.append(kv)
+                elif kv.key.startswith(self.keys.jobs_prefix):
+                    jid = self.keys.last_segment(kv.key)
+                    jobs[jid] = JobView(codec.decode_job(kv.key, kv.value), kv.mod_revision)
+        fresh = machine_views_from_kvs(self.keys, spec_kvs, alloc_kvs)
+        self._changed: set[str] = set()
+        for mid, view in fresh.items():
+            old = machines.get(mid)
+            if old is None or old.spec_revision != view.spec_revision or old.alloc_revision != view.alloc_revision:
+                self._changed.add(mid)
+            machines[mid] = view
+
+    def _survivors(self, claims: list[Claim], machines, jobs, out: CommitResult) -> list[Claim]:
+        """Decide, claim by claim, what to retry against the fresh values."""
+        keep: list[Claim] = []
+        dropped_jobs: dict[str, str] = {}
+        extra: dict[str, list[int]] = {}  # machine -> capacity already taken by kept claims this round
+        for c in claims:
+            job = jobs[c.job_id].record
+            reason = None
+            if c.task_id in job.bound or c.task_id in job.done:
+                reason = "task already bound by another commit"
+            elif job.status not in (JobStatus.PENDING, JobStatus.PARKED):
+                reason = f"job is {job.status.value}"
+            elif c.machine_id in self._changed:
+                view = machines[c.machine_id]
+                if self.conflict_mode is ConflictMode.SEQUENCE:
+                    reason = "machine changed since the snapshot"
+                elif view.machine.state is not MachineState.UP:
+                    reason = f"machine is {view.machine.state.value}"
+                else:
+                    taken = extra.setdefault(c.machine_id, list(view.alloc.used))
+                    short = res.first_shortfall(c.request, tuple(taken), view.machine.capacity)
+                    if short:
+                        reason = f"no longer fits: {short}"
+                    else:
+                        for k, r in enumerate(c.request):
+                            taken[k] += r
+                        out.stats.recommitted += 1
+            if reason is None:
+                keep.append(c)
+            else:
+                out.conflicted.append((c, reason))
+                if job.job.mode is TransactionMode.ALL_OR_NOTHING:
+                    dropped_jobs[c.job_id] = reason
+        if dropped_jobs:
+            survivors = []
+            for c in keep:
+                if c.job_id in dropped_jobs:
+                    out.conflicted.append((c, f"gang dropped: another task {dropped_jobs[c.job_id]}"))
+                else:
+                    survivors.append(c)
+            keep = survivors
+        return keep
+
+
+def commit_claims(engine: CommitEngine, claims: Iterable[Claim], machines: dict[str, MachineView],
+                  jobs: dict[str, JobView]) -> CommitResult:
+    return engine.commit(Plan(list(claims), machines, jobs))

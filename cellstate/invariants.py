@@ -1,0 +1,114 @@
+"""DESIGN §3's invariants, checked on a store at any moment.
+
+- no machine's used vector exceeds its capacity (no overcommit);
+- a task is bound to at most one machine;
+- used equals the exact integer sum of the bound tasks' requests;
+- allocation records and job records agree on every binding;
+- every accepted job is pending/parked (queued), placed or finished: nothing is lost.
+Everything is read in one txn, so the check sees one consistent revision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from . import codec
+from . import resources as res
+from .errors import CorruptValueError
+from .keys import CellKeys
+from .model import JobStatus
+from .store import CellStore, Get
+
+
+@dataclass
+class CheckReport:
+    revision: int = 0
+    machines: int = 0
+    jobs: int = 0
+    bound_tasks: int = 0
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def check_store(store: CellStore, keys: CellKeys, expected_jobs: Iterable[str] | None = None) -> CheckReport:
+    prefixes = [keys.spec_prefix, keys.alloc_prefix, keys.jobs_prefix, keys.queue_prefix(), keys.claims_prefix]
+    result = store.txn([], [Get(p, prefix=True) for p in prefixes])
+    spec_kvs, alloc_kvs, job_kvs, queue_kvs, claim_kvs = result.reads
+    rep = CheckReport(revision=result.revision)
+    v = rep.violations
+
+    machines = {}
+    for kv in spec_kvs:
+        try:
+            machines[keys.last_segment(kv.key)] = codec.decode_machine(kv.key, kv.value)
+        except CorruptValueError as exc:
+            v.append(str(exc))
+    rep.machines = len(machines)
+
+    where: dict[str, str] = {}  # task -> machine, from allocation records
+    for kv in alloc_kvs:
+        mid = keys.last_segment(kv.key)
+        try:
+            alloc = codec.decode_alloc(kv.key, kv.value)
+        except CorruptValueError as exc:
+            v.append(str(exc))
+            continue
+        m = machines.get(mid)
+        if m is None:
+            v.append(f"allocation record for unknown machine {mid}")
+            continue
+        total = res.ZERO
+        for tid, req in alloc.tasks.items():
+            total = res.add(total, req)
+            if tid in where:
+                v.append(f"task {tid} bound twice: on {where[tid]} and {mid}")
+            where[tid] = mid
+        if total != alloc.used:
+            v.append(f"machine {mid}: used {alloc.used} != sum of bound requests {total}")
+        if not res.fits(res.ZERO, alloc.used, m.capacity):
+            v.append(f"machine {mid}: overcommitted, used {alloc.used} > capacity {m.capacity}")
+    rep.bound_tasks = len(where)
+
+    queued = {keys.last_segment(kv.key) for kv in queue_kvs}
+    jobs_seen = set()
+    job_bound: dict[str, str] = {}
+    for kv in job_kvs:
+        try:
+            rec = codec.decode_job(kv.key, kv.value)
+        except CorruptValueError as exc:
+            v.append(str(exc))
+            continue
+        jid = rec.job.id
+        jobs_seen.add(jid)
+        for tid, mid in rec.bound.items():
+            job_bound[tid] = mid
+            if where.get(tid) != mid:
+                v.append(f"job {jid}: task {tid} recorded on {mid} but the allocation records say {where.get(tid)}")
+        if rec.bound.keys() & rec.done:
+            v.append(f"job {jid}: tasks both bound and done")
+        if rec.status in (JobStatus.PENDING, JobStatus.PARKED) and jid not in queued:
+            v.append(f"job {jid} is {rec.status.value} but not in the queue: it would be lost")
+        if rec.status is JobStatus.PLACED and not rec.fully_bound:
+            v.append(f"job {jid} is placed but has unbound tasks")
+        if rec.status in (JobStatus.PLACED, JobStatus.FINISHED, JobStatus.CANCELLED) and jid in queued:
+            v.append(f"job {jid} is {rec.status.value} but still queued")
+        if rec.status is JobStatus.FINISHED and rec.bound:
+            v.append(f"job {jid} is finished but still holds {len(rec.bound)} tasks")
+    rep.jobs = len(jobs_seen)
+    for tid, mid in where.items():
+        if job_bound.get(tid) != mid:
+            v.append(f"task {tid} sits on {mid} but its job does not record that binding")
+    for jid in queued - jobs_seen:
+        v.append(f"queue entry for missing job {jid}")
+    for kv in claim_kvs:
+        if keys.last_segment(kv.key) not in jobs_seen:
+            v.append(f"claim on missing job {keys.last_segment(kv.key)}")
+    if expected_jobs is not None:
+        missing = sorted(set(expected_jobs) - jobs_seen)
+        if missing:
+            v.append(f"{len(missing)} accepted jobs are missing from the store, e.g. {missing[:5]}")
+    return rep

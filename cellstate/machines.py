@@ -1,0 +1,43 @@
+"""Adding machines and changing their state (up / draining / down)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from . import codec
+from .errors import InvalidInputError, UnknownMachineError
+from .keys import CellKeys
+from .model import Machine, MachineState
+from .store import CellStore, Get, ModRevisionIs, Put
+
+
+def add_machines(store: CellStore, keys: CellKeys, machines: Sequence[Machine]) -> int:
+    """Register machines, many per txn. An id that already exists is refused whole."""
+    ids = [m.id for m in machines]
+    if len(set(ids)) != len(ids):
+        raise InvalidInputError("duplicate machine ids in one request")
+    rev = 0
+    per_txn = store.limits.max_txn_ops
+    for start in range(0, len(machines), per_txn):
+        batch = machines[start:start + per_txn]
+        result = store.txn([ModRevisionIs(keys.spec(m.id), 0) for m in batch],
+                           [Put(keys.spec(m.id), codec.encode_machine(m)) for m in batch],
+                           [Get(keys.spec(m.id)) for m in batch])
+        if not result.succeeded:
+            existing = [keys.last_segment(kv.key) for r in result.reads for kv in r]
+            raise InvalidInputError(f"machines already exist: {existing[:5]}")
+        rev = result.revision
+    return rev
+
+
+def set_machine_state(store: CellStore, keys: CellKeys, machine_id: str, state: MachineState) -> int:
+    for _ in range(16):
+        kv = store.get(keys.spec(machine_id))
+        if kv is None:
+            raise UnknownMachineError(f"unknown machine {machine_id!r}")
+        m = replace(codec.decode_machine(kv.key, kv.value), state=state)
+        result = store.txn([ModRevisionIs(kv.key, kv.mod_revision)], [Put(kv.key, codec.encode_machine(m))])
+        if result.succeeded:
+            return result.revision
+    raise RuntimeError(f"machine {machine_id}: state change kept conflicting")

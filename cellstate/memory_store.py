@@ -1,0 +1,237 @@
+"""The embedded store: etcd's semantics in one process, deterministic.
+
+A product backend, not a mock: it runs the same contract tests as etcd and enforces
+the same limits (ops per txn, request size, no key twice). Simulations and unit tests
+use it in-process; `make demo` hosts it in one owner process for the others.
+Leases are expired lazily against the injected Clock on every call, so simulated time
+works without a background thread.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import queue
+import threading
+from collections.abc import Sequence
+
+from .clock import Clock, RealClock
+from .errors import CompactedError, LeaseNotFoundError
+from .store import (
+    CellStore,
+    EventType,
+    Get,
+    KeyValue,
+    ModRevisionIs,
+    Op,
+    Put,
+    StoreLimits,
+    TxnResult,
+    Watch,
+    WatchEvent,
+    check_txn_limits,
+)
+
+
+class _MemoryWatch(Watch):
+    def __init__(self, owner: MemoryStore, prefix: str):
+        self.prefix = prefix
+        self._owner = owner
+        self._q: queue.SimpleQueue[WatchEvent | None] = queue.SimpleQueue()
+        self._closed = False
+
+    def _push(self, ev: WatchEvent) -> None:
+        self._q.put(ev)
+
+    def get(self, timeout: float = 0.0) -> list[WatchEvent]:
+        self._owner._expire_leases()
+        out: list[WatchEvent] = []
+        try:
+            first = self._q.get(timeout=timeout) if timeout > 0 else self._q.get_nowait()
+        except queue.Empty:
+            return out
+        if first is not None:
+            out.append(first)
+        while True:
+            try:
+                ev = self._q.get_nowait()
+            except queue.Empty:
+                return out
+            if ev is not None:
+                out.append(ev)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._owner._remove_watch(self)
+
+
+class _Lease:
+    __slots__ = ("ttl", "expires_at", "keys")
+
+    def __init__(self, ttl: float, expires_at: float):
+        self.ttl = ttl
+        self.expires_at = expires_at
+        self.keys: set[str] = set()
+
+
+class MemoryStore(CellStore):
+    def __init__(self, limits: StoreLimits | None = None, clock: Clock | None = None):
+        self.limits = limits or StoreLimits()
+        self.clock = clock or RealClock()
+        self._lock = threading.RLock()
+        self._data: dict[str, KeyValue] = {}
+        self._sorted_keys: list[str] = []  # for prefix reads
+        self._revision = 1  # etcd starts a fresh cluster at revision 1
+        self._compacted = 0
+        self._history: list[WatchEvent] = []  # every event after the compact revision
+        self._watches: list[_MemoryWatch] = []
+        self._leases: dict[int, _Lease] = {}
+        self._lease_ids = itertools.count(0x1000)
+
+    # -- txn ----------------------------------------------------------------
+
+    def txn(self, compares: Sequence[ModRevisionIs], success: Sequence[Op],
+            failure: Sequence[Op] = ()) -> TxnResult:
+        check_txn_limits(self.limits, compares, success, failure)
+        with self._lock:
+            self._expire_leases()
+            ok = all(self._mod_revision(c.key) == c.revision for c in compares)
+            ops = success if ok else failure
+            for op in ops:
+                if isinstance(op, Put) and op.lease and op.lease not in self._leases:
+                    raise LeaseNotFoundError(f"lease {op.lease:x} not found")
+            writes = [op for op in ops if not isinstance(op, Get)]
+            # etcd: reads in a txn see the txn's own earlier writes; keep that order.
+            reads: list[list[KeyValue]] = []
+            new_rev = self._revision + 1 if writes else self._revision
+            for op in ops:
+                if isinstance(op, Get):
+                    reads.append(self._read(op))
+                elif isinstance(op, Put):
+                    self._apply_put(op, new_rev)
+                else:
+                    self._apply_delete(op.key, new_rev)
+            if writes:
+                self._revision = new_rev
+            return TxnResult(ok, self._revision, reads)
+
+    def _mod_revision(self, key: str) -> int:
+        kv = self._data.get(key)
+        return kv.mod_revision if kv else 0
+
+    def _read(self, op: Get) -> list[KeyValue]:
+        if not op.prefix:
+            kv = self._data.get(op.key)
+            return [kv] if kv else []
+        lo = bisect.bisect_left(self._sorted_keys, op.key)
+        out = []
+        for k in itertools.islice(self._sorted_keys, lo, None):
+            if not k.startswith(op.key):
+                break
+            out.append(self._data[k])
+        return out
+
+    def _apply_put(self, op: Put, rev: int) -> None:
+        old = self._data.get(op.key)
+        if old is None:
+            bisect.insort(self._sorted_keys, op.key)
+            kv = KeyValue(op.key, op.value, rev, rev, 1, op.lease)
+        else:
+            if old.lease and old.lease != op.lease and old.lease in self._leases:
+                self._leases[old.lease].keys.discard(op.key)
+            kv = KeyValue(op.key, op.value, rev, old.create_revision, old.version + 1, op.lease)
+        if op.lease:
+            self._leases[op.lease].keys.add(op.key)
+        self._data[op.key] = kv
+        self._emit(WatchEvent(EventType.PUT, op.key, op.value, rev))
+
+    def _apply_delete(self, key: str, rev: int) -> None:
+        old = self._data.pop(key, None)
+        if old is None:
+            return
+        del self._sorted_keys[bisect.bisect_left(self._sorted_keys, key)]
+        if old.lease and old.lease in self._leases:
+            self._leases[old.lease].keys.discard(key)
+        self._emit(WatchEvent(EventType.DELETE, key, b"", rev))
+
+    def _emit(self, ev: WatchEvent) -> None:
+        self._history.append(ev)
+        for w in self._watches:
+            if ev.key.startswith(w.prefix):
+                w._push(ev)
+
+    # -- watches ------------------------------------------------------------
+
+    def watch(self, prefix: str, start_revision: int) -> Watch:
+        with self._lock:
+            self._expire_leases()
+            if start_revision < self._compacted:
+                raise CompactedError(start_revision, self._compacted)
+            w = _MemoryWatch(self, prefix)
+            revs = [e.mod_revision for e in self._history]
+            for ev in self._history[bisect.bisect_left(revs, start_revision):]:
+                if ev.key.startswith(prefix):
+                    w._push(ev)
+            self._watches.append(w)
+            return w
+
+    def _remove_watch(self, w: _MemoryWatch) -> None:
+        with self._lock:
+            if w in self._watches:
+                self._watches.remove(w)
+
+    def compact(self, revision: int) -> None:
+        with self._lock:
+            if revision > self._revision:
+                raise ValueError(f"cannot compact to {revision}: the store is at {self._revision}")
+            if revision <= self._compacted:
+                raise CompactedError(revision, self._compacted)
+            self._compacted = revision
+            revs = [e.mod_revision for e in self._history]
+            del self._history[: bisect.bisect_left(revs, revision)]
+
+    # -- leases ---------------------------------------------------------------
+
+    def grant_lease(self, ttl_s: int) -> int:
+        with self._lock:
+            lease_id = next(self._lease_ids)
+            self._leases[lease_id] = _Lease(ttl_s, self.clock.now() + ttl_s)
+            return lease_id
+
+    def refresh_lease(self, lease_id: int) -> None:
+        with self._lock:
+            self._expire_leases()
+            lease = self._leases.get(lease_id)
+            if lease is None:
+                raise LeaseNotFoundError(f"lease {lease_id:x} not found or expired")
+            lease.expires_at = self.clock.now() + lease.ttl
+
+    def revoke_lease(self, lease_id: int) -> None:
+        with self._lock:
+            lease = self._leases.get(lease_id)
+            if lease is None:
+                raise LeaseNotFoundError(f"lease {lease_id:x} not found or expired")
+            self._drop_lease(lease_id, lease)
+
+    def _expire_leases(self) -> None:
+        if not self._leases:
+            return
+        with self._lock:
+            now = self.clock.now()
+            for lease_id, lease in list(self._leases.items()):
+                if lease.expires_at <= now:
+                    self._drop_lease(lease_id, lease)
+
+    def _drop_lease(self, lease_id: int, lease: _Lease) -> None:
+        del self._leases[lease_id]
+        if lease.keys:
+            # All of a lease's keys go in one revision, as in etcd.
+            self._revision += 1
+            for key in sorted(lease.keys):
+                self._apply_delete(key, self._revision)
+
+    def close(self) -> None:
+        with self._lock:
+            for w in list(self._watches):
+                w.close()

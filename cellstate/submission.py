@@ -1,0 +1,160 @@
+"""Durable submission, claiming, parking, finishing and retention of jobs.
+
+- A job and its queue entry are written in one txn (the bulk form packs many jobs per
+  txn); a job id that already exists is refused, never overwritten.
+- A scheduler claims a job by writing /claims/<job> bound to its lease; when the
+  lease expires the claim key vanishes and the job is claimable again. The job itself
+  never leaves the store until it is finished and its retention has passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from . import codec
+from . import resources as res
+from .errors import InvalidJobError, UnplaceableRequestError
+from .keys import CellKeys
+from .model import Job, JobClass, JobRecord, JobStatus, Machine
+from .store import CellStore, Delete, Get, ModRevisionIs, Put
+from .views import JobView
+
+
+@dataclass
+class SubmitResult:
+    accepted: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)  # job id -> why
+    revision: int = 0
+
+
+def check_placeable(job: Job, machines: Iterable[Machine]) -> None:
+    """Refuse a job with a task group that no machine in the cell could ever hold."""
+    caps = [m.capacity for m in machines]
+    for g in job.groups:
+        if not any(res.dominates(c, g.request) for c in caps):
+            raise UnplaceableRequestError(
+                f"job {job.id}: task group {g.name!r} requests {res.as_dict(g.request)}, "
+                f"more than any machine in the cell offers")
+
+
+def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: float) -> SubmitResult:
+    """Write each job with its queue entry. Atomic per job; packed many jobs per txn."""
+    ids = [j.id for j in jobs]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise InvalidJobError(f"duplicate job ids in one submission: {dup[:5]}")
+    out = SubmitResult()
+    per_txn = max(1, store.limits.max_txn_ops // 2)
+    for start in range(0, len(jobs), per_txn):
+        batch = list(jobs[start:start + per_txn])
+        while batch:
+            compares = [ModRevisionIs(keys.job(j.id), 0) for j in batch]
+            success = []
+            for j in batch:
+                rec = JobRecord(j, submitted_at=now)
+                success += [Put(keys.job(j.id), codec.encode_job(rec)),
+                            Put(keys.queue(j.job_class, j.priority, j.id), codec.encode_obj({"job": j.id}))]
+            result = store.txn(compares, success, [Get(keys.job(j.id)) for j in batch])
+            if result.succeeded:
+                out.accepted += [j.id for j in batch]
+                out.revision = result.revision
+                break
+            existing = {keys.last_segment(kv.key) for r in result.reads for kv in r}
+            for jid in existing:
+                out.rejected[jid] = "a job with this id already exists"
+            batch = [j for j in batch if j.id not in existing]
+    return out
+
+
+def list_queue(store: CellStore, keys: CellKeys, job_class: JobClass) -> list[str]:
+    kvs, _ = store.get_prefix(keys.queue_prefix(job_class))
+    return [keys.last_segment(kv.key) for kv in kvs]
+
+
+def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: int, owner: str,
+               limit: int, include_parked: bool = True) -> list[JobView]:
+    """Claim up to `limit` queued jobs of a class, highest priority first.
+
+    One txn per batch: each claim key must be absent and the queue entry present; the
+    success branch reads the job records, so the claimer gets them in the same round trip.
+    """
+    queued, _ = store.get_prefix(keys.queue_prefix(job_class))
+    claims, _ = store.get_prefix(keys.claims_prefix)
+    taken = {keys.last_segment(kv.key) for kv in claims}
+    candidates = [(kv, keys.last_segment(kv.key)) for kv in queued]
+    candidates = [(kv, jid) for kv, jid in candidates if jid not in taken]
+    out: list[JobView] = []
+    per_txn = max(1, store.limits.max_txn_ops // 2)
+    while candidates and len(out) < limit:
+        batch = candidates[:min(per_txn, limit - len(out))]
+        candidates = candidates[len(batch):]
+        compares, success, reads = [], [], []
+        for qkv, jid in batch:
+            compares += [ModRevisionIs(keys.claim(jid), 0), ModRevisionIs(qkv.key, qkv.mod_revision)]
+            success += [Put(keys.claim(jid), codec.encode_obj({"owner": owner}), lease_id), Get(keys.job(jid))]
+            reads.append(Get(keys.claim(jid)))
+        result = store.txn(compares, success, reads)
+        if result.succeeded:
+            for r in result.reads:
+                for kv in r:
+                    view = JobView(codec.decode_job(kv.key, kv.value), kv.mod_revision)
+                    if include_parked or view.record.status is not JobStatus.PARKED:
+                        out.append(view)
+                    else:
+                        store.delete(keys.claim(view.record.job.id))
+            continue
+        # Somebody claimed part of the batch first: retry only the rest.
+        lost = {keys.last_segment(kv.key) for r in result.reads for kv in r}
+        candidates = [(kv, jid) for kv, jid in batch if jid not in lost] + candidates
+        if not lost:  # a queue entry changed (job placed or cancelled); re-read next call
+            break
+    return out
+
+
+def release_claim(store: CellStore, keys: CellKeys, job_id: str) -> None:
+    store.delete(keys.claim(job_id))
+
+
+def park_job(store: CellStore, keys: CellKeys, view: JobView, reason: str) -> JobView | None:
+    """Mark a claimed job as not placeable now, keep it queued, and drop the claim.
+
+    Returns the new view, or None when the job changed meanwhile (the caller re-reads).
+    """
+    rec = view.record.copy()
+    rec.status, rec.reason = JobStatus.PARKED, reason
+    jid = rec.job.id
+    result = store.txn([ModRevisionIs(keys.job(jid), view.revision)],
+                       [Put(keys.job(jid), codec.encode_job(rec)), Delete(keys.claim(jid))])
+    return JobView(rec, result.revision) if result.succeeded else None
+
+
+def compact_history(store: CellStore, keep_revisions: int) -> int | None:
+    """Compact the store's history, keeping the last `keep_revisions` revisions for watchers.
+
+    Run on a schedule so a long run stays under etcd's space quota. Returns the
+    compaction revision, or None when there is nothing to compact.
+    """
+    from .errors import CompactedError
+
+    target = store.current_revision() - keep_revisions
+    if target <= 1:
+        return None
+    try:
+        store.compact(target)
+    except CompactedError:
+        return None
+    return target
+
+
+def purge_finished(store: CellStore, keys: CellKeys, now: float, retention_s: float) -> list[str]:
+    """Delete finished or cancelled jobs whose retention has passed. Returns their ids."""
+    kvs, _ = store.get_prefix(keys.jobs_prefix)
+    purged = []
+    for kv in kvs:
+        rec = codec.decode_job(kv.key, kv.value)
+        if rec.status in (JobStatus.FINISHED, JobStatus.CANCELLED) and rec.finished_at is not None \
+                and rec.finished_at + retention_s <= now:
+            if store.txn([ModRevisionIs(kv.key, kv.mod_revision)], [Delete(kv.key)]).succeeded:
+                purged.append(rec.job.id)
+    return purged
