@@ -233,8 +233,8 @@ class CommitEngine:
 
     def _apply_success(self, claims, machines, jobs, new_allocs, new_jobs, revision, out: CommitResult) -> None:
         for mid, rec in new_allocs.items():
-            machines[mid].alloc = rec
-            machines[mid].alloc_revision = revision
+            old = machines[mid]  # never mutate: the caller's snapshot may share this view
+            machines[mid] = MachineView(old.machine, old.spec_revision, rec, revision)
         for jid, rec in new_jobs.items():
             jobs[jid] = JobView(rec, revision)
         out.committed += claims

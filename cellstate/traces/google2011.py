@@ -164,7 +164,10 @@ def _rows(path: Path, columns: int, names: tuple[str, ...]) -> Iterator[tuple[in
         for line, row in enumerate(csv.reader(text), start=1):
             if len(row) != columns:
                 raise TraceFormatError(
-                    str(path), line, "columns", f"expected {columns} comma-separated fields ({', '.join(names)}), got {len(row)}"
+                    str(path),
+                    line,
+                    "columns",
+                    f"expected {columns} comma-separated fields ({', '.join(names)}), got {len(row)}",
                 )
             yield line, row
 
@@ -173,7 +176,9 @@ def _int(row: list[str], col: int, path: Path, line: int, names: tuple[str, ...]
     try:
         return int(row[col])
     except ValueError:
-        raise TraceFormatError(str(path), line, names[col], f"expected an integer, got {row[col]!r}") from None
+        raise TraceFormatError(
+            str(path), line, names[col], f"expected an integer, got {row[col]!r}"
+        ) from None
 
 
 def _amount(row: list[str], col: int, path: Path, line: int, names: tuple[str, ...]) -> int | None:
@@ -201,7 +206,9 @@ def _event_type(row: list[str], col: int, path: Path, line: int, names: tuple[st
 def _check_order(time_us: int, previous: int, path: Path, line: int) -> None:
     # Attempt numbering and the runtime join depend on rows arriving in time order.
     if time_us < previous:
-        raise TraceFormatError(str(path), line, "time", f"{time_us} is earlier than the previous row's {previous}")
+        raise TraceFormatError(
+            str(path), line, "time", f"{time_us} is earlier than the previous row's {previous}"
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -242,7 +249,9 @@ def live_machines_at(trace_dir: str | Path, time_us: int) -> list[TraceMachine]:
         elif event.cpu is None or event.memory is None:
             capacity.setdefault(event.machine_id, None)  # blank row: keep what we knew
         else:
-            capacity[event.machine_id] = TraceMachine(event.machine_id, event.cpu, event.memory, event.platform)
+            capacity[event.machine_id] = TraceMachine(
+                event.machine_id, event.cpu, event.memory, event.platform
+            )
     return sorted((m for m in capacity.values() if m is not None), key=lambda m: int(m.id))
 
 
@@ -267,7 +276,9 @@ def first_task_event_time(trace_dir: str | Path, parts: Iterable[int | str] | No
     return min(first)
 
 
-def _submitted(row: list[str], path: Path, line: int, time_us: int, job: int, index: int, attempt: int) -> list:
+def _submitted(
+    row: list[str], path: Path, line: int, time_us: int, job: int, index: int, attempt: int
+) -> list:
     """The fields of a SUBMIT row, in TaskAttempt order minus runtime."""
     f = TASK_FIELDS
     cpu = _amount(row, 9, path, line, f)
@@ -436,6 +447,13 @@ def group_jobs(attempts: Iterable[TaskAttempt], window_us: int = DEFAULT_WAVE_WI
         number = numbering.get(first.job_id, 0)
         numbering[first.job_id] = number + 1
         jobs.append(
-            TraceJob(first.job_id, number, first.submit_time_us, first.priority, first.scheduling_class, tuple(wave))
+            TraceJob(
+                first.job_id,
+                number,
+                first.submit_time_us,
+                first.priority,
+                first.scheduling_class,
+                tuple(wave),
+            )
         )
     return jobs

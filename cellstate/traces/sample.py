@@ -132,7 +132,9 @@ def _choose_machines(machine_rows: list[tuple[str, list[str]]], until_us: int, s
         if len(keep) >= spec.machines:
             break
         keep.add(f[1])
-    blank_adds = {f[1] for _, f in machine_rows if f[2] == "0" and "" in (f[4], f[5]) and int(f[0]) <= until_us}
+    blank_adds = {
+        f[1] for _, f in machine_rows if f[2] == "0" and "" in (f[4], f[5]) and int(f[0]) <= until_us
+    }
     return keep | blank_adds
 
 

@@ -1,0 +1,30 @@
+"""Small builders for tests: machines, jobs and plans in base units."""
+
+from __future__ import annotations
+
+from cellsched.cellstate.keys import CellKeys
+from cellsched.cellstate.machines import add_machines
+from cellsched.cellstate.model import Job, JobClass, Machine, TaskGroup, TransactionMode
+from cellsched.cellstate.submission import submit_jobs
+from cellsched.cellstate.views import read_job_view, read_machine_views
+
+
+def make_cell(store, n: int = 4, cpu: int = 4000, mem: int = 16384, gpu: int = 0, cell: str = "t") -> CellKeys:
+    keys = CellKeys(cell)
+    add_machines(store, keys, [Machine(f"m{i}", (cpu, mem, gpu)) for i in range(n)])
+    return keys
+
+
+def make_job(jid: str, count: int, cpu: int = 1000, mem: int = 1024, gang: bool = False,
+             job_class: JobClass = JobClass.BATCH) -> Job:
+    mode = TransactionMode.ALL_OR_NOTHING if gang else TransactionMode.INCREMENTAL
+    return Job(jid, (TaskGroup("g", count, (cpu, mem, 0)),), job_class, 0, mode)
+
+
+def submit(store, keys, *jobs: Job):
+    submit_jobs(store, keys, list(jobs), now=0.0)
+    return {j.id: read_job_view(store, keys, j.id) for j in jobs}
+
+
+def views(store, keys, n: int):
+    return read_machine_views(store, keys, [f"m{i}" for i in range(n)])

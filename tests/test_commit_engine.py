@@ -1,0 +1,161 @@
+"""The commit engine on both backends: modes, chunking, gangs, unknown outcomes, bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from cellsched.cellstate.commit import CommitEngine, Plan
+from cellsched.cellstate.errors import (
+    CommitOutcomeUnknown,
+    GangTooLargeError,
+    InvalidInputError,
+    InvalidResourceError,
+    UnknownMachineError,
+)
+from cellsched.cellstate.invariants import check_store
+from cellsched.cellstate.model import Claim, ConflictMode, JobStatus, task_id
+from cellsched.cellstate.store import StoreLimits
+from tests.cellfactory import make_cell, make_job, submit, views
+
+
+def claims_for(job, machines):
+    return [Claim(task_id(job.id, 0, i), m, job.groups[0].request) for i, m in enumerate(machines)]
+
+
+def test_commit_places_and_marks_job_placed(store):
+    keys = make_cell(store, 2)
+    job = make_job("j1", 3)
+    jobs = submit(store, keys, job)
+    engine = CommitEngine(store, keys)
+    out = engine.commit(Plan(claims_for(job, ["m0", "m0", "m1"]), views(store, keys, 2), jobs))
+    assert len(out.committed) == 3 and not out.conflicted
+    # used on m0 = 2 tasks x (1000 mCPU, 1024 MiB)
+    assert out.machines["m0"].alloc.used == (2000, 2048, 0)
+    assert out.jobs["j1"].record.status is JobStatus.PLACED
+    rep = check_store(store, keys, ["j1"])
+    assert rep.ok, rep.violations
+    assert rep.bound_tasks == 3
+
+
+def _stale_setup(store, mode):
+    """Two planners read the same snapshot; the first fills m0 to 3000 of 4000 mCPU."""
+    keys = make_cell(store, 2)
+    a, b = make_job("a", 3), make_job("b", 2)
+    jobs = submit(store, keys, a, b)
+    snap = views(store, keys, 2)
+    first = CommitEngine(store, keys, mode).commit(Plan(claims_for(a, ["m0"] * 3), snap, {"a": jobs["a"]}))
+    assert len(first.committed) == 3
+    return keys, b, snap, jobs
+
+
+def test_commit_sequence_mode_conflicts_on_any_change(store):
+    keys, b, snap, jobs = _stale_setup(store, ConflictMode.SEQUENCE)
+    out = CommitEngine(store, keys, ConflictMode.SEQUENCE).commit(
+        Plan(claims_for(b, ["m0", "m1"]), snap, {"b": jobs["b"]}))
+    # m0 changed -> its claim conflicts; m1 is untouched -> incremental commit keeps it.
+    assert [c.machine_id for c in out.committed] == ["m1"]
+    assert [(c.machine_id, why) for c, why in out.conflicted] == [("m0", "machine changed since the snapshot")]
+    assert out.stats.conflicted_txns == 1 and out.stats.recommitted == 0
+    assert check_store(store, keys).ok
+
+
+def test_commit_resource_fit_recommits_what_still_fits(store):
+    keys, b, snap, jobs = _stale_setup(store, ConflictMode.RESOURCE_FIT)
+    # m0 has 3000/4000 used; one more 1000 mCPU task fits exactly, a second would not.
+    out = CommitEngine(store, keys, ConflictMode.RESOURCE_FIT).commit(
+        Plan(claims_for(b, ["m0", "m0"]), snap, {"b": jobs["b"]}))
+    assert len(out.committed) == 1 and out.stats.recommitted == 1
+    assert [why for _, why in out.conflicted] == ["no longer fits: cpu"]
+    assert out.machines["m0"].alloc.used == (4000, 4096, 0)
+    assert check_store(store, keys).ok
+
+
+def test_commit_all_or_nothing_gang_commits_nothing_on_conflict(store):
+    keys = make_cell(store, 2)
+    a, g = make_job("a", 3), make_job("g", 2, gang=True)
+    jobs = submit(store, keys, a, g)
+    snap = views(store, keys, 2)
+    CommitEngine(store, keys).commit(Plan(claims_for(a, ["m0"] * 4)[:3], snap, {"a": jobs["a"]}))
+    out = CommitEngine(store, keys).commit(Plan(claims_for(g, ["m0", "m0"]), snap, {"g": jobs["g"]}))
+    assert out.committed == []
+    assert len(out.conflicted) == 2
+    assert out.machines["m0"].alloc.used == (3000, 3072, 0)
+    assert check_store(store, keys).ok
+
+
+def test_commit_chunks_plans_larger_than_one_txn(store):
+    store.limits = StoreLimits(max_txn_ops=16, max_request_bytes=store.limits.max_request_bytes)
+    keys = make_cell(store, 40)
+    job = make_job("big", 40, cpu=100, mem=10)
+    jobs = submit(store, keys, job)
+    out = CommitEngine(store, keys).commit(Plan(claims_for(job, [f"m{i}" for i in range(40)]),
+                                                views(store, keys, 40), jobs))
+    # 40 machines + 1 job per txn cost 2*M + 1 <= 16 ops -> at most 7 machines a txn -> 6 txns.
+    assert len(out.committed) == 40 and out.stats.txns == 6
+    assert out.jobs["big"].record.status is JobStatus.PLACED
+    assert check_store(store, keys).ok
+
+
+def test_commit_gang_larger_than_one_txn_is_refused(store):
+    store.limits = StoreLimits(max_txn_ops=16, max_request_bytes=store.limits.max_request_bytes)
+    keys = make_cell(store, 10)
+    job = make_job("gang", 10, gang=True)
+    jobs = submit(store, keys, job)
+    before = store.current_revision()
+    with pytest.raises(GangTooLargeError, match="at most 7 machines"):
+        CommitEngine(store, keys).commit(Plan(claims_for(job, [f"m{i}" for i in range(10)]),
+                                              views(store, keys, 10), jobs))
+    assert store.current_revision() == before
+
+
+class AckLostStore:
+    """Applies the txn, then loses the ack: the injected point between send and ack."""
+
+    def __init__(self, inner, lose: int):
+        self.inner, self.lose, self.limits = inner, lose, inner.limits
+
+    def txn(self, compares, success, failure=()):
+        result = self.inner.txn(compares, success, failure)
+        writes = any(type(op).__name__ != "Get" for op in success)
+        if self.lose and writes:
+            self.lose -= 1
+            raise CommitOutcomeUnknown("injected: ack lost")
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_commit_unknown_outcome_settles_without_double_binding(store):
+    keys = make_cell(store, 2)
+    job = make_job("u", 2)
+    jobs = submit(store, keys, job)
+    flaky = AckLostStore(store, lose=1)
+    out = CommitEngine(flaky, keys).commit(Plan(claims_for(job, ["m0", "m1"]), views(store, keys, 2), jobs))
+    assert out.stats.unknown_outcomes == 1
+    assert len(out.committed) == 2 and not out.conflicted
+    rep = check_store(store, keys)
+    assert rep.ok, rep.violations
+    assert rep.bound_tasks == 2  # bound once, not retried into a second binding
+
+
+@pytest.mark.parametrize("bad, error", [
+    ("unknown_machine", UnknownMachineError),
+    ("negative", InvalidResourceError),
+    ("twice", InvalidInputError),
+])
+def test_commit_bad_plan_refused_whole(store, bad, error):
+    keys = make_cell(store, 2)
+    job = make_job("x", 2)
+    jobs = submit(store, keys, job)
+    claims = claims_for(job, ["m0", "m1"])
+    if bad == "unknown_machine":
+        claims[1] = Claim(claims[1].task_id, "nope", claims[1].request)
+    elif bad == "negative":
+        claims[1] = Claim(claims[1].task_id, "m1", (-1, 0, 0))
+    else:
+        claims[1] = claims[0]
+    before = store.current_revision()
+    with pytest.raises(error):
+        CommitEngine(store, keys).commit(Plan(claims, views(store, keys, 2), jobs))
+    assert store.current_revision() == before
