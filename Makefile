@@ -25,7 +25,7 @@ system-deps:
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/lint-imports
+	tools/lint_imports.sh
 
 test: setup system-deps lint
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -97,7 +97,7 @@ class CommitEngine:
             if c.task_id in seen:
                 raise InvalidInputError(f"claim {c.task_id}: task appears twice in the plan")
             seen.add(c.task_id)
-            res.from_list(c.request, f"claim {c.task_id}.request")
+            res.check_vector(c.request, f"claim {c.task_id}.request")
 
     def _gang_chunks(self, plan: Plan) -> None:
         limit = self.store.limits.max_txn_ops
@@ -115,6 +115,10 @@ class CommitEngine:
     def _chunks(self, plan: Plan) -> list[list[Claim]]:
         """Group claims into txn-sized chunks; a gang job's claims never straddle two."""
         limit = self.store.limits.max_txn_ops
+        n_machines = len({c.machine_id for c in plan.claims})
+        n_jobs = len({c.job_id for c in plan.claims})
+        if _job_ops_cost(n_machines, n_jobs) <= limit:
+            return [list(plan.claims)] if plan.claims else []
         by_job: dict[str, list[Claim]] = defaultdict(list)
         for c in plan.claims:
             by_job[c.job_id].append(c)

@@ -217,7 +217,8 @@ class Claim:
     task_id: str
     machine_id: str
     request: res.Vector
+    job_id: str = ""  # derived from task_id when empty; cached because the engine asks often
 
-    @property
-    def job_id(self) -> str:
-        return job_of_task(self.task_id)
+    def __post_init__(self) -> None:
+        if not self.job_id:
+            object.__setattr__(self, "job_id", job_of_task(self.task_id))

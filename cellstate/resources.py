@@ -61,6 +61,14 @@ def from_list(values: Iterable[object], where: str = "") -> Vector:
     return tuple(validate_amount(n, v, where) for n, v in zip(RESOURCE_NAMES, values, strict=True))
 
 
+def check_vector(values: object, where: str = "") -> Vector:
+    """Fast path for hot loops: a well-formed tuple passes through; anything else gets
+    the full validation and its precise error."""
+    if type(values) is tuple and len(values) == NUM_RESOURCES and all(type(x) is int and x >= 0 for x in values):
+        return values
+    return from_list(values, where)  # type: ignore[arg-type]
+
+
 def as_dict(v: Vector) -> dict[str, int]:
     return dict(zip(RESOURCE_NAMES, v, strict=True))
 
