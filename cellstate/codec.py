@@ -77,8 +77,15 @@ def decode_machine(key: str, raw: bytes) -> Machine:
 # -- allocation records (hot path: keep these lean) -------------------------
 
 
+def _ints(v) -> str:
+    return ",".join(map(str, v))
+
+
 def encode_alloc(a: AllocationRecord) -> bytes:
-    return _dumps({"v": FORMAT_VERSION, "u": a.used, "t": a.tasks}).encode()
+    """Hand-formatted: this runs once per touched machine per commit. Safe without JSON
+    escaping because task ids are validated to [A-Za-z0-9._:/-] (model.check_id)."""
+    tasks = ",".join([f'"{t}":[{_ints(r)}]' for t, r in a.tasks.items()])
+    return f'{{"v":{FORMAT_VERSION},"u":[{_ints(a.used)}],"t":{{{tasks}}}}}'.encode()
 
 
 def decode_alloc(key: str, raw: bytes) -> AllocationRecord:

@@ -86,24 +86,27 @@ class CommitEngine:
 
     # -- validation -----------------------------------------------------------
 
-    def _validate(self, plan: Plan) -> None:
-        seen: set[str] = set()
-        for c in plan.claims:
-            if c.machine_id not in plan.machines:
-                raise UnknownMachineError(f"claim {c.task_id}: unknown machine {c.machine_id!r}")
-            jv = plan.jobs.get(c.job_id)
-            if jv is None:
-                raise InvalidInputError(f"claim {c.task_id}: job {c.job_id!r} is not in the plan")
-            if c.task_id in seen:
-                raise InvalidInputError(f"claim {c.task_id}: task appears twice in the plan")
-            seen.add(c.task_id)
-            res.check_vector(c.request, f"claim {c.task_id}.request")
-
-    def _gang_chunks(self, plan: Plan) -> None:
-        limit = self.store.limits.max_txn_ops
+    def _validate(self, plan: Plan) -> dict[str, set[str]]:
+        """Refuse a malformed plan whole; return the machines each job touches."""
+        machines, jobs = plan.machines, plan.jobs
         by_job: dict[str, set[str]] = defaultdict(set)
+        n = 0
         for c in plan.claims:
+            if c.machine_id not in machines:
+                raise UnknownMachineError(f"claim {c.task_id}: unknown machine {c.machine_id!r}")
+            if c.job_id not in jobs:
+                raise InvalidInputError(f"claim {c.task_id}: job {c.job_id!r} is not in the plan")
+            res.check_vector(c.request, f"claim {c.task_id}.request")
             by_job[c.job_id].add(c.machine_id)
+            n += 1
+        if len({c.task_id for c in plan.claims}) != n:
+            seen: set[str] = set()
+            dup = next(c.task_id for c in plan.claims if c.task_id in seen or seen.add(c.task_id))
+            raise InvalidInputError(f"claim {dup}: task appears twice in the plan")
+        return by_job
+
+    def _check_gangs(self, plan: Plan, by_job: dict[str, set[str]]) -> None:
+        limit = self.store.limits.max_txn_ops
         for jid, ms in by_job.items():
             if plan.jobs[jid].record.job.mode is TransactionMode.ALL_OR_NOTHING and _job_ops_cost(len(ms), 1) > limit:
                 raise GangTooLargeError(
@@ -112,12 +115,11 @@ class CommitEngine:
 
     # -- chunking -------------------------------------------------------------
 
-    def _chunks(self, plan: Plan) -> list[list[Claim]]:
+    def _chunks(self, plan: Plan, jobs_machines: dict[str, set[str]]) -> list[list[Claim]]:
         """Group claims into txn-sized chunks; a gang job's claims never straddle two."""
         limit = self.store.limits.max_txn_ops
-        n_machines = len({c.machine_id for c in plan.claims})
-        n_jobs = len({c.job_id for c in plan.claims})
-        if _job_ops_cost(n_machines, n_jobs) <= limit:
+        n_machines = len(set().union(*jobs_machines.values())) if jobs_machines else 0
+        if _job_ops_cost(n_machines, len(jobs_machines)) <= limit:
             return [list(plan.claims)] if plan.claims else []
         by_job: dict[str, list[Claim]] = defaultdict(list)
         for c in plan.claims:
@@ -158,12 +160,12 @@ class CommitEngine:
 
     def commit(self, plan: Plan) -> CommitResult:
         """Commit as much of the plan as the conflict and transaction modes allow."""
-        self._validate(plan)
-        self._gang_chunks(plan)
+        by_job = self._validate(plan)
+        self._check_gangs(plan, by_job)
         machines = dict(plan.machines)
         jobs = dict(plan.jobs)
         out = CommitResult()
-        for chunk in self._chunks(plan):
+        for chunk in self._chunks(plan, by_job):
             self._commit_chunk(chunk, machines, jobs, out)
         touched_m = {c.machine_id for c in plan.claims}
         touched_j = {c.job_id for c in plan.claims}

@@ -96,20 +96,27 @@ class MemoryStore(CellStore):
         check_txn_limits(self.limits, compares, success, failure)
         with self._lock:
             self._expire_leases()
-            ok = all(self._mod_revision(c.key) == c.revision for c in compares)
+            data = self._data
+            ok = True
+            for c in compares:
+                kv = data.get(c.key)
+                if (kv.mod_revision if kv else 0) != c.revision:
+                    ok = False
+                    break
             ops = success if ok else failure
             for op in ops:
-                if isinstance(op, Put) and op.lease and op.lease not in self._leases:
+                if type(op) is Put and op.lease and op.lease not in self._leases:
                     raise LeaseNotFoundError(f"lease {op.lease:x} not found")
-            writes = [op for op in ops if not isinstance(op, Get)]
+            writes = any(type(op) is not Get for op in ops)
             # etcd: reads in a txn see the txn's own earlier writes; keep that order.
             reads: list[list[KeyValue]] = []
             new_rev = self._revision + 1 if writes else self._revision
             for op in ops:
-                if isinstance(op, Get):
-                    reads.append(self._read(op))
-                elif isinstance(op, Put):
+                kind = type(op)
+                if kind is Put:
                     self._apply_put(op, new_rev)
+                elif kind is Get:
+                    reads.append(self._read(op))
                 else:
                     self._apply_delete(op.key, new_rev)
             if writes:

@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from .errors import TxnLimitError
 
@@ -31,8 +32,7 @@ class StoreLimits:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
 
 
-@dataclass(frozen=True, slots=True)
-class KeyValue:
+class KeyValue(NamedTuple):  # a NamedTuple: built once per key per txn, so cheap construction matters
     key: str
     value: bytes
     mod_revision: int
@@ -82,8 +82,7 @@ class EventType(Enum):
     DELETE = "delete"
 
 
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
+class WatchEvent(NamedTuple):
     type: EventType
     key: str
     value: bytes  # empty for deletes
@@ -119,21 +118,19 @@ def prefix_end(prefix: str) -> str:
 def check_txn_limits(limits: StoreLimits, compares: Sequence[object], success: Sequence[Op],
                      failure: Sequence[Op]) -> None:
     """Refuse a txn that etcd would refuse, with the same rules, before sending it."""
+    max_ops = limits.max_txn_ops
     for name, seq in (("compares", compares), ("success ops", success), ("failure ops", failure)):
-        if len(seq) > limits.max_txn_ops:
-            raise TxnLimitError(f"txn has {len(seq)} {name}; the store allows {limits.max_txn_ops}")
+        if len(seq) > max_ops:
+            raise TxnLimitError(f"txn has {len(seq)} {name}; the store allows {max_ops}")
+    # Rough request size: keys, values and a few bytes of framing per op, as etcd counts it.
+    size = 16 * len(compares) + sum(len(c.key) for c in compares)  # type: ignore[attr-defined]
     for branch in (success, failure):
-        written: set[str] = set()
-        for op in branch:
-            if isinstance(op, Put | Delete):
-                if op.key in written:
-                    raise TxnLimitError(f"txn writes key {op.key!r} twice")
-                written.add(op.key)
-    size = 0
-    for seq in (success, failure):
-        for op in seq:
-            size += len(op.key) + (len(op.value) if isinstance(op, Put) else 0) + 8
-    size += sum(len(c.key) + 16 for c in compares)  # type: ignore[attr-defined]
+        written = [op.key for op in branch if type(op) is not Get]
+        if len(set(written)) != len(written):
+            dup = next(k for k in written if written.count(k) > 1)
+            raise TxnLimitError(f"txn writes key {dup!r} twice")
+        size += sum(len(op.key) + 8 for op in branch)
+        size += sum(len(op.value) for op in branch if type(op) is Put)
     if size > limits.max_request_bytes:
         raise TxnLimitError(f"txn request is about {size} bytes; the store allows {limits.max_request_bytes}")
 

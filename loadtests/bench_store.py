@@ -115,7 +115,7 @@ def bench_engine(connect, keys: CellKeys, machines: list[str], jobs: list[Job], 
         for job in mine:
             n = job.task_count
             picks = rng.sample(machines, min(spread, n))
-            claims = [Claim(task_id(job.id, 0, i), picks[i % len(picks)], TASK) for i in range(n)]
+            claims = [Claim(task_id(job.id, 0, i), picks[i % len(picks)], TASK, job.id) for i in range(n)]
             need = [m for m in set(picks) if m not in mviews]
             if need:
                 mviews.update(read_machine_views(s, keys, need))
@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--machines", type=int, default=5000)
     ap.add_argument("--jobs", type=int, default=300, help="100-task jobs in the batched phase")
     ap.add_argument("--single-jobs", type=int, default=2000)
-    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=4, help="concurrent callers in the raw phases")
+    ap.add_argument("--engine-threads", type=int, default=1,
+                    help="concurrent committers; each keeps its own private copy, so more of them conflict")
     ap.add_argument("--seconds", type=float, default=3.0, help="duration of each raw phase")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -163,13 +165,14 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         submit_jobs(admin, keys, batched + single, now=0.0)
         submit_s = time.perf_counter() - t0
-        pb, kb, written = bench_engine(connect, keys, machines, batched, spread=50, threads=args.threads)
-        ps, _, _ = bench_engine(connect, keys, machines, single, spread=1, threads=args.threads)
+        pb, kb, written = bench_engine(connect, keys, machines, batched, spread=50, threads=args.engine_threads)
+        ps, _, _ = bench_engine(connect, keys, machines, single, spread=1, threads=args.engine_threads)
 
     result = {
         "backend": args.backend if args.backend == "memory" else f"etcd-{args.members}",
         "machines": args.machines,
         "threads": args.threads,
+        "engine_threads": args.engine_threads,
         "raw_txn_per_s": round(raw_txn, 1),
         "raw_batched_keys_per_s": round(raw_keys, 1),
         "placements_per_s_batched": round(pb, 1),

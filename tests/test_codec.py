@@ -1,0 +1,32 @@
+"""The versioned encoding round-trips exactly, including the hand-formatted allocation records."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cellsched.cellstate import codec
+from cellsched.cellstate.model import AllocationRecord, Job, JobRecord, JobStatus, TaskGroup
+
+ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,20}", fullmatch=True)
+vec = st.tuples(*[st.integers(0, 10**12)] * 3)
+
+
+@settings(deadline=None, max_examples=200)
+@given(used=vec, tasks=st.dictionaries(st.builds(lambda j, g, i: f"{j}/{g}/{i}", ids, st.integers(0, 63),
+                                                 st.integers(0, 10**5)), vec, max_size=20))
+def test_codec_alloc_round_trip_is_valid_json(used, tasks):
+    rec = AllocationRecord(used, tasks)
+    raw = codec.encode_alloc(rec)
+    assert json.loads(raw) == {"v": 1, "u": list(used), "t": {k: list(v) for k, v in tasks.items()}}
+    assert codec.decode_alloc("k", raw) == rec
+
+
+def test_codec_job_record_round_trip():
+    job = Job("j1", (TaskGroup("a", 3, (1, 2, 0), {"zone": "z1"}, True, 12.5),), priority=9)
+    rec = JobRecord(job, JobStatus.PLACED, {"j1/0/0": "m1"}, {"j1/0/1"}, "why", 1.0, 2.0, 3.0, None)
+    back = codec.decode_job("k", codec.encode_job(rec))
+    assert back.job == job and back.bound == rec.bound and back.done == rec.done
+    assert (back.status, back.reason, back.placed_at) == (JobStatus.PLACED, "why", 3.0)
