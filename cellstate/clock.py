@@ -23,8 +23,11 @@ class Clock(ABC):
 
 
 class RealClock(Clock):
+    """Wall-clock seconds: timestamps written to the store (submitted, placed) must
+    compare across processes and hosts."""
+
     def now(self) -> float:
-        return time.monotonic()
+        return time.time()
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:

@@ -1,0 +1,236 @@
+"""Batch assignment: every task of a job, all groups, in one call.
+
+The pipeline per group, one line per stage:
+  1. eligibility  : labels, GPU model, anti-affinity, different-machines (``columns``)
+  2. feasibility  : exact int64 fit against the batch's running free vectors
+  3. scores       : the policy's weighted kernels, -inf where infeasible
+  4. candidates   : the top L machines from one vectorised pass (L >= k)
+  5. pick         : uniform among the k best, seeded from (job id, attempt)
+  6. assume       : free[machine] -= request; only that machine's score changes
+
+Step 6 is why one vectorised pass serves many tasks: placing a task changes one row, so
+the candidates stay exact while their k-th best score is at least the best score left
+outside them; when it is not, the pass is re-run on the updated columns. Every
+placement is checked against the running free vector in exact integers, so the batch
+never double-books a machine. The caller's columns are not modified; ``Assignment.used``
+holds the touched rows for ``MachineColumns.update_rows`` (assume into the local copy).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels
+from .backend import to_host
+from .columns import MachineColumns, derived_columns
+from .policy import Policy, Selection
+from .reasons import Unplaceable, explain
+from .select import machine_arrays, rng_for, seed_from, topk_rows
+from .spec import GroupSpec
+
+MAX_CANDIDATES = 4096  # L's ceiling: bounds the per-pass transfer and the heap
+RANDOM_PROBES = 64  # Omega's random first fit probes this many machines before a full scan
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Where every task went.
+
+    ``machines[g][i]`` is the machine index of task i of group g, or -1 when it could not
+    be placed; ``unplaceable`` says why, one record per group with unplaced tasks.
+    ``used`` maps every touched machine index to its used vector after the batch.
+    """
+
+    machines: tuple[np.ndarray, ...]
+    unplaceable: tuple[Unplaceable, ...]
+    used: dict[int, tuple[int, ...]]
+    seed: int
+    passes: int  # vectorised passes run (a cost metric)
+
+    def placements(self) -> Iterator[tuple[int, int, int]]:
+        """(group, task, machine index) for every placed task."""
+        for g, rows in enumerate(self.machines):
+            for i, m in enumerate(rows.tolist()):
+                if m >= 0:
+                    yield g, i, m
+
+    @property
+    def placed(self) -> int:
+        return sum(int((rows >= 0).sum()) for rows in self.machines)
+
+    def reason(self, group: int) -> Unplaceable | None:
+        return next((u for u in self.unplaceable if u.group == group), None)
+
+    def assume_into(self, columns: MachineColumns) -> None:
+        """Apply the placements to the scheduler's local copy (before the commit lands)."""
+        if self.used:
+            columns.update_rows(list(self.used), list(self.used.values()))
+
+
+def assign_job(
+    columns: MachineColumns,
+    groups: Sequence[GroupSpec],
+    policy: Policy,
+    seed: tuple[str, int] | int,
+) -> Assignment:
+    """Place ``count`` tasks of every group, in group order, on ``columns``' machines.
+
+    ``seed`` is (job id, attempt), or an int from ``select.seed_from``: the same columns,
+    groups, policy and seed give the same assignment. The array module is the columns'.
+    """
+    run = _Batch(columns, groups, policy, seed if isinstance(seed, int) else seed_from(*seed))
+    for g in range(len(groups)):
+        run.place_group(g)
+    used = {i: tuple(int(v) for v in columns.host_capacity[i] - run.free[i]) for i in sorted(run.touched)}
+    return Assignment(tuple(run.result), tuple(run.unplaceable), used, run.seed, run.passes)
+
+
+class _Batch:
+    """The running state of one ``assign_job`` call."""
+
+    def __init__(self, columns: MachineColumns, groups: Sequence[GroupSpec], policy: Policy, seed: int) -> None:
+        self.columns, self.groups, self.policy, self.seed = columns, list(groups), policy, seed
+        self.rng = rng_for(seed)
+        self.weights = policy.normalised_weights()
+        self.free = columns.host_free.copy()  # int64[N, R], the batch's running free vectors
+        self.touched: set[int] = set()
+        self.dirty: set[int] = set()  # touched since the device copy was last refreshed
+        self.arrays: kernels.MachineArrays | None = None
+        self.occupied = [np.zeros(len(columns), dtype=bool) for _ in groups]
+        self.result = [np.full(g.count, -1, dtype=np.int64) for g in groups]
+        self.unplaceable: list[Unplaceable] = []
+        self.passes = 0
+        self.partners = [set() for _ in groups]  # anti-affinity is symmetric
+        for g, spec in enumerate(groups):
+            for h in spec.anti_affinity:
+                if 0 <= h < len(groups) and h != g:
+                    self.partners[g].add(h)
+                    self.partners[h].add(g)
+
+    # ---- per group ------------------------------------------------------------------
+    def place_group(self, g: int) -> None:
+        spec = self.groups[g]
+        if spec.count == 0:
+            return
+        placer = self._place_random if self.policy.selection is Selection.RANDOM_FIT else self._place_top_k
+        done = placer(g, spec)
+        if done < spec.count:
+            own = self.occupied[g] if spec.different_machines else np.zeros(len(self.columns), dtype=bool)
+            self.unplaceable.append(
+                explain(self.columns, self.free, spec, g, range(done, spec.count), self._avoid(g), own)
+            )
+
+    def _avoid(self, g: int) -> np.ndarray:
+        avoid = np.zeros(len(self.columns), dtype=bool)
+        for h in self.partners[g]:
+            avoid |= self.occupied[h]
+        return avoid
+
+    def _excluded(self, g: int, spec: GroupSpec) -> np.ndarray:
+        excluded = self._avoid(g)
+        if spec.different_machines:
+            excluded |= self.occupied[g]
+        return excluded
+
+    def _assume(self, g: int, task: int, machine: int, spec: GroupSpec) -> None:
+        new_free = self.free[machine] - np.asarray(spec.request, dtype=np.int64)
+        if (new_free < 0).any():  # the invariant the whole module exists to keep
+            raise AssertionError(f"machine {machine} would be overcommitted")
+        self.free[machine] = new_free
+        self.touched.add(machine)
+        self.dirty.add(machine)
+        self.occupied[g][machine] = True
+        self.result[g][task] = machine
+
+    # ---- Omega's randomised first fit ---------------------------------------------------
+    def _place_random(self, g: int, spec: GroupSpec) -> int:
+        n = len(self.columns)
+        req = np.asarray(spec.request, dtype=np.int64)
+        eligible = self.columns.host_eligibility(spec) & ~self._excluded(g, spec)
+        for task in range(spec.count):
+            probes = self.rng.integers(n, size=min(RANDOM_PROBES, n)) if n else np.empty(0, dtype=np.int64)
+            ok = eligible[probes] & (self.free[probes] >= req).all(axis=1)
+            if ok.any():
+                machine = int(probes[np.argmax(ok)])
+            else:  # probing failed: scan everything, then pick uniformly among what fits
+                fits = np.flatnonzero(eligible & (self.free >= req).all(axis=1))
+                if len(fits) == 0:
+                    return task
+                machine = int(fits[self.rng.integers(len(fits))])
+            self._assume(g, task, machine, spec)
+            if spec.different_machines:
+                eligible[machine] = False
+        return spec.count
+
+    # ---- scored top-k ---------------------------------------------------------------------
+    def _place_top_k(self, g: int, spec: GroupSpec) -> int:
+        k = self.policy.top_k
+        heap, outside = self._candidates(g, spec, spec.count)
+        task = 0
+        while task < spec.count:
+            best = [heapq.heappop(heap) for _ in range(min(k, len(heap)))]
+            exact = (len(best) == k or outside == -np.inf) and (not best or -best[-1][0] >= outside)
+            if not exact:  # the candidates no longer hold the true top k: re-run the pass
+                heap, outside = self._candidates(g, spec, spec.count - task)
+                continue
+            if not best:
+                return task
+            chosen = int(self.rng.integers(len(best)))
+            machine = best[chosen][1]
+            self._assume(g, task, machine, spec)
+            task += 1
+            for j, item in enumerate(best):
+                if j != chosen:
+                    heapq.heappush(heap, item)
+            if not spec.different_machines:
+                score = self._host_score(machine, spec)
+                if score != -np.inf:
+                    heapq.heappush(heap, (-score, machine))
+        return task
+
+    def _candidates(self, g: int, spec: GroupSpec, remaining: int) -> tuple[list[tuple[float, int]], float]:
+        """One vectorised pass: a heap of (-score, machine) of the top L feasible machines,
+        and the best score outside them (-inf when none)."""
+        xp, n = self.columns.xp, len(self.columns)
+        self.passes += 1
+        limit = min(n, self.policy.top_k + min(remaining, MAX_CANDIDATES) + 32)
+        eligible = self.columns.eligibility(spec)
+        excluded = self._excluded(g, spec)
+        if excluded.any():
+            eligible = eligible & ~xp.asarray(excluded)
+        req = xp.asarray(np.asarray(spec.request, dtype=np.int64)[None, :])
+        scores = kernels.combined_scores(xp, self._device_arrays(), req, self.weights, eligible)
+        idx, vals = topk_rows(xp, scores, limit + 1)
+        idx, vals = to_host(idx)[0], to_host(vals)[0].astype(np.float64)
+        heap = [(-float(s), int(i)) for i, s in zip(idx[:limit], vals[:limit], strict=True) if i >= 0]
+        heapq.heapify(heap)
+        outside = float(vals[limit]) if len(vals) > limit else -np.inf
+        return heap, outside
+
+    def _device_arrays(self) -> kernels.MachineArrays:
+        """The columns with this batch's placements applied, on the columns' device."""
+        xp = self.columns.xp
+        if self.arrays is None:
+            base = machine_arrays(self.columns)
+            self.arrays = kernels.MachineArrays(base.free_t.copy(), base.free_ft.copy(), *base[2:])
+            self.dirty = set(self.touched)
+        if self.dirty:
+            rows = np.fromiter(sorted(self.dirty), dtype=np.int64)
+            free_t, free_ft, _, _ = derived_columns(self.columns.host_capacity[rows], self.free[rows])
+            d_rows = xp.asarray(rows)
+            self.arrays.free_t[:, d_rows] = xp.asarray(free_t)
+            self.arrays.free_ft[:, d_rows] = xp.asarray(free_ft)
+            self.dirty.clear()
+        return self.arrays
+
+    def _host_score(self, machine: int, spec: GroupSpec) -> float:
+        """The group's score on one machine after a placement, on the host."""
+        row = slice(machine, machine + 1)
+        free_t, free_ft, inv_cap_t, n_dims = derived_columns(self.columns.host_capacity[row], self.free[row])
+        m = kernels.MachineArrays(free_t, free_ft, inv_cap_t, n_dims, np.ones(1, dtype=bool))
+        req = np.asarray(spec.request, dtype=np.int64)[None, :]
+        return float(kernels.combined_scores(np, m, req, self.weights)[0, 0])

@@ -1,0 +1,332 @@
+"""The scheduler loop (DESIGN §4), plain Python: no Ray, time from a Clock.
+
+One iteration, split in two so a discrete-event simulation can put the think time
+between them (Omega §4: a decision reads the cell at t and commits at t + think):
+
+    prepare():  keep the lease -> sync the copy -> claim jobs -> decide each on the copy
+    complete(): commit every claim of the batch -> fold the result into the copy ->
+                per job: placed, retry (conflict), or park with the reason
+
+``step()`` runs both back to back (sleeping the modelled think time on the clock, if
+any); ``run()`` steps until a stop event or deadline.
+
+What happens to a claimed job after an attempt:
+    fully placed                  -> done (the commit engine drops the claim and queue entry)
+    some task had no machine      -> parked with the reason; retried when capacity frees
+                                     or every parked_retry_s
+    conflicted                    -> kept and retried next step on fresh state; after
+                                     max_retries attempts in a row that placed nothing,
+                                     parked with the last conflict as its reason
+    lease lost                    -> forgotten: the claim is gone and another scheduler
+                                     may hold the job now
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from cellsched.cellstate.clock import Clock
+from cellsched.cellstate.commit import CommitEngine, CommitResult, Plan
+from cellsched.cellstate.errors import LeaseNotFoundError, StoreUnavailableError
+from cellsched.cellstate.keys import CellKeys
+from cellsched.cellstate.local_copy import LocalCellCopy
+from cellsched.cellstate.model import Claim, JobStatus, TransactionMode
+from cellsched.cellstate.store import CellStore
+from cellsched.cellstate.submission import claim_jobs, park_job, release_claim
+from cellsched.cellstate.views import JobView, read_job_view
+
+from .decide import CopyColumns, DecideFn, Decision, decide_job, decision_seed
+from .metrics import SchedulerMetrics
+from .settings import SchedulerSettings
+
+
+@dataclass
+class HeldJob:
+    """A job this scheduler holds a claim on, across attempts."""
+
+    view: JobView
+    attempts: int = 0  # by this scheduler, including earlier claims of the job
+    no_progress: int = 0  # conflicted attempts in a row that placed nothing
+    last_conflict: str = ""
+
+
+@dataclass
+class Attempt:
+    """What prepare() decided; complete() commits it."""
+
+    started_at: float
+    think_s: float
+    lease_id: int
+    decisions: dict[str, Decision] = field(default_factory=dict)  # job id -> decision
+    assumed: set[str] = field(default_factory=set)  # machine ids whose columns carry assumptions
+
+    @property
+    def claims(self) -> list[Claim]:
+        return [c for d in self.decisions.values() for c in d.claims]
+
+
+@dataclass
+class Outcome:
+    """What complete() did, for drivers and tests."""
+
+    committed: list[Claim] = field(default_factory=list)
+    placed: list[str] = field(default_factory=list)  # job ids fully placed by this commit
+    parked: dict[str, str] = field(default_factory=dict)  # job id -> reason
+    retrying: list[str] = field(default_factory=list)
+    lease_lost: bool = False
+
+
+class Scheduler:
+    def __init__(self, name: str, store: CellStore, keys: CellKeys, settings: SchedulerSettings, clock: Clock,
+                 decide_fn: DecideFn | None = None):
+        self.name = name
+        self.store = store
+        self.keys = keys
+        self.settings = settings
+        self.clock = clock
+        self.decide_fn: DecideFn = decide_fn or decide_job
+        self.policy = settings.policy
+        self.engine = CommitEngine(store, keys, settings.conflict_mode, clock)
+        self.copy = LocalCellCopy(store, keys)
+        self.columns = CopyColumns(self.copy, settings.array_backend)
+        self.held: dict[str, HeldJob] = {}  # insertion order = claim order = priority order
+        self._metrics = SchedulerMetrics(started_at=clock.now())
+        self._lease_id = 0
+        self._lease_refreshed_at = 0.0
+        self._freed = False  # capacity freed since parked jobs were last retried
+        self._parked_tried_at = clock.now()
+        # Attempts per job survive parking and re-claiming, so a retry never reuses a seed.
+        self._attempts: dict[str, int] = {}
+
+    # -- the loop ---------------------------------------------------------------
+
+    def step(self) -> bool:
+        """One iteration: claim a batch, decide, commit. Returns whether it did work."""
+        attempt = self.prepare()
+        if attempt is None:
+            return False
+        if attempt.think_s > 0:
+            self.clock.sleep(attempt.think_s)
+        self.complete(attempt)
+        return True
+
+    def run(self, stop: threading.Event | float) -> None:
+        """Step until `stop` is set (an Event) or the clock reaches it (a deadline)."""
+        def done() -> bool:
+            return stop.is_set() if isinstance(stop, threading.Event) else self.clock.now() >= stop
+
+        while not done():
+            try:
+                worked = self.step()
+            except StoreUnavailableError:
+                # Held jobs stay held: their next commit compares the job records, so a
+                # chunk that landed before the outage is seen, never bound twice.
+                self._metrics.store_errors += 1
+                worked = False
+            if not worked:
+                self.clock.sleep(self.settings.idle_poll_s)
+
+    def prepare(self) -> Attempt | None:
+        """Keep the lease, sync, claim and decide. None when there is nothing to do."""
+        started = self.clock.now()
+        lease_id = self._keep_lease()
+        self._sync()
+        self._claim(lease_id)
+        self._sync()  # the claims read job records at a newer revision: catch the copy up
+        if not self.held:
+            return None
+        attempt = Attempt(started, 0.0, lease_id)
+        tasks = 0
+        for jid, held in self.held.items():
+            held.attempts = self._attempts.get(jid, 0) + 1
+            self._attempts[jid] = held.attempts
+            rec = held.view.record
+            if held.attempts == 1:
+                self._metrics.wait_first_attempt_s.append(started - rec.submitted_at)
+            seed = decision_seed(self.settings.seed, jid, held.attempts)
+            decision = self.decide_fn(self.columns.columns, self.columns.index, rec, self.policy, seed)
+            decision = self._fit_gang_in_one_txn(rec, decision)
+            attempt.decisions[jid] = decision
+            attempt.assumed.update(c.machine_id for c in decision.claims)
+            tasks += decision.tasks_decided
+        attempt.think_s = self.settings.think_time.for_jobs(len(attempt.decisions), tasks)
+        return attempt
+
+    def complete(self, attempt: Attempt) -> Outcome:
+        """Commit the attempt's claims and settle every job it decided."""
+        out = Outcome()
+        if not self._lease_alive(attempt.lease_id, only_if_due=True):
+            self.columns.restore(attempt.assumed)
+            self._lose_lease(out)
+            self._metrics.busy_s += self.clock.now() - attempt.started_at
+            return out
+        decided_at = self.clock.now()
+        claims = attempt.claims
+        result = CommitResult()
+        if claims:
+            jobs = {jid: self.held[jid].view for jid, d in attempt.decisions.items() if d.claims}
+            machines = self.copy.views(sorted({c.machine_id for c in claims}))
+            try:
+                result = self.engine.commit(Plan(claims, machines, jobs))
+            except StoreUnavailableError:
+                self.columns.restore(attempt.assumed)
+                self._metrics.busy_s += self.clock.now() - attempt.started_at
+                raise
+        # The commit's fresh views replace our assumptions, committed or not.
+        self.copy.assume(result.machines)
+        self.columns.restore(attempt.assumed | set(result.machines))
+        out.committed = result.committed
+        self._settle_jobs(attempt, result, out)
+        m = self._metrics
+        m.record_commit(result.stats, len(result.committed), len(result.conflicted))
+        m.record_decision(decided_at - attempt.started_at, len(result.committed), len(result.conflicted))
+        m.iterations += 1
+        m.busy_s += self.clock.now() - attempt.started_at
+        return out
+
+    # -- per job ----------------------------------------------------------------
+
+    def _settle_jobs(self, attempt: Attempt, result: CommitResult, out: Outcome) -> None:
+        committed: dict[str, int] = {}
+        for c in result.committed:
+            committed[c.job_id] = committed.get(c.job_id, 0) + 1
+        conflicts: dict[str, str] = {}
+        for c, why in result.conflicted:
+            conflicts.setdefault(c.job_id, why)
+        for jid, decision in attempt.decisions.items():
+            held = self.held[jid]
+            if jid in result.jobs:
+                held.view = result.jobs[jid]
+            rec = held.view.record
+            if rec.status is JobStatus.PLACED:
+                if committed.get(jid):  # placed by this commit, not by someone who took it over
+                    self._metrics.record_placed(rec.submitted_at, rec.placed_at or self.clock.now(), held.attempts)
+                    out.placed.append(jid)
+                del self.held[jid]
+                self._attempts.pop(jid, None)
+            elif rec.status not in (JobStatus.PENDING, JobStatus.PARKED):
+                release_claim(self.store, self.keys, jid)  # cancelled or finished meanwhile
+                del self.held[jid]
+                self._attempts.pop(jid, None)
+            elif jid in conflicts:
+                self._after_conflict(jid, held, committed.get(jid, 0) > 0, conflicts[jid], out)
+            elif decision.unplaced:
+                self._park(jid, held, decision.reason, out)
+            elif decision.tasks_decided == 0:  # nothing left to place that we can see
+                release_claim(self.store, self.keys, jid)
+                del self.held[jid]
+            else:  # everything it claimed committed, yet unbound tasks remain: decide again
+                out.retrying.append(jid)
+
+    def _after_conflict(self, jid: str, held: HeldJob, progressed: bool, why: str, out: Outcome) -> None:
+        held.last_conflict = why
+        held.no_progress = 0 if progressed else held.no_progress + 1
+        if held.no_progress > self.settings.max_retries:
+            self._metrics.jobs_parked_no_progress += 1
+            self._park(jid, held, f"no progress after {held.no_progress} conflicted attempts; last: {why}", out)
+        else:
+            out.retrying.append(jid)
+
+    def _park(self, jid: str, held: HeldJob, reason: str, out: Outcome) -> None:
+        parked = park_job(self.store, self.keys, held.view, reason)
+        if parked is None:  # the record changed under us: re-read and decide again next step
+            fresh = read_job_view(self.store, self.keys, jid)
+            if fresh is None:
+                del self.held[jid]
+            else:
+                held.view = fresh
+                out.retrying.append(jid)
+            return
+        del self.held[jid]  # park_job dropped our claim; the job stays queued
+        self._metrics.jobs_parked += 1
+        out.parked[jid] = reason
+
+    def _fit_gang_in_one_txn(self, rec, decision: Decision) -> Decision:
+        """A gang commits in one txn (no reservation protocol yet): refuse a bigger one here,
+        with a reason, instead of letting the engine refuse the whole batch."""
+        if rec.job.mode is not TransactionMode.ALL_OR_NOTHING or not decision.claims:
+            return decision
+        spans = len({c.machine_id for c in decision.claims})
+        limit = self.store.limits.max_txn_ops
+        if 2 * spans + 1 <= limit:  # compares: spec + alloc per machine, + the job record
+            return decision
+        self.columns.unassume(decision.claims)
+        return Decision([], len(decision.claims),
+                        f"gang spans {spans} machines; one txn holds at most {(limit - 1) // 2} "
+                        f"with max_txn_ops={limit}", decision.tasks_decided)
+
+    # -- claims, sync, lease --------------------------------------------------------
+
+    def _claim(self, lease_id: int) -> None:
+        room = self.settings.claim_batch - len(self.held)
+        if room <= 0:
+            return
+        now = self.clock.now()
+        include_parked = self._freed or now - self._parked_tried_at >= self.settings.parked_retry_s
+        if include_parked:
+            self._freed, self._parked_tried_at = False, now
+        try:
+            views = claim_jobs(self.store, self.keys, self.settings.job_class, lease_id, self.name, room,
+                               include_parked=include_parked)
+        except LeaseNotFoundError:  # expired since _keep_lease: the next step starts a new one
+            self._lose_lease(Outcome())
+            return
+        for view in views:
+            self.held.setdefault(view.record.job.id, HeldJob(view))
+
+    def _sync(self) -> None:
+        self.copy.poll()
+        if self.columns.refresh():
+            self._freed = True
+
+    def _keep_lease(self) -> int:
+        now = self.clock.now()
+        if self._lease_id and now - self._lease_refreshed_at >= self.settings.lease_ttl_s / 3:
+            if not self._lease_alive(self._lease_id):
+                self._lose_lease(Outcome())
+        if not self._lease_id:
+            self._lease_id = self.store.grant_lease(self.settings.lease_ttl_s)
+            self._lease_refreshed_at = now
+        return self._lease_id
+
+    def _lease_alive(self, lease_id: int, only_if_due: bool = False) -> bool:
+        """Refresh the lease; False when it expired. only_if_due skips the round trip while
+        the last refresh is recent enough that the lease cannot have expired since."""
+        if lease_id != self._lease_id:
+            return False
+        if only_if_due and self.clock.now() - self._lease_refreshed_at < self.settings.lease_ttl_s / 3:
+            return True
+        try:
+            self.store.refresh_lease(lease_id)
+        except LeaseNotFoundError:
+            return False
+        self._lease_refreshed_at = self.clock.now()
+        return True
+
+    def _lose_lease(self, out: Outcome) -> None:
+        """The lease expired: every claim bound to it is gone, so forget those jobs."""
+        self._metrics.lease_losses += 1
+        self._metrics.jobs_lost_to_lease += len(self.held)
+        self.held.clear()
+        self._lease_id = 0
+        out.lease_lost = True
+
+    # -- reading ----------------------------------------------------------------------
+
+    def metrics(self) -> dict:
+        return {"scheduler": self.name, "job_class": self.settings.job_class.value,
+                **self._metrics.snapshot(self.clock.now())}
+
+    @property
+    def raw_metrics(self) -> SchedulerMetrics:
+        return self._metrics
+
+    def close(self) -> None:
+        if self._lease_id:
+            try:
+                self.store.revoke_lease(self._lease_id)
+            except LeaseNotFoundError:
+                pass
+            self._lease_id = 0
+        self.copy.close()

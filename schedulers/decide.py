@@ -1,0 +1,170 @@
+"""The decision pipeline: one job's unbound tasks -> claims on the private copy.
+
+The array work (feasibility mask, weighted scores, seeded pick) is ``gpu.assign_job``;
+this module turns a stored job into its inputs, its result into commit claims, and
+keeps the kernels' columns in step with the scheduler's ``LocalCellCopy``.
+
+``DecideFn`` is the one seam: a scheduler takes any function with ``decide_job``'s
+signature, so a simulation or a test can swap the decision without touching the loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cellsched import gpu
+from cellsched.cellstate.local_copy import LocalCellCopy
+from cellsched.cellstate.model import Claim, JobRecord, TransactionMode
+
+
+def decision_seed(base: int, job_id: str, attempt: int) -> int:
+    """The pick's seed: (job id, attempt), so parallel schedulers spread and a decision
+    replays; ``base`` (a simulation's seed) shifts every job's stream at once."""
+    if base == 0:
+        return gpu.seed_from(job_id, attempt)
+    digest = hashlib.blake2b(f"{base}\x00{job_id}\x00{attempt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+@dataclass
+class Decision:
+    claims: list[Claim] = field(default_factory=list)
+    unplaced: int = 0  # tasks left without a machine
+    reason: str = ""  # why they were left, naming the filter or resource; "" when none
+    tasks_decided: int = 0
+
+
+DecideFn = Callable[[gpu.MachineColumns, Mapping[str, int], JobRecord, gpu.Policy, int], Decision]
+
+
+def decide_job(columns: gpu.MachineColumns, index: Mapping[str, int], record: JobRecord,
+               policy: gpu.Policy, seed: int) -> Decision:
+    """Place every unbound task of ``record`` on ``columns`` and assume what it places.
+
+    ``index`` maps machine id -> row of ``columns``. Gangs (ALL_OR_NOTHING) assume
+    nothing unless every task found a machine, so a half-placed gang never holds
+    capacity in the copy that the next job could have used.
+    """
+    specs, task_ids = group_specs(record, index)
+    if not specs:
+        return Decision()
+    # 1-3. feasibility mask over machine rows -> weighted scores -> seeded randomised pick.
+    assignment = gpu.assign_job(columns, specs, policy, seed)
+    # Rows back to (task, machine) claims; unplaced tasks keep the filter that stopped them.
+    decision = _claims(columns, record, specs, task_ids, assignment)
+    # All-or-nothing: a gang that is short of even one task claims nothing.
+    if record.job.mode is TransactionMode.ALL_OR_NOTHING and decision.unplaced:
+        return Decision([], decision.unplaced, f"gang needs every task placed: {decision.reason}",
+                        decision.tasks_decided)
+    # 4. assume into the private copy, so the next job in this batch sees these placements.
+    assignment.assume_into(columns)
+    return decision
+
+
+def group_specs(record: JobRecord, index: Mapping[str, int]) -> tuple[list[gpu.GroupSpec], list[list[str]]]:
+    """The kernels' view of a job: one GroupSpec per group with unbound tasks.
+
+    A group with different_machines avoids the machines its already-bound tasks hold,
+    so a retry of an incrementally placed job keeps the constraint.
+    """
+    unbound: dict[int, list[str]] = {}
+    for tid, gi, _ in record.unbound_tasks():
+        unbound.setdefault(gi, []).append(tid)
+    specs, task_ids = [], []
+    for gi, tids in unbound.items():
+        group = record.job.groups[gi]
+        avoid: frozenset[int] = frozenset()
+        if group.different_machines:
+            prefix = f"{record.job.id}/{gi}/"
+            avoid = frozenset(index[m] for t, m in record.bound.items() if t.startswith(prefix) and m in index)
+        spec = gpu.GroupSpec.from_task_group(group, avoid_machines=avoid)
+        specs.append(gpu.GroupSpec(spec.request, len(tids), spec.labels, spec.gpu_models,
+                                   spec.different_machines, spec.avoid_machines, name=group.name))
+        task_ids.append(tids)
+    return specs, task_ids
+
+
+def _claims(columns: gpu.MachineColumns, record: JobRecord, specs: list[gpu.GroupSpec],
+            task_ids: list[list[str]], assignment: gpu.Assignment) -> Decision:
+    out = Decision(tasks_decided=sum(len(t) for t in task_ids))
+    reasons = []
+    for g, (spec, tids) in enumerate(zip(specs, task_ids, strict=True)):
+        for i, row in enumerate(assignment.machines[g].tolist()):
+            if row >= 0:
+                out.claims.append(Claim(tids[i], columns.machine_ids[row], spec.request))
+        why = assignment.reason(g)
+        if why is not None:
+            out.unplaced += len(why.tasks)
+            reasons.append(f"task group {spec.name!r}: {len(why.tasks)} task(s) unplaced, {why.message}")
+    out.reason = "; ".join(reasons)
+    return out
+
+
+class CopyColumns:
+    """``gpu.MachineColumns`` kept in step with a ``LocalCellCopy``.
+
+    The copy's ``dirty`` rows are refreshed into the columns before each decision;
+    ``restore`` puts rows back to the copy's values after a batch whose assumed
+    placements did not all commit. ``capacity_freed`` says whether a refresh saw used
+    capacity drop, a machine come up or a machine appear: the cue to retry parked jobs.
+    """
+
+    def __init__(self, copy: LocalCellCopy, backend: str | None = None):
+        self.copy = copy
+        self.backend = backend
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        n = self.copy.size
+        xp = gpu.choose_array_module(n, self.backend)
+        self.columns = gpu.MachineColumns(
+            list(self.copy.ids), self.copy.capacity[:n], self.copy.used[:n],
+            [m.labels for m in self.copy.machines], self.copy.schedulable[:n], xp=xp)
+        self._resyncs = self.copy.resyncs
+        self.copy.dirty.clear()
+
+    @property
+    def index(self) -> Mapping[str, int]:
+        return self.copy.index
+
+    def refresh(self) -> bool:
+        """Apply the copy's changed rows; returns whether capacity was freed."""
+        copy = self.copy
+        if copy.size != len(self.columns) or copy.resyncs != self._resyncs:
+            self._rebuild()  # new machines, or a resync that may have renumbered rows
+            return True
+        if not copy.dirty:
+            return False
+        rows = np.fromiter(sorted(copy.dirty), dtype=np.int64)
+        copy.dirty.clear()
+        cols = self.columns
+        freed = bool((copy.used[rows] < cols.host_used[rows]).any())
+        freed |= bool((copy.schedulable[rows] & ~cols.host_schedulable[rows]).any())
+        freed |= bool((copy.capacity[rows] > cols.host_capacity[rows]).any())
+        labels = [copy.machines[i].labels for i in rows.tolist()]
+        if (not np.array_equal(copy.capacity[rows], cols.host_capacity[rows])
+                or not np.array_equal(copy.schedulable[rows], cols.host_schedulable[rows])
+                or labels != [cols.labels[i] for i in rows.tolist()]):
+            cols.update_machines(rows, copy.capacity[rows], labels, copy.schedulable[rows])
+        cols.update_rows(rows, copy.used[rows])
+        return freed
+
+    def unassume(self, claims) -> None:
+        """Take back exactly these claims' requests (other assumptions on the rows stay)."""
+        rows: dict[int, np.ndarray] = {}
+        for c in claims:
+            i = self.copy.index[c.machine_id]
+            base = rows.get(i, self.columns.host_used[i])
+            rows[i] = base - np.asarray(c.request, dtype=np.int64)
+        if rows:
+            self.columns.update_rows(list(rows), np.array(list(rows.values())))
+
+    def restore(self, machine_ids) -> None:
+        """Put rows back to the copy's values (drops assumptions that did not commit)."""
+        rows = sorted(self.copy.index[m] for m in machine_ids if m in self.copy.index)
+        if rows:
+            self.columns.update_rows(rows, self.copy.used[rows])

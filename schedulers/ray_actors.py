@@ -1,0 +1,214 @@
+"""Ray at the edge: the only module that imports Ray.
+
+- StoreHost: a named actor that owns the embedded MemoryStore, so schedulers and the
+  API in other processes share one cell (the embedded default of `make demo`).
+- RemoteStore: the CellStore contract over calls to a StoreHost.
+- SchedulerActor: a named, restartable actor wrapping the plain-Python Scheduler. Its
+  loop runs in a thread; after a crash Ray restarts it and it resumes from the store
+  (claims of the dead incarnation expire with its lease).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import ray
+
+from cellsched.cellstate.clock import RealClock
+from cellsched.cellstate.faults import AfterSendStore
+from cellsched.cellstate.keys import CellKeys
+from cellsched.cellstate.memory_store import MemoryStore
+from cellsched.cellstate.store import CellStore, ModRevisionIs, Op, StoreLimits, TxnResult, Watch, WatchEvent
+
+from .core import Scheduler
+from .settings import SchedulerSettings
+
+NAMESPACE = "cellsched"
+STORE_HOST_NAME = "cellsched-store"
+
+
+class StoreHost:
+    """Owns one MemoryStore; every method is one store call."""
+
+    def __init__(self, limits: StoreLimits | None = None):
+        self.store = MemoryStore(limits or StoreLimits())
+        self.watches: dict[int, Watch] = {}
+        self.next_watch = 0
+
+    def limits(self) -> StoreLimits:
+        return self.store.limits
+
+    def txn(self, compares, success, failure) -> TxnResult:
+        return self.store.txn(compares, success, failure)
+
+    def watch_open(self, prefix: str, start_revision: int) -> int:
+        self.next_watch += 1
+        self.watches[self.next_watch] = self.store.watch(prefix, start_revision)
+        return self.next_watch
+
+    def watch_get(self, watch_id: int) -> list[WatchEvent]:
+        return self.watches[watch_id].get(0.0)
+
+    def watch_close(self, watch_id: int) -> None:
+        w = self.watches.pop(watch_id, None)
+        if w is not None:
+            w.close()
+
+    def grant_lease(self, ttl_s: int) -> int:
+        return self.store.grant_lease(ttl_s)
+
+    def refresh_lease(self, lease_id: int) -> None:
+        self.store.refresh_lease(lease_id)
+
+    def revoke_lease(self, lease_id: int) -> None:
+        self.store.revoke_lease(lease_id)
+
+    def compact(self, revision: int) -> None:
+        self.store.compact(revision)
+
+
+class _RemoteWatch(Watch):
+    def __init__(self, host, watch_id: int):
+        self.host, self.watch_id = host, watch_id
+
+    def get(self, timeout: float = 0.0) -> list[WatchEvent]:
+        deadline = time.monotonic() + timeout
+        while True:
+            events = ray.get(self.host.watch_get.remote(self.watch_id))
+            if events or time.monotonic() >= deadline:
+                return events
+            time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+
+    def close(self) -> None:
+        self.host.watch_close.remote(self.watch_id)
+
+
+class RemoteStore(CellStore):
+    """CellStore over a StoreHost actor. Errors raised in the host re-raise here with
+    their own types (Ray's task errors subclass the original exception)."""
+
+    def __init__(self, host):
+        self.host = host
+        self.limits = ray.get(host.limits.remote())
+
+    def txn(self, compares: Sequence[ModRevisionIs], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
+        return ray.get(self.host.txn.remote(list(compares), list(success), list(failure)))
+
+    def watch(self, prefix: str, start_revision: int) -> Watch:
+        return _RemoteWatch(self.host, ray.get(self.host.watch_open.remote(prefix, start_revision)))
+
+    def grant_lease(self, ttl_s: int) -> int:
+        return ray.get(self.host.grant_lease.remote(ttl_s))
+
+    def refresh_lease(self, lease_id: int) -> None:
+        ray.get(self.host.refresh_lease.remote(lease_id))
+
+    def revoke_lease(self, lease_id: int) -> None:
+        ray.get(self.host.revoke_lease.remote(lease_id))
+
+    def compact(self, revision: int) -> None:
+        ray.get(self.host.compact.remote(revision))
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """Where a process finds the cell: an etcd cluster, or the named StoreHost actor."""
+
+    etcd: str | None = None  # "host:port,host:port"
+    host_name: str = STORE_HOST_NAME
+
+    def connect(self) -> CellStore:
+        if self.etcd:
+            from cellsched.cellstate.etcd_store import EtcdStore
+
+            return EtcdStore(self.etcd)
+        return RemoteStore(ray.get_actor(self.host_name, namespace=NAMESPACE))
+
+
+class SchedulerActor:
+    def __init__(self, name: str, spec: StoreSpec, cell: str, settings: SchedulerSettings):
+        self.name = name
+        self._crash_after_send = 0
+        store = AfterSendStore(spec.connect(), self._after_send)
+        self.scheduler = Scheduler(name, store, CellKeys(cell), settings, RealClock())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"{name}-loop", daemon=True)
+        self._error: str | None = None
+        self._thread.start()  # a restarted incarnation resumes at once
+
+    def _loop(self) -> None:
+        try:
+            self.scheduler.run(self._stop)
+        except Exception as exc:  # surfaced through status(); the actor stays inspectable
+            self._error = repr(exc)
+
+    def _after_send(self, success, _result) -> None:
+        if self._crash_after_send and any("/node/alloc/" in op.key for op in success):
+            # The commit reached the store; die before the scheduler learns the outcome.
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def arm_crash_after_send(self) -> None:
+        self._crash_after_send = 1
+
+    def status(self) -> dict:
+        ctx = ray.get_runtime_context()
+        return {"name": self.name, "pid": os.getpid(), "node_id": ctx.get_node_id(),
+                "alive": self._thread.is_alive(), "error": self._error, "metrics": self.scheduler.metrics()}
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return self.status()
+
+
+# -- deployment helpers used by the CLI and tests ---------------------------------
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = 2, **kwargs) -> None:
+    """Connect to a cluster (`address`), or start a small local instance."""
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, namespace=NAMESPACE, **kwargs)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
+                 object_store_memory=78_643_200, **kwargs)
+
+
+def host_store(limits: StoreLimits | None = None, name: str = STORE_HOST_NAME):
+    actor = ray.remote(StoreHost).options(name=name, namespace=NAMESPACE, num_cpus=0.25,
+                                          max_concurrency=1).remote(limits)
+    ray.get(actor.limits.remote())
+    return actor
+
+
+def start_scheduler(name: str, spec: StoreSpec, cell: str, settings: SchedulerSettings, num_cpus: float = 0.25,
+                    max_restarts: int = -1, detached: bool = False, scheduling_strategy=None):
+    opts = dict(name=name, namespace=NAMESPACE, num_cpus=num_cpus, max_restarts=max_restarts,
+                max_task_retries=-1, max_concurrency=4)
+    if detached:
+        opts["lifetime"] = "detached"
+    if scheduling_strategy is not None:
+        opts["scheduling_strategy"] = scheduling_strategy
+    return ray.remote(SchedulerActor).options(**opts).remote(name, spec, cell, settings)
+
+
+def get(refs, timeout: float | None = None):
+    return ray.get(refs, timeout=timeout)
+
+
+def kill_actor(actor, no_restart: bool = False) -> None:
+    ray.kill(actor, no_restart=no_restart)
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,91 @@
+"""Per-class scheduler settings: one frozen dataclass, one preset per job class.
+
+Everything a scheduler's behaviour depends on lives here as data, so a simulation sweep
+(schedulers x think time x conflict mode x transaction mode, Omega §5) changes settings,
+never code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from cellsched import gpu
+from cellsched.cellstate.model import ConflictMode, JobClass, TransactionMode
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkTime:
+    """Omega's decision-time model: t_decision = t_job + t_task x tasks decided.
+
+    Zero (the default) means "no model": in real time the decision costs what the CPU
+    spends on it. A simulation sets it so that scheduler busyness and conflicts depend
+    on the modelled cost rather than on how fast this machine runs NumPy.
+    """
+
+    per_job_s: float = 0.0
+    per_task_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.per_job_s < 0 or self.per_task_s < 0:
+            raise ValueError("think times must be non-negative")
+
+    def for_jobs(self, jobs: int, tasks: int) -> float:
+        return self.per_job_s * jobs + self.per_task_s * tasks
+
+
+# Omega §4's batch scheduler: t_job = 0.1 s, t_task = 5 ms.
+OMEGA_BATCH_THINK = ThinkTime(0.1, 0.005)
+# Omega §4's service scheduler sweeps t_job from 0.1 s to 100 s; 1 s is its middle ground.
+OMEGA_SERVICE_THINK = ThinkTime(1.0, 0.005)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    job_class: JobClass
+    think_time: ThinkTime = field(default_factory=ThinkTime)
+    conflict_mode: ConflictMode = ConflictMode.RESOURCE_FIT
+    # The mode a job of this class gets when its submitter names none (the API and the
+    # workload generators read it); a stored job always carries its own mode.
+    default_transaction_mode: TransactionMode = TransactionMode.INCREMENTAL
+    policy_name: str = "spread"  # a key of gpu.PRESETS
+    claim_batch: int = 64  # jobs claimed, decided and committed together: fewer, fuller txns
+    lease_ttl_s: int = 10
+    max_retries: int = 5  # conflicted attempts in a row without progress before a job is parked
+    parked_retry_s: float = 10.0  # retry parked jobs at least this often, even if nothing freed
+    idle_poll_s: float = 0.5  # how long run() waits when there was nothing to do
+    seed: int = 0  # mixed into every (job id, attempt) seed; 0 = the plain (job id, attempt) seed
+    array_backend: str | None = None  # "numpy" | "cupy" | "auto"; None = CELLSCHED_ARRAY_BACKEND
+
+    def __post_init__(self) -> None:
+        if self.policy_name not in gpu.PRESETS:
+            raise ValueError(f"policy_name {self.policy_name!r}: expected one of {sorted(gpu.PRESETS)}")
+        if self.claim_batch < 1:
+            raise ValueError("claim_batch must be at least 1")
+        if self.lease_ttl_s < 1:
+            raise ValueError("lease_ttl_s must be at least 1 second (etcd's lease granularity)")
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be non-negative")
+        if self.parked_retry_s <= 0 or self.idle_poll_s <= 0:
+            raise ValueError("parked_retry_s and idle_poll_s must be positive")
+
+    @property
+    def policy(self) -> gpu.Policy:
+        return gpu.PRESETS[self.policy_name]
+
+    def with_(self, **changes) -> SchedulerSettings:
+        return replace(self, **changes)
+
+
+# Batch: many small jobs, throughput first; Omega's cheap randomised first fit.
+BATCH = SchedulerSettings(JobClass.BATCH, policy_name="random_first_fit", claim_batch=128)
+# Service: long-running, placement quality first; spread load (Kubernetes' default).
+SERVICE = SchedulerSettings(JobClass.SERVICE, policy_name="spread", claim_batch=16)
+# GPU: distributed training is usually a gang; keep whole multi-GPU machines free.
+GPU = SchedulerSettings(JobClass.GPU, policy_name="gpu_pack", claim_batch=16,
+                        default_transaction_mode=TransactionMode.ALL_OR_NOTHING)
+
+PRESETS: dict[JobClass, SchedulerSettings] = {s.job_class: s for s in (BATCH, SERVICE, GPU)}
+
+
+def for_class(job_class: JobClass) -> SchedulerSettings:
+    return PRESETS[job_class]
