@@ -7,6 +7,12 @@ import sys
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from cellsched.demo import run
+
+    return run(horizon_s=args.horizon, seed=args.seed, ray_address=args.ray_address)
+
+
+def cmd_demo_engine(args: argparse.Namespace) -> int:
     from cellsched.demo_store import run_demo
 
     return run_demo(max_jobs=args.jobs, seed=args.seed)
@@ -44,10 +50,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cellsched", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="replay a Google 2011 slice on the embedded store")
-    demo.add_argument("--jobs", type=int, default=3000, help="trace jobs (submission waves) to replay")
+    demo = sub.add_parser("demo", help="4 scheduler actors replay the shipped Google 2011 sample (embedded store)")
+    demo.add_argument("--horizon", type=float, default=40.0, help="replay length in seconds (sets the compression)")
     demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--ray-address", default=None, help="an existing Ray cluster; default: a local instance")
     demo.set_defaults(fn=cmd_demo)
+    engine = sub.add_parser("demo-engine", help="commit a Google 2011 slice through the commit engine, no Ray")
+    engine.add_argument("--jobs", type=int, default=3000, help="trace jobs (submission waves) to replay")
+    engine.add_argument("--seed", type=int, default=1)
+    engine.set_defaults(fn=cmd_demo_engine)
     check = sub.add_parser("check", help="verify the cell invariants on an etcd store")
     check.add_argument("--etcd", required=True, help="host:port[,host:port...]")
     check.add_argument("--cell", default="cell")

@@ -72,8 +72,9 @@ class Plan:
 
 
 def _job_ops_cost(n_machines: int, n_jobs: int) -> int:
-    # compares: 2/machine + 1/job; failure reads: the same; success: 1/machine + 2/job.
-    return max(2 * n_machines + n_jobs, n_machines + 2 * n_jobs)
+    # compares: 2/machine + 1/job; failure reads: the same;
+    # success: 1 put/machine + 1 put/job + 2 deletes (queue entry, claim) per job it completes.
+    return max(2 * n_machines + n_jobs, n_machines + 3 * n_jobs)
 
 
 class CommitEngine:

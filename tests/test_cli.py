@@ -15,7 +15,7 @@ def run_cli(*args, timeout=180):
 
 
 def test_cli_demo_runs_on_embedded_store():
-    out = run_cli("demo", "--jobs", "150")
+    out = run_cli("demo-engine", "--jobs", "150")
     assert out.returncode == 0, out.stderr
     assert "invariant check              ok" in out.stdout
     placed = int(next(line for line in out.stdout.splitlines() if line.startswith("tasks placed")).split()[-1])

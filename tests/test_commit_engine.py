@@ -159,3 +159,15 @@ def test_commit_bad_plan_refused_whole(store, bad, error):
     with pytest.raises(error):
         CommitEngine(store, keys).commit(Plan(claims, views(store, keys, 2), jobs))
     assert store.current_revision() == before
+
+
+def test_commit_many_small_jobs_in_one_plan_respect_success_op_limit(store):
+    # 60 single-task jobs, each completing in the txn: 1 alloc put + 1 job put + 2 deletes
+    # per job, so a txn holds at most 128 // 3 = 42 of them; the engine must chunk.
+    keys = make_cell(store, 60)
+    jobs = [make_job(f"s{i}", 1) for i in range(60)]
+    views_ = submit(store, keys, *jobs)
+    claims = [Claim(task_id(j.id, 0, 0), f"m{i}", j.groups[0].request) for i, j in enumerate(jobs)]
+    out = CommitEngine(store, keys).commit(Plan(claims, views(store, keys, 60), views_))
+    assert len(out.committed) == 60 and out.stats.txns == 2
+    assert check_store(store, keys, [j.id for j in jobs]).ok

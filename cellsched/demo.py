@@ -1,0 +1,92 @@
+"""`make demo`: the main job on embedded defaults.
+
+The embedded memory store hosted by a named Ray actor, a local Ray instance, and four
+scheduler actors (2 batch, 1 service, 1 gpu) replay the attributed Google 2011 sample
+shipped in loadtests/ (plus synthetic GPU gangs on GPU-labelled machines) on a machine
+set sized so the cell is really loaded. Prints progress, then a per-scheduler summary.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+from cellsched.cellstate.invariants import check_store
+from cellsched.cellstate.keys import CellKeys
+from cellsched.cellstate.machines import add_machines
+from cellsched.cellstate.traces.sample import sample_trace_dir
+from cellsched.loadtests.replay import ReplayProgress, google_workload
+from cellsched.schedulers import ray_actors
+from cellsched.schedulers.settings import BATCH, GPU, SERVICE
+
+FLEET = (("batch-0", BATCH), ("batch-1", BATCH), ("service-0", SERVICE), ("gpu-0", GPU))
+
+
+def _ray_env() -> None:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="cellsched-ray-"))
+
+
+def print_progress(p: ReplayProgress) -> None:
+    util = p.cpu_used / p.cpu_capacity if p.cpu_capacity else 0.0
+    print(f"  t={p.elapsed_s:5.1f}s  submitted {p.submitted:5d}  placed {p.placed_jobs:5d}  parked "
+          f"{p.parked_jobs:4d}  running tasks {p.bound_tasks:6d}  finished {p.finished_tasks:6d}  "
+          f"CPU {util:6.1%}", flush=True)
+
+
+def fmt(v, spec=".2f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def summary_table(statuses: list[dict]) -> str:
+    head = (f"{'scheduler':12} {'tasks placed':>12} {'jobs placed':>11} {'wait p50 s':>10} {'wait p99 s':>10} "
+            f"{'busyness':>8} {'conflict frac':>13} {'txns':>6}")
+    rows = [head, "-" * len(head)]
+    for st in statuses:
+        m = st["metrics"]
+        rows.append(f"{st['name']:12} {m['tasks_placed']:12d} {m['jobs_placed']:11d} "
+                    f"{fmt(m['wait_placed_p50_s']):>10} {fmt(m['wait_placed_p99_s']):>10} "
+                    f"{m['busyness']:8.1%} {m['conflict_fraction']:13.3f} {m['txns']:6d}")
+    return "\n".join(rows)
+
+
+def run(horizon_s: float = 40.0, seed: int = 1, ray_address: str | None = None) -> int:
+    t0 = time.time()
+    workload = google_workload(sample_trace_dir(), horizon_s=horizon_s, seed=seed)
+    print(f"workload: {workload.description}; peak offered CPU {workload.peak_offered_cpu:.0%} of the trace machines")
+    _ray_env()
+    ray_actors.init_ray(ray_address)
+    host = ray_actors.host_store()
+    store = ray_actors.RemoteStore(host)
+    keys = CellKeys("demo")
+    add_machines(store, keys, workload.machines)
+    spec = ray_actors.StoreSpec()
+    actors = [ray_actors.start_scheduler(name, spec, keys.cell, settings.with_(lease_ttl_s=5, idle_poll_s=0.1))
+              for name, settings in FLEET]
+    ray_actors.get([a.status.remote() for a in actors])
+    print(f"started {len(actors)} scheduler actors in {time.time() - t0:.1f}s; replaying", flush=True)
+    from cellsched.loadtests.replay import ReplayDriver
+
+    driver = ReplayDriver(store, keys, workload)
+    driver.run(until_s=horizon_s + 30, on_progress=print_progress)
+    print_progress(driver.progress)
+    statuses = ray_actors.get([a.stop.remote() for a in actors])
+    report = check_store(store, keys, workload_ids(workload))
+    print()
+    print(summary_table(statuses))
+    total = sum(s["metrics"]["tasks_placed"] for s in statuses)
+    print(f"\n{total} tasks placed; invariant check: "
+          f"{'ok' if report.ok else f'{len(report.violations)} VIOLATIONS'}; total {time.time() - t0:.0f}s")
+    for v in report.violations[:10]:
+        print("  ", v)
+    errors = [s for s in statuses if s["error"]]
+    for s in errors:
+        print(f"scheduler {s['name']} failed: {s['error']}")
+    ray_actors.shutdown()
+    return 0 if report.ok and not errors else 1
+
+
+def workload_ids(workload) -> list[str]:
+    return [j.id for j in workload.jobs]
