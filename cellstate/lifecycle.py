@@ -26,7 +26,9 @@ def release_tasks(store: CellStore, keys: CellKeys, job_id: str, task_ids: Itera
     Returns the store revision of the release. Tasks not currently bound are ignored.
     """
     wanted = set(task_ids)
-    for _ in range(MAX_RELEASE_ROUNDS):
+    rounds = 0
+    while rounds < MAX_RELEASE_ROUNDS:
+        rounds += 1
         jkv = store.get(keys.job(job_id))
         if jkv is None:
             raise InvalidInputError(f"job {job_id!r} does not exist")
@@ -38,7 +40,10 @@ def release_tasks(store: CellStore, keys: CellKeys, job_id: str, task_ids: Itera
                 by_machine[mid].append(tid)
         if not by_machine:
             return jkv.mod_revision
-        mids = sorted(by_machine)
+        # One txn touches at most max_txn_ops - 3 machines (+ the job put, claim delete and
+        # queue put); larger releases go in several txns, each consistent on its own.
+        mids = sorted(by_machine)[: max(1, store.limits.max_txn_ops - 3)]
+        by_machine = {m: by_machine[m] for m in mids}
         reads = store.txn([], [Get(keys.alloc(m)) for m in mids]).reads
         compares = [ModRevisionIs(jkv.key, jkv.mod_revision)]
         success = []
@@ -66,5 +71,8 @@ def release_tasks(store: CellStore, keys: CellKeys, job_id: str, task_ids: Itera
             success.append(Delete(keys.claim(job_id)))
         result = store.txn(compares, success)
         if result.succeeded:
-            return result.revision
+            wanted -= {t for tids in by_machine.values() for t in tids}
+            rounds = 0  # progress: the bound is on conflicts in a row
+            if not wanted:
+                return result.revision
     raise RuntimeError(f"release of {job_id} kept conflicting for {MAX_RELEASE_ROUNDS} rounds")

@@ -85,13 +85,20 @@ def gpu_jobs(n: int, rng: random.Random, horizon_s: float) -> list[tuple[float, 
 
 
 def google_workload(trace_dir: Path, horizon_s: float = 40.0, target_peak: float = 0.9, seed: int = 1,
-                    max_jobs: int | None = None, n_gpu_machines: int = 8, n_gpu_jobs: int = 12) -> Workload:
+                    max_jobs: int | None = None, n_gpu_machines: int = 8, n_gpu_jobs: int = 12,
+                    first_wave_only: bool = False) -> Workload:
+    """Replay waves as jobs. `first_wave_only` keeps one wave per trace job (its first
+    submission), which gives one replay job per trace job; `max_jobs` then takes waves
+    evenly spaced over the whole window (so a slice draws from every trace part)."""
     rng = random.Random(seed)
     t0 = first_task_event_time(trace_dir)
     attempts = read_task_attempts(trace_dir)
     waves = group_jobs(attempts)
-    if max_jobs is not None:
-        waves = waves[:max_jobs]
+    if first_wave_only:
+        waves = [w for w in waves if w.wave == 0]
+    if max_jobs is not None and max_jobs < len(waves):
+        step = len(waves) / max_jobs
+        waves = [waves[int(k * step)] for k in range(max_jobs)]
     used_attempts = [a for w in waves for a in w.attempts]
     end_us = max(a.submit_time_us for a in used_attempts) + 1
     span_s = max(1.0, (end_us - t0) / 1e6)

@@ -104,3 +104,19 @@ def test_submission_failed_task_returns_to_queue(store):
     assert rec.status is JobStatus.PENDING and rec.unbound_tasks()
     assert list_queue(store, keys, JobClass.BATCH) == ["r"]
     assert check_store(store, keys, ["r"]).ok
+
+
+def test_submission_release_spanning_more_machines_than_one_txn(store):
+    from cellsched.cellstate.store import StoreLimits
+
+    store.limits = StoreLimits(max_txn_ops=16, max_request_bytes=store.limits.max_request_bytes)
+    keys = make_cell(store, 40)
+    submit_jobs(store, keys, [make_job("wide", 40, cpu=100, mem=10)], now=0.0)
+    view = read_job_view(store, keys, "wide")
+    claims = [Claim(task_id("wide", 0, i), f"m{i}", (100, 10, 0)) for i in range(40)]
+    assert len(CommitEngine(store, keys).commit(Plan(claims, views(store, keys, 40), {"wide": view})).committed) == 40
+    release_tasks(store, keys, "wide", [c.task_id for c in claims], now=1.0)
+    rec = read_job_view(store, keys, "wide").record
+    assert rec.status is JobStatus.FINISHED and len(rec.done) == 40 and not rec.bound
+    report = check_store(store, keys, ["wide"])
+    assert report.ok and report.bound_tasks == 0
