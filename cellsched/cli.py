@@ -47,6 +47,54 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    import time
+
+    from cellsched.cellstate.etcd_store import parse_endpoints
+    from cellsched.schedulers import ray_actors
+    from cellsched.schedulers.settings import BATCH, GPU, SERVICE
+
+    if args.etcd:
+        try:
+            parse_endpoints(args.etcd)
+        except ValueError as exc:
+            print(f"cellsched up: --etcd: {exc}", file=sys.stderr)
+            return 2
+    counts = {"batch": (args.batch, BATCH), "service": (args.service, SERVICE), "gpu": (args.gpu, GPU)}
+    if any(n < 0 for n, _ in counts.values()) or not any(n for n, _ in counts.values()):
+        print("cellsched up: ask for at least one scheduler, and no negative counts", file=sys.stderr)
+        return 2
+    ray_actors.init_ray(args.ray_address)
+    detached = bool(args.ray_address)  # on a cluster the actors outlive this command
+    if not args.etcd:
+        try:
+            ray_actors.get_actor(ray_actors.STORE_HOST_NAME)
+        except ValueError:
+            ray_actors.host_store(detached=detached)
+    spec = ray_actors.StoreSpec(etcd=args.etcd)
+    actors = []
+    for cls, (n, settings) in counts.items():
+        for i in range(n):
+            name = f"{args.cell}-{cls}-{i}"
+            actors.append(ray_actors.start_scheduler(name, spec, args.cell, settings, detached=detached))
+    for st in ray_actors.get([a.status.remote() for a in actors], timeout=120):
+        print(f"started {st['name']} (pid {st['pid']}, node {st['node_id'][:12]})")
+    if detached:
+        print(f"{len(actors)} schedulers running on {args.ray_address}; store: {args.etcd or 'embedded (Ray actor)'}")
+        return 0
+    print("running on a local Ray instance; Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(10)
+            for st in ray_actors.get([a.status.remote() for a in actors]):
+                m = st["metrics"]
+                print(f"{st['name']}: {m['tasks_placed']} tasks placed, busyness {m['busyness']:.1%}", flush=True)
+    except KeyboardInterrupt:
+        ray_actors.get([a.stop.remote() for a in actors])
+        ray_actors.shutdown()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cellsched", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -59,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--jobs", type=int, default=3000, help="trace jobs (submission waves) to replay")
     engine.add_argument("--seed", type=int, default=1)
     engine.set_defaults(fn=cmd_demo_engine)
+    up = sub.add_parser("up", help="start scheduler actors on local Ray or an existing Ray cluster")
+    up.add_argument("--ray-address", default=None, help="e.g. auto or ray://head:10001; default: local Ray")
+    up.add_argument("--etcd", default=None, help="host:port[,host:port...]; default: the embedded store actor")
+    up.add_argument("--cell", default="cell")
+    up.add_argument("--batch", type=int, default=2)
+    up.add_argument("--service", type=int, default=1)
+    up.add_argument("--gpu", type=int, default=1)
+    up.set_defaults(fn=cmd_up)
     check = sub.add_parser("check", help="verify the cell invariants on an etcd store")
     check.add_argument("--etcd", required=True, help="host:port[,host:port...]")
     check.add_argument("--cell", default="cell")

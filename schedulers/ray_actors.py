@@ -183,9 +183,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = 2, **kwargs) -> 
                  object_store_memory=78_643_200, **kwargs)
 
 
-def host_store(limits: StoreLimits | None = None, name: str = STORE_HOST_NAME):
-    actor = ray.remote(StoreHost).options(name=name, namespace=NAMESPACE, num_cpus=0.25,
-                                          max_concurrency=1).remote(limits)
+def host_store(limits: StoreLimits | None = None, name: str = STORE_HOST_NAME, detached: bool = False):
+    opts = dict(name=name, namespace=NAMESPACE, num_cpus=0.25, max_concurrency=1)
+    if detached:
+        opts["lifetime"] = "detached"
+    actor = ray.remote(StoreHost).options(**opts).remote(limits)
     ray.get(actor.limits.remote())
     return actor
 
@@ -199,6 +201,11 @@ def start_scheduler(name: str, spec: StoreSpec, cell: str, settings: SchedulerSe
     if scheduling_strategy is not None:
         opts["scheduling_strategy"] = scheduling_strategy
     return ray.remote(SchedulerActor).options(**opts).remote(name, spec, cell, settings)
+
+
+def get_actor(name: str):
+    """The named actor; raises ValueError when there is none."""
+    return ray.get_actor(name, namespace=NAMESPACE)
 
 
 def get(refs, timeout: float | None = None):
