@@ -77,6 +77,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         for i in range(n):
             name = f"{args.cell}-{cls}-{i}"
             actors.append(ray_actors.start_scheduler(name, spec, args.cell, settings, detached=detached))
+    ray_actors.start_housekeeper(spec, args.cell, detached=detached)
     for st in ray_actors.get([a.status.remote() for a in actors], timeout=120):
         print(f"started {st['name']} (pid {st['pid']}, node {st['node_id'][:12]})")
     if detached:

@@ -150,6 +150,9 @@ class ReplayDriver:
     scan_every_s: float = 0.5
     releases: dict[str, float] = field(default_factory=dict)  # task -> release time
     progress: ReplayProgress = field(default_factory=ReplayProgress)
+    # Remembered across scans: a housekeeper may purge finished jobs from the store.
+    placed_ids: set[str] = field(default_factory=set)
+    done_per_job: dict[str, int] = field(default_factory=dict)
 
     def run(self, until_s: float, on_progress: Callable[[ReplayProgress], None] | None = None,
             progress_every_s: float = 2.0, settle: bool = True) -> ReplayProgress:
@@ -189,20 +192,22 @@ class ReplayDriver:
                                     Get(self.keys.alloc_prefix, prefix=True),
                                     Get(self.keys.spec_prefix, prefix=True)]).reads
         p = self.progress
-        p.placed_jobs = p.parked_jobs = p.bound_tasks = p.finished_tasks = 0
+        p.parked_jobs = p.bound_tasks = 0
         for kv in reads[0]:
             rec = codec.decode_job(kv.key, kv.value)
             if rec.status in (JobStatus.PLACED, JobStatus.FINISHED):
-                p.placed_jobs += 1
+                self.placed_ids.add(rec.job.id)
             elif rec.status is JobStatus.PARKED:
                 p.parked_jobs += 1
             p.bound_tasks += len(rec.bound)
-            p.finished_tasks += len(rec.done)
+            self.done_per_job[rec.job.id] = len(rec.done)
             for tid, _ in rec.bound.items():
                 if tid not in self.releases:
                     g = int(tid.rsplit("/", 2)[1])
                     d = durations.get(rec.job.id, [None] * (g + 1))[g]
                     self.releases[tid] = now + d if d is not None else float("inf")
+        p.placed_jobs = len(self.placed_ids)
+        p.finished_tasks = sum(self.done_per_job.values())
         p.cpu_used = sum(codec.decode_alloc(kv.key, kv.value).used[0] for kv in reads[1])
         p.cpu_capacity = sum(codec.decode_machine(kv.key, kv.value).capacity[0] for kv in reads[2])
 

@@ -169,7 +169,43 @@ class SchedulerActor:
         return self.status()
 
 
+class HousekeeperActor:
+    """Runs one cell's Housekeeper (retention purge, history compaction) on a schedule."""
+
+    def __init__(self, spec: StoreSpec, cell: str, retention_s: float, every_s: float, keep_revisions: int):
+        from cellsched.cellstate.housekeeping import Housekeeper
+
+        self.keeper = Housekeeper(spec.connect(), CellKeys(cell), RealClock(), retention_s, every_s, keep_revisions)
+        self._stop = threading.Event()
+        self._error: str | None = None
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(min(5.0, self.keeper.every_s)):
+            try:
+                self.keeper.tick()
+            except Exception as exc:  # keep running; the next tick retries
+                self._error = repr(exc)
+
+    def status(self) -> dict:
+        return {"purged": self.keeper.purged, "compactions": self.keeper.compactions, "error": self._error,
+                "recently_purged": list(self.keeper.recently_purged)}
+
+    def stop(self) -> dict:
+        self._stop.set()
+        return self.status()
+
+
 # -- deployment helpers used by the CLI and tests ---------------------------------
+
+
+def start_housekeeper(spec: StoreSpec, cell: str, retention_s: float = 3600.0, every_s: float = 60.0,
+                      keep_revisions: int = 10_000, detached: bool = False):
+    opts = dict(name=f"{cell}-housekeeper", namespace=NAMESPACE, num_cpus=0.1, max_restarts=-1,
+                max_task_retries=-1, max_concurrency=2)
+    if detached:
+        opts["lifetime"] = "detached"
+    return ray.remote(HousekeeperActor).options(**opts).remote(spec, cell, retention_s, every_s, keep_revisions)
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = 2, **kwargs) -> None:
