@@ -145,14 +145,15 @@ def test_scheduler_actors_killed_twenty_times_lose_nothing(ray_cluster, etcd_mem
         log.stop.set()
         poller.join(timeout=5)
         statuses = ray_actors.get([a.stop.remote() for a in actors], timeout=60)
+        jobs_kvs, _ = admin.get_prefix(keys.jobs_prefix)
+        statuses_by_job = {keys.last_segment(kv.key): codec.decode_job(kv.key, kv.value).status for kv in jobs_kvs}
+        left_claims, _ = admin.get_prefix(keys.claims_prefix)
     finally:
         log.stop.set()
         for a in actors:
             ray_actors.kill_actor(a, no_restart=True)
+        admin.close()
 
-    jobs_kvs, _ = admin.get_prefix(keys.jobs_prefix)
-    statuses_by_job = {keys.last_segment(kv.key): codec.decode_job(kv.key, kv.value).status for kv in jobs_kvs}
-    left_claims, _ = admin.get_prefix(keys.claims_prefix)
     # Jobs whose claim passed from a killed incarnation's lease to another lease.
     taken_over = {jid: [h for h in log.holders.get(jid, []) if h[1] != held[1]] for jid, held in orphaned.items()}
     taken_over = {jid: hs for jid, hs in taken_over.items() if hs}
@@ -171,4 +172,5 @@ def test_scheduler_actors_killed_twenty_times_lose_nothing(ray_cluster, etcd_mem
     assert not left_claims  # orphaned claims expired; completed ones were dropped by their commits
     assert orphaned, "no kill caught a scheduler holding claims"
     assert all(statuses_by_job[jid] is JobStatus.PLACED for jid in orphaned)
+    assert taken_over, "no orphaned claim was seen re-claimed under another lease"
     assert all(s["error"] is None for s in statuses)

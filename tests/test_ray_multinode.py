@@ -45,6 +45,17 @@ def _wait_off_node(actors, node_id: str, timeout: float = 60.0) -> list[dict]:
         time.sleep(0.2)
 
 
+def _wait_for_claims(store, keys: CellKeys, owners: set[str], timeout: float = 5.0) -> int:
+    """How many claims `owners` hold, once they hold any (0 if none within `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        kvs, _ = store.get_prefix(keys.claims_prefix)
+        held = sum(codec.decode_obj(kv.key, kv.value)["owner"] in owners for kv in kvs)
+        if held or time.monotonic() >= deadline:
+            return held
+        time.sleep(0.01)
+
+
 def _wait_placed(store, keys: CellKeys, job_ids: list[str], timeout: float = 60.0):
     expected = len(job_ids) * TASKS_PER_JOB
     deadline = time.monotonic() + timeout
@@ -91,25 +102,30 @@ def test_scheduler_actors_node_removed_restart_elsewhere_and_lose_nothing(ray_cl
         assert first.ok and first.bound_tasks == len(job_ids) * TASKS_PER_JOB, first.violations[:5]
 
         submit_wave(1)  # in flight while the node goes
+        on_worker = {f"multi-b{i}" for i in range(SCHEDULERS) if before[i]["node_id"] == worker_id}
+        orphaned = _wait_for_claims(admin, keys, on_worker)
+        removed_at = time.monotonic()
         ray_cluster.remove_node(worker, allow_graceful=False)
         submit_wave(2)
         after = _wait_off_node(actors, worker_id)
+        moved_s = time.monotonic() - removed_at
         report = _wait_placed(admin, keys, job_ids)
         final = ray_actors.get([a.stop.remote() for a in actors], timeout=60)
+        jobs_kvs, _ = admin.get_prefix(keys.jobs_prefix)
+        status = {keys.last_segment(kv.key): codec.decode_job(kv.key, kv.value).status for kv in jobs_kvs}
     finally:
         for a in actors:
             ray_actors.kill_actor(a, no_restart=True)
         if worker in ray_cluster.worker_nodes:
             ray_cluster.remove_node(worker)
+        admin.close()
 
     moved = [(b, a) for b, a in zip(before, after, strict=True) if b["node_id"] == worker_id]
-    jobs_kvs, _ = admin.get_prefix(keys.jobs_prefix)
-    status = {keys.last_segment(kv.key): codec.decode_job(kv.key, kv.value).status for kv in jobs_kvs}
     placed = sum(1 for s in status.values() if s is JobStatus.PLACED)
     print(f"\nmulti-node: {SCHEDULERS} schedulers on 2 nodes "
           f"({sum(s['node_id'] == head_id for s in before)} head, {len(moved)} worker); worker removed, "
-          f"{len(moved)} restarted on the head with new pids "
-          f"{[(b['pid'], a['pid']) for b, a in moved]}; jobs {len(job_ids)}, placed {placed}, "
+          f"its actors held {orphaned} claims; {len(moved)} restarted on the head with new pids "
+          f"{[(b['pid'], a['pid']) for b, a in moved]} after {moved_s:.1f} s; jobs {len(job_ids)}, placed {placed}, "
           f"tasks bound {report.bound_tasks}/{len(job_ids) * TASKS_PER_JOB}")
 
     assert moved
