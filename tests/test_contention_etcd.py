@@ -39,6 +39,7 @@ def run_workload(endpoints: str, cell: str, cmode: ConflictMode, tmode: Transact
     add_machines(store, keys, [Machine(f"m{i}", (CPU, MEM, 0)) for i in range(MACHINES)])
     totals = {"committed": 0, "conflicts": 0, "txns": 0, "failed_txns": 0, "recommitted": 0, "unknown": 0}
     util_samples: list[float] = []
+    warmed = [False]
     lock = threading.Lock()
     jobs_per_thread = TARGET // (COMMITTERS * TASKS_PER_JOB) + 40
     all_jobs: list[str] = []
@@ -60,7 +61,10 @@ def run_workload(endpoints: str, cell: str, cmode: ConflictMode, tmode: Transact
                 cap_cpu = int(copy.capacity[: copy.size, 0].sum())
                 used_cpu = int(copy.used[: copy.size, 0].sum())
                 with lock:
-                    util_samples.append(used_cpu / cap_cpu)
+                    # Steady state only: sample once the cell first filled past 80%.
+                    warmed[0] = warmed[0] or used_cpu / cap_cpu >= 0.8
+                    if warmed[0]:
+                        util_samples.append(used_cpu / cap_cpu)
                     if totals["committed"] >= TARGET:
                         s.close()
                         return
