@@ -77,7 +77,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         for i in range(n):
             name = f"{args.cell}-{cls}-{i}"
             actors.append(ray_actors.start_scheduler(name, spec, args.cell, settings, detached=detached))
-    ray_actors.start_housekeeper(spec, args.cell, detached=detached)
+    ray_actors.start_housekeeper(spec, args.cell, detached=detached, machine_liveness=args.machine_liveness)
     for st in ray_actors.get([a.status.remote() for a in actors], timeout=120):
         print(f"started {st['name']} (pid {st['pid']}, node {st['node_id'][:12]})")
     if detached:
@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--batch", type=int, default=2)
     up.add_argument("--service", type=int, default=1)
     up.add_argument("--gpu", type=int, default=1)
+    up.add_argument("--machine-liveness", action="store_true",
+                    help="machines run agents that heartbeat; a machine whose lease expires goes DOWN")
     up.set_defaults(fn=cmd_up)
     check = sub.add_parser("check", help="verify the cell invariants on an etcd store")
     check.add_argument("--etcd", required=True, help="host:port[,host:port...]")

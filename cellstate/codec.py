@@ -108,6 +108,7 @@ def job_to_obj(job: Job) -> dict[str, Any]:
         "prio": job.priority,
         "mode": job.mode.value,
         "tp": job.traceparent,
+        "maxf": job.max_failures,
         "groups": [
             {"name": g.name, "n": g.count, "req": list(g.request), "labels": g.labels,
              "diff": g.different_machines, "dur": g.duration_s}
@@ -121,7 +122,8 @@ def job_from_obj(obj: dict[str, Any]) -> Job:
         TaskGroup(g["name"], g["n"], tuple(g["req"]), g.get("labels") or {}, bool(g.get("diff")), g.get("dur"))
         for g in obj["groups"]
     )
-    return Job(obj["id"], groups, JobClass(obj["class"]), obj["prio"], TransactionMode(obj["mode"]), obj.get("tp"))
+    return Job(obj["id"], groups, JobClass(obj["class"]), obj["prio"], TransactionMode(obj["mode"]), obj.get("tp"),
+               obj.get("maxf", 3))
 
 
 def encode_job(r: JobRecord) -> bytes:
@@ -136,6 +138,7 @@ def encode_job(r: JobRecord) -> bytes:
         "placed": r.placed_at,
         "fin": r.finished_at,
         "done": sorted(r.done),
+        "fails": r.failures,
     }).encode()
 
 
@@ -148,7 +151,7 @@ def decode_job(key: str, raw: bytes) -> JobRecord:
             raise CorruptValueError(key, str(exc)) from None
         return JobRecord(job, JobStatus(obj["status"]), dict(obj["bound"]), set(obj.get("done", ())),
                          obj.get("reason", ""), obj.get("sub", 0.0), obj.get("first"), obj.get("placed"),
-                         obj.get("fin"))
+                         obj.get("fin"), obj.get("fails", 0))
 
 
 def encode_obj(obj: dict[str, Any]) -> bytes:

@@ -17,7 +17,7 @@ from . import codec
 from . import resources as res
 from .errors import CorruptValueError
 from .keys import CellKeys
-from .model import JobStatus
+from .model import TERMINAL_STATUSES, JobStatus
 from .store import CellStore, Get
 
 
@@ -94,7 +94,7 @@ def check_store(store: CellStore, keys: CellKeys, expected_jobs: Iterable[str] |
             v.append(f"job {jid} is {rec.status.value} but not in the queue: it would be lost")
         if rec.status is JobStatus.PLACED and not rec.fully_bound:
             v.append(f"job {jid} is placed but has unbound tasks")
-        if rec.status in (JobStatus.PLACED, JobStatus.FINISHED, JobStatus.CANCELLED) and jid in queued:
+        if rec.status in (JobStatus.PLACED, *TERMINAL_STATUSES) and jid in queued:
             v.append(f"job {jid} is {rec.status.value} but still queued")
         if rec.status is JobStatus.FINISHED and rec.bound:
             v.append(f"job {jid} is finished but still holds {len(rec.bound)} tasks")

@@ -12,17 +12,20 @@ from collections.abc import Iterable
 from . import codec
 from .errors import InvalidInputError
 from .keys import CellKeys
-from .model import JobStatus
+from .model import TERMINAL_STATUSES, JobRecord, JobStatus, TaskOutcome
 from .store import CellStore, Delete, Get, ModRevisionIs, Put
 
 MAX_RELEASE_ROUNDS = 32
 
 
 def release_tasks(store: CellStore, keys: CellKeys, job_id: str, task_ids: Iterable[str], now: float,
-                  finished: bool = True) -> int:
-    """Remove tasks from their machines. finished=True records them as done; False
-    (a failure or eviction) makes them unbound again so they are rescheduled.
+                  outcome: TaskOutcome = TaskOutcome.FINISHED) -> int:
+    """Remove tasks from their machines.
 
+    FINISHED records them as done. EVICTED makes them unbound again, so they are
+    rescheduled (a placed job goes back to the queue). FAILED does the same while the
+    job's failures stay within job.max_failures; past it the job FAILS: the failed tasks
+    become terminal, the rest are not rescheduled, and the job leaves the queue.
     Returns the store revision of the release. Tasks not currently bound are ignored.
     """
     wanted = set(task_ids)
@@ -54,21 +57,11 @@ def release_tasks(store: CellStore, keys: CellKeys, job_id: str, task_ids: Itera
             compares.append(ModRevisionIs(r[0].key, r[0].mod_revision))
             success.append(Put(r[0].key, codec.encode_alloc(alloc.without_tasks(by_machine[mid]))))
         new = rec.copy()
-        for tids in by_machine.values():
-            for tid in tids:
-                del new.bound[tid]
-                if finished:
-                    new.done.add(tid)
-        if finished and len(new.done) >= new.job.task_count:
-            new.status, new.finished_at = JobStatus.FINISHED, now
-        elif not finished and new.status is JobStatus.PLACED:
-            # Failed tasks go back to the queue to be placed again.
-            new.status = JobStatus.PENDING
-            success.append(Put(keys.queue(new.job.job_class, new.job.priority, job_id),
-                               codec.encode_obj({"job": job_id})))
+        released = [tid for tids in by_machine.values() for tid in tids]
+        for tid in released:
+            del new.bound[tid]
+        success += _job_transition(keys, new, released, outcome, now)
         success.append(Put(jkv.key, codec.encode_job(new)))
-        if new.status is JobStatus.FINISHED:
-            success.append(Delete(keys.claim(job_id)))
         result = store.txn(compares, success)
         if result.succeeded:
             wanted -= {t for tids in by_machine.values() for t in tids}
@@ -76,3 +69,33 @@ def release_tasks(store: CellStore, keys: CellKeys, job_id: str, task_ids: Itera
             if not wanted:
                 return result.revision
     raise RuntimeError(f"release of {job_id} kept conflicting for {MAX_RELEASE_ROUNDS} rounds")
+
+
+def _job_transition(keys: CellKeys, rec: JobRecord, released: list[str], outcome: TaskOutcome,
+                    now: float) -> list[Put | Delete]:
+    """Apply a release to the job record in place; return the queue/claim ops it needs."""
+    job = rec.job
+    queue_key = keys.queue(job.job_class, job.priority, job.id)
+    ops: list[Put | Delete] = []
+    if outcome is TaskOutcome.FAILED:
+        rec.failures += len(released)
+        if rec.failures > job.max_failures and rec.status not in TERMINAL_STATUSES:
+            rec.done.update(released)
+            was_queued = rec.status in (JobStatus.PENDING, JobStatus.PARKED)
+            rec.status, rec.finished_at = JobStatus.FAILED, now
+            rec.reason = f"{rec.failures} task failures exceed max_failures={job.max_failures}"
+            if was_queued:
+                ops.append(Delete(queue_key))
+            ops.append(Delete(keys.claim(job.id)))
+            return ops
+    if outcome is TaskOutcome.FINISHED:
+        rec.done.update(released)
+        if len(rec.done) >= job.task_count and rec.status not in TERMINAL_STATUSES:
+            rec.status, rec.finished_at = JobStatus.FINISHED, now
+            ops.append(Delete(keys.claim(job.id)))
+        return ops
+    # Failed within policy, or evicted: back to the queue to be placed again.
+    if rec.status is JobStatus.PLACED:
+        rec.status = JobStatus.PENDING
+        ops.append(Put(queue_key, codec.encode_obj({"job": job.id})))
+    return ops

@@ -53,7 +53,19 @@ class JobStatus(Enum):
     PARKED = "parked"  # in the queue, tried and could not be placed now; has a reason
     PLACED = "placed"  # every task bound
     FINISHED = "finished"  # done; resources released
+    FAILED = "failed"  # more task failures than its retry policy allows; not rescheduled
     CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class TaskOutcome(Enum):
+    """Why a task leaves its machine."""
+
+    FINISHED = "finished"  # ran to completion
+    FAILED = "failed"  # the task failed: rescheduled while the job's retry policy allows
+    EVICTED = "evicted"  # its machine died or is draining: rescheduled, not held against the job
 
 
 def check_id(kind: str, value: object) -> str:
@@ -121,9 +133,12 @@ class Job:
     priority: int = 0
     mode: TransactionMode = TransactionMode.INCREMENTAL
     traceparent: str | None = None
+    max_failures: int = 3  # task failures tolerated (rescheduled) before the job fails
 
     def __post_init__(self) -> None:
         check_id("job", self.id)
+        if not isinstance(self.max_failures, int) or isinstance(self.max_failures, bool) or self.max_failures < 0:
+            raise InvalidJobError(f"job {self.id}: max_failures must be a non-negative integer")
         object.__setattr__(self, "groups", tuple(self.groups))
         if not self.groups:
             raise InvalidJobError(f"job {self.id}: a job needs at least one task group")
@@ -167,6 +182,7 @@ class JobRecord:
     first_attempt_at: float | None = None
     placed_at: float | None = None
     finished_at: float | None = None
+    failures: int = 0  # task failures so far, against job.max_failures
 
     def unbound_tasks(self) -> list[tuple[str, int, TaskGroup]]:
         return [t for t in self.job.tasks() if t[0] not in self.bound and t[0] not in self.done]
@@ -177,7 +193,7 @@ class JobRecord:
 
     def copy(self) -> JobRecord:
         return JobRecord(self.job, self.status, dict(self.bound), set(self.done), self.reason, self.submitted_at,
-                         self.first_attempt_at, self.placed_at, self.finished_at)
+                         self.first_attempt_at, self.placed_at, self.finished_at, self.failures)
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from . import codec
@@ -73,42 +74,60 @@ def list_queue(store: CellStore, keys: CellKeys, job_class: JobClass) -> list[st
 
 
 def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: int, owner: str,
-               limit: int, include_parked: bool = True) -> list[JobView]:
+               limit: int, include_parked: bool = True, executor: Executor | None = None,
+               in_flight: int = 1) -> list[JobView]:
     """Claim up to `limit` queued jobs of a class, highest priority first.
 
     One txn per batch: each claim key must be absent and the queue entry present; the
     success branch reads the job records, so the claimer gets them in the same round trip.
+    With an `executor`, up to `in_flight` batches (disjoint sets of jobs) are sent at once.
     """
     queued, _ = store.get_prefix(keys.queue_prefix(job_class))
     claims, _ = store.get_prefix(keys.claims_prefix)
     taken = {keys.last_segment(kv.key) for kv in claims}
     candidates = [(kv, keys.last_segment(kv.key)) for kv in queued]
     candidates = [(kv, jid) for kv, jid in candidates if jid not in taken]
-    out: list[JobView] = []
-    per_txn = max(1, store.limits.max_txn_ops // 2)
-    while candidates and len(out) < limit:
-        batch = candidates[:min(per_txn, limit - len(out))]
-        candidates = candidates[len(batch):]
+    claim_value = codec.encode_obj({"owner": owner})
+
+    def send(batch):
         compares, success, reads = [], [], []
         for qkv, jid in batch:
             compares += [ModRevisionIs(keys.claim(jid), 0), ModRevisionIs(qkv.key, qkv.mod_revision)]
-            success += [Put(keys.claim(jid), codec.encode_obj({"owner": owner}), lease_id), Get(keys.job(jid))]
+            success += [Put(keys.claim(jid), claim_value, lease_id), Get(keys.job(jid))]
             reads.append(Get(keys.claim(jid)))
-        result = store.txn(compares, success, reads)
-        if result.succeeded:
-            for r in result.reads:
-                for kv in r:
-                    view = JobView(codec.decode_job(kv.key, kv.value), kv.mod_revision)
-                    if include_parked or view.record.status is not JobStatus.PARKED:
-                        out.append(view)
-                    else:
-                        store.delete(keys.claim(view.record.job.id))
-            continue
-        # Somebody claimed part of the batch first: retry only the rest.
-        lost = {keys.last_segment(kv.key) for r in result.reads for kv in r}
-        candidates = [(kv, jid) for kv, jid in batch if jid not in lost] + candidates
-        if not lost:  # a queue entry changed (job placed or cancelled); re-read next call
+        return store.txn(compares, success, reads)
+
+    out: list[JobView] = []
+    per_txn = max(1, store.limits.max_txn_ops // 2)
+    wave_size = in_flight if executor is not None else 1
+    while candidates and len(out) < limit:
+        wave, room = [], limit - len(out)
+        while candidates and room > 0 and len(wave) < wave_size:
+            batch = candidates[:min(per_txn, room)]
+            candidates = candidates[len(batch):]
+            room -= len(batch)
+            wave.append(batch)
+        results = list(executor.map(send, wave)) if len(wave) > 1 else [send(wave[0])]
+        retry: list = []
+        stop = False
+        for batch, result in zip(wave, results, strict=True):
+            if result.succeeded:
+                for r in result.reads:
+                    for kv in r:
+                        view = JobView(codec.decode_job(kv.key, kv.value), kv.mod_revision)
+                        if include_parked or view.record.status is not JobStatus.PARKED:
+                            out.append(view)
+                        else:
+                            store.delete(keys.claim(view.record.job.id))
+                continue
+            # Somebody claimed part of the batch first: retry only the rest.
+            lost = {keys.last_segment(kv.key) for r in result.reads for kv in r}
+            retry += [(kv, jid) for kv, jid in batch if jid not in lost]
+            if not lost:  # a queue entry changed (job placed or cancelled); re-read next call
+                stop = True
+        if stop:
             break
+        candidates = retry + candidates
     return out
 
 

@@ -170,12 +170,18 @@ class SchedulerActor:
 
 
 class HousekeeperActor:
-    """Runs one cell's Housekeeper (retention purge, history compaction) on a schedule."""
+    """Runs one cell's upkeep on a schedule: the Housekeeper (retention purge, history
+    compaction) and the MachineMonitor (evict tasks from draining, down or dead machines)."""
 
-    def __init__(self, spec: StoreSpec, cell: str, retention_s: float, every_s: float, keep_revisions: int):
+    def __init__(self, spec: StoreSpec, cell: str, retention_s: float, every_s: float, keep_revisions: int,
+                 machine_liveness: bool = False):
         from cellsched.cellstate.housekeeping import Housekeeper
+        from cellsched.cellstate.machine_health import MachineMonitor
 
-        self.keeper = Housekeeper(spec.connect(), CellKeys(cell), RealClock(), retention_s, every_s, keep_revisions)
+        store = spec.connect()
+        self.keeper = Housekeeper(store, CellKeys(cell), RealClock(), retention_s, every_s, keep_revisions)
+        self.monitor = MachineMonitor(store, CellKeys(cell), RealClock(), machine_liveness)
+        self.evicted = 0
         self._stop = threading.Event()
         self._error: str | None = None
         threading.Thread(target=self._loop, daemon=True).start()
@@ -183,12 +189,14 @@ class HousekeeperActor:
     def _loop(self) -> None:
         while not self._stop.wait(min(5.0, self.keeper.every_s)):
             try:
+                self.evicted += self.monitor.tick().evicted_tasks
                 self.keeper.tick()
             except Exception as exc:  # keep running; the next tick retries
                 self._error = repr(exc)
 
     def status(self) -> dict:
-        return {"purged": self.keeper.purged, "compactions": self.keeper.compactions, "error": self._error,
+        return {"purged": self.keeper.purged, "compactions": self.keeper.compactions, "evicted": self.evicted,
+                "error": self._error,
                 "recently_purged": list(self.keeper.recently_purged)}
 
     def stop(self) -> dict:
@@ -200,12 +208,13 @@ class HousekeeperActor:
 
 
 def start_housekeeper(spec: StoreSpec, cell: str, retention_s: float = 3600.0, every_s: float = 60.0,
-                      keep_revisions: int = 10_000, detached: bool = False):
+                      keep_revisions: int = 10_000, detached: bool = False, machine_liveness: bool = False):
     opts = dict(name=f"{cell}-housekeeper", namespace=NAMESPACE, num_cpus=0.1, max_restarts=-1,
                 max_task_retries=-1, max_concurrency=2)
     if detached:
         opts["lifetime"] = "detached"
-    return ray.remote(HousekeeperActor).options(**opts).remote(spec, cell, retention_s, every_s, keep_revisions)
+    return ray.remote(HousekeeperActor).options(**opts).remote(spec, cell, retention_s, every_s, keep_revisions,
+                                                               machine_liveness)
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = 2, **kwargs) -> None:

@@ -7,7 +7,7 @@ import time
 from cellsched.cellstate.commit import CommitEngine, Plan
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.lifecycle import release_tasks
-from cellsched.cellstate.model import Claim, JobClass, JobStatus, task_id
+from cellsched.cellstate.model import Claim, JobClass, JobStatus, TaskOutcome, task_id
 from cellsched.cellstate.submission import (
     claim_jobs,
     compact_history,
@@ -99,7 +99,7 @@ def test_submission_failed_task_returns_to_queue(store):
     view = read_job_view(store, keys, "r")
     CommitEngine(store, keys).commit(Plan([Claim("r/0/0", "m0", (1000, 1024, 0))], views(store, keys, 1),
                                           {"r": view}))
-    release_tasks(store, keys, "r", ["r/0/0"], now=1.0, finished=False)
+    release_tasks(store, keys, "r", ["r/0/0"], now=1.0, outcome=TaskOutcome.FAILED)
     rec = read_job_view(store, keys, "r").record
     assert rec.status is JobStatus.PENDING and rec.unbound_tasks()
     assert list_queue(store, keys, JobClass.BATCH) == ["r"]
