@@ -86,11 +86,26 @@ def run(horizon_s: float = 40.0, seed: int = 1, ray_address: str | None = None) 
           f"{'ok' if report.ok else f'{len(report.violations)} VIOLATIONS'}; total {time.time() - t0:.0f}s")
     for v in report.violations[:10]:
         print("  ", v)
+    for jid, reason in parked_reasons(store, keys)[:5]:
+        print(f"still parked: {jid}: {reason}")
     errors = [s for s in statuses if s["error"]]
     for s in errors:
         print(f"scheduler {s['name']} failed: {s['error']}")
     ray_actors.shutdown()
     return 0 if report.ok and not errors else 1
+
+
+def parked_reasons(store, keys) -> list[tuple[str, str]]:
+    from cellsched.cellstate import codec
+    from cellsched.cellstate.model import JobStatus
+    from cellsched.cellstate.store import Get
+
+    out = []
+    for kv in store.txn([], [Get(keys.jobs_prefix, prefix=True)]).reads[0]:
+        rec = codec.decode_job(kv.key, kv.value)
+        if rec.status is JobStatus.PARKED:
+            out.append((rec.job.id, rec.reason))
+    return out
 
 
 def workload_ids(workload) -> list[str]:
