@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import codec
@@ -79,11 +80,18 @@ def _job_ops_cost(n_machines: int, n_jobs: int) -> int:
 
 class CommitEngine:
     def __init__(self, store: CellStore, keys: CellKeys, conflict_mode: ConflictMode = ConflictMode.RESOURCE_FIT,
-                 clock: Clock | None = None):
+                 clock: Clock | None = None, max_in_flight: int = 1):
+        if max_in_flight < 1:
+            raise InvalidInputError("max_in_flight must be at least 1")
         self.store = store
         self.keys = keys
         self.conflict_mode = conflict_mode
         self.clock = clock or RealClock()
+        # Chunk txns sent at once. A txn's latency is mostly the store's (a Raft round), so
+        # several in flight keep it busy while this process waits; only chunks that share
+        # no machine and no job go together, so they cannot conflict with each other.
+        self.max_in_flight = max_in_flight
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- validation -----------------------------------------------------------
 
@@ -166,13 +174,53 @@ class CommitEngine:
         machines = dict(plan.machines)
         jobs = dict(plan.jobs)
         out = CommitResult()
-        for chunk in self._chunks(plan, by_job):
-            self._commit_chunk(chunk, machines, jobs, out)
+        chunks = self._chunks(plan, by_job)
+        if self.max_in_flight > 1 and len(chunks) > 1:
+            self._commit_waves(chunks, machines, jobs, out)
+        else:
+            for chunk in chunks:
+                self._commit_chunk(chunk, machines, jobs, out)
         touched_m = {c.machine_id for c in plan.claims}
         touched_j = {c.job_id for c in plan.claims}
         out.machines = {m: machines[m] for m in touched_m}
         out.jobs = {j: jobs[j] for j in touched_j}
         return out
+
+    def _commit_waves(self, chunks: list[list[Claim]], machines: dict[str, MachineView],
+                      jobs: dict[str, JobView], out: CommitResult) -> None:
+        """Commit chunks up to max_in_flight at a time, in order, as waves of chunks that touch
+        disjoint machines and jobs. Each chunk writes only its own keys of `machines` and `jobs`
+        and its own result, merged in chunk order, so the outcome is the sequential one's."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="commit")
+        wave: list[list[Claim]] = []
+        seen: set[str] = set()
+        for chunk in chunks:
+            touched = {c.machine_id for c in chunk} | {"\0job:" + c.job_id for c in chunk}
+            if wave and (len(wave) == self.max_in_flight or not seen.isdisjoint(touched)):
+                self._run_wave(wave, machines, jobs, out)
+                wave, seen = [], set()
+            wave.append(chunk)
+            seen |= touched
+        self._run_wave(wave, machines, jobs, out)
+
+    def _run_wave(self, wave: list[list[Claim]], machines: dict[str, MachineView], jobs: dict[str, JobView],
+                  out: CommitResult) -> None:
+        parts = [CommitResult() for _ in wave]
+        futures = [self._pool.submit(self._commit_chunk, chunk, machines, jobs, part)
+                   for chunk, part in zip(wave, parts, strict=True)]
+        for f in futures:
+            f.result()  # re-raises a chunk's error (e.g. the store unreachable) after all have finished
+        for part in parts:
+            out.committed += part.committed
+            out.conflicted += part.conflicted
+            out.stats.add(part.stats)
+            out.revision = max(out.revision, part.revision)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def _commit_chunk(self, chunk: list[Claim], machines: dict[str, MachineView], jobs: dict[str, JobView],
                       out: CommitResult) -> None:
@@ -187,20 +235,20 @@ class CommitEngine:
             except CommitOutcomeUnknown:
                 out.stats.unknown_outcomes += 1
                 landed, result = self._settle(pending, jobs, failure)
-                self._refresh(result.reads, machines, jobs)
+                changed = self._refresh(result.reads, machines, jobs)
                 if landed:  # our txn was applied; the fresh reads already show its writes
                     out.committed += pending
                     out.revision = max(out.revision, result.revision)
                     return
-                pending = self._survivors(pending, machines, jobs, out)
+                pending = self._survivors(pending, machines, jobs, out, changed)
                 continue
             else:
                 if result.succeeded:
                     self._apply_success(pending, machines, jobs, new_allocs, new_jobs, result.revision, out)
                     return
                 out.stats.conflicted_txns += 1
-            self._refresh(result.reads, machines, jobs)
-            pending = self._survivors(pending, machines, jobs, out)
+            changed = self._refresh(result.reads, machines, jobs)
+            pending = self._survivors(pending, machines, jobs, out, changed)
         for c in pending:
             out.conflicted.append((c, f"gave up after {MAX_ROUNDS_PER_CHUNK} rounds of conflicts"))
 
@@ -273,7 +321,8 @@ class CommitEngine:
             return landed, result
         raise StoreUnavailableError("could not settle an unknown commit outcome: the store stayed unreachable")
 
-    def _refresh(self, reads, machines: dict[str, MachineView], jobs: dict[str, JobView]) -> None:
+    def _refresh(self, reads, machines: dict[str, MachineView], jobs: dict[str, JobView]) -> set[str]:
+        """Fold fresh reads into the views; returns the machines that changed."""
         spec_kvs, alloc_kvs = [], []
         for r in reads:
             for kv in r:
@@ -285,14 +334,15 @@ class CommitEngine:
                     jid = self.keys.last_segment(kv.key)
                     jobs[jid] = JobView(codec.decode_job(kv.key, kv.value), kv.mod_revision)
         fresh = machine_views_from_kvs(self.keys, spec_kvs, alloc_kvs)
-        self._changed: set[str] = set()
+        changed: set[str] = set()
         for mid, view in fresh.items():
             old = machines.get(mid)
             if old is None or old.spec_revision != view.spec_revision or old.alloc_revision != view.alloc_revision:
-                self._changed.add(mid)
+                changed.add(mid)
             machines[mid] = view
+        return changed
 
-    def _survivors(self, claims: list[Claim], machines, jobs, out: CommitResult) -> list[Claim]:
+    def _survivors(self, claims: list[Claim], machines, jobs, out: CommitResult, changed: set[str]) -> list[Claim]:
         """Decide, claim by claim, what to retry against the fresh values."""
         keep: list[Claim] = []
         dropped_jobs: dict[str, str] = {}
@@ -304,7 +354,7 @@ class CommitEngine:
                 reason = "task already bound by another commit"
             elif job.status not in (JobStatus.PENDING, JobStatus.PARKED):
                 reason = f"job is {job.status.value}"
-            elif c.machine_id in self._changed:
+            elif c.machine_id in changed:
                 view = machines[c.machine_id]
                 if self.conflict_mode is ConflictMode.SEQUENCE:
                     reason = "machine changed since the snapshot"

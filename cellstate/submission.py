@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -75,16 +75,22 @@ def list_queue(store: CellStore, keys: CellKeys, job_class: JobClass) -> list[st
 
 def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: int, owner: str,
                limit: int, include_parked: bool = True, executor: Executor | None = None,
-               in_flight: int = 1) -> list[JobView]:
+               in_flight: int = 1, held: Container[str] = frozenset()) -> list[JobView]:
     """Claim up to `limit` queued jobs of a class, highest priority first.
 
     One txn per batch: each claim key must be absent and the queue entry present; the
     success branch reads the job records, so the claimer gets them in the same round trip.
     With an `executor`, up to `in_flight` batches (disjoint sets of jobs) are sent at once.
+
+    Claims already bound to `lease_id` but not in `held` are adopted first: a claim txn
+    whose ack was lost (or a call cut short by an outage) leaves such orphans, and
+    nobody else may schedule those jobs while our lease lives.
     """
     queued, _ = store.get_prefix(keys.queue_prefix(job_class))
     claims, _ = store.get_prefix(keys.claims_prefix)
     taken = {keys.last_segment(kv.key) for kv in claims}
+    orphans = [keys.last_segment(kv.key) for kv in claims
+               if kv.lease == lease_id and keys.last_segment(kv.key) not in held]
     candidates = [(kv, keys.last_segment(kv.key)) for kv in queued]
     candidates = [(kv, jid) for kv, jid in candidates if jid not in taken]
     claim_value = codec.encode_obj({"owner": owner})
@@ -99,6 +105,9 @@ def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: 
 
     out: list[JobView] = []
     per_txn = max(1, store.limits.max_txn_ops // 2)
+    for start in range(0, len(orphans), per_txn):
+        reads = store.txn([], [Get(keys.job(j)) for j in orphans[start:start + per_txn]]).reads
+        out += [JobView(codec.decode_job(kv.key, kv.value), kv.mod_revision) for r in reads for kv in r]
     wave_size = in_flight if executor is not None else 1
     while candidates and len(out) < limit:
         wave, room = [], limit - len(out)

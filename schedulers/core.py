@@ -24,6 +24,7 @@ What happens to a claimed job after an attempt:
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cellsched.cellstate.clock import Clock
@@ -87,7 +88,13 @@ class Scheduler:
         self.clock = clock
         self.decide_fn: DecideFn = decide_fn or decide_job
         self.policy = settings.policy
-        self.engine = CommitEngine(store, keys, settings.conflict_mode, clock)
+        self.engine = CommitEngine(store, keys, settings.conflict_mode, clock, settings.txns_in_flight)
+        # With txns in flight, claim txns go out concurrently too, and the next batch is claimed
+        # in the background while this one is decided and committed (_start_prefetch).
+        pipelined = settings.txns_in_flight > 1
+        self._claim_pool = ThreadPoolExecutor(settings.txns_in_flight, f"{name}-claim") if pipelined else None
+        self._prefetch_pool = ThreadPoolExecutor(1, f"{name}-prefetch") if pipelined else None
+        self._prefetch: tuple[int, Future] | None = None  # (lease id, claim_jobs future)
         self.copy = LocalCellCopy(store, keys)
         self.columns = CopyColumns(self.copy, settings.array_backend)
         self.held: dict[str, HeldJob] = {}  # insertion order = claim order = priority order
@@ -136,6 +143,7 @@ class Scheduler:
         self._sync()  # the claims read job records at a newer revision: catch the copy up
         if not self.held:
             return None
+        self._start_prefetch(lease_id)
         attempt = Attempt(started, 0.0, lease_id)
         tasks = 0
         for jid, held in self.held.items():
@@ -259,18 +267,51 @@ class Scheduler:
     # -- claims, sync, lease --------------------------------------------------------
 
     def _claim(self, lease_id: int) -> None:
+        self._collect_prefetch()
         room = self.settings.claim_batch - len(self.held)
-        if room <= 0:
+        if room <= 0 or lease_id != self._lease_id:
             return
-        now = self.clock.now()
-        include_parked = self._freed or now - self._parked_tried_at >= self.settings.parked_retry_s
-        if include_parked:
-            self._freed, self._parked_tried_at = False, now
         try:
-            views = claim_jobs(self.store, self.keys, self.settings.job_class, lease_id, self.name, room,
-                               include_parked=include_parked)
+            views = self._claim_jobs(lease_id, room, self._include_parked())
         except LeaseNotFoundError:  # expired since _keep_lease: the next step starts a new one
             self._lose_lease(Outcome())
+            return
+        for view in views:
+            self.held.setdefault(view.record.job.id, HeldJob(view))
+
+    def _include_parked(self) -> bool:
+        now = self.clock.now()
+        include = self._freed or now - self._parked_tried_at >= self.settings.parked_retry_s
+        if include:
+            self._freed, self._parked_tried_at = False, now
+        return include
+
+    def _claim_jobs(self, lease_id: int, room: int, include_parked: bool) -> list[JobView]:
+        return claim_jobs(self.store, self.keys, self.settings.job_class, lease_id, self.name, room,
+                          include_parked=include_parked, executor=self._claim_pool,
+                          in_flight=self.settings.txns_in_flight, held=self.held)
+
+    def _start_prefetch(self, lease_id: int) -> None:
+        """Claim the next batch in the background, so its round trips overlap this batch's
+        decisions and commit. Those jobs are claimed (by our lease) one step early."""
+        if self._prefetch_pool is None or self._prefetch is not None:
+            return
+        fut = self._prefetch_pool.submit(self._claim_jobs, lease_id, self.settings.claim_batch,
+                                         self._include_parked())
+        self._prefetch = (lease_id, fut)
+
+    def _collect_prefetch(self) -> None:
+        if self._prefetch is None:
+            return
+        lease_id, fut = self._prefetch
+        self._prefetch = None
+        try:
+            views = fut.result()  # a StoreUnavailableError surfaces here, as from a plain claim
+        except LeaseNotFoundError:
+            if lease_id == self._lease_id:
+                self._lose_lease(Outcome())
+            return
+        if lease_id != self._lease_id:  # that lease is gone, and its claims with it
             return
         for view in views:
             self.held.setdefault(view.record.job.id, HeldJob(view))
@@ -323,10 +364,14 @@ class Scheduler:
         return self._metrics
 
     def close(self) -> None:
+        for pool in (self._prefetch_pool, self._claim_pool):
+            if pool is not None:
+                pool.shutdown(wait=True)  # before the revoke, so no claim txn races it
         if self._lease_id:
             try:
                 self.store.revoke_lease(self._lease_id)
             except LeaseNotFoundError:
                 pass
             self._lease_id = 0
+        self.engine.close()
         self.copy.close()

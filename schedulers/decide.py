@@ -82,8 +82,10 @@ def group_specs(record: JobRecord, index: Mapping[str, int]) -> tuple[list[gpu.G
             prefix = f"{record.job.id}/{gi}/"
             avoid = frozenset(index[m] for t, m in record.bound.items() if t.startswith(prefix) and m in index)
         spec = gpu.GroupSpec.from_task_group(group, avoid_machines=avoid)
-        specs.append(gpu.GroupSpec(spec.request, len(tids), spec.labels, spec.gpu_models,
-                                   spec.different_machines, spec.avoid_machines, name=group.name))
+        if len(tids) != spec.count:  # some tasks are bound already (a retry): place only the rest
+            spec = gpu.GroupSpec(spec.request, len(tids), spec.labels, spec.gpu_models,
+                                 spec.different_machines, spec.avoid_machines, name=group.name)
+        specs.append(spec)
         task_ids.append(tids)
     return specs, task_ids
 

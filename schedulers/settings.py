@@ -49,6 +49,10 @@ class SchedulerSettings:
     default_transaction_mode: TransactionMode = TransactionMode.INCREMENTAL
     policy_name: str = "spread"  # a key of gpu.PRESETS
     claim_batch: int = 64  # jobs claimed, decided and committed together: fewer, fuller txns
+    # Store txns a scheduler keeps in flight at once: claim batches, and commit chunks that share
+    # no machine and no job. 1 sends them one by one; more hide the store's round trip (a Raft
+    # round on etcd) when a batch needs many txns, e.g. many single-task jobs.
+    txns_in_flight: int = 1
     lease_ttl_s: int = 10
     max_retries: int = 5  # conflicted attempts in a row without progress before a job is parked
     parked_retry_s: float = 10.0  # retry parked jobs at least this often, even if nothing freed
@@ -61,6 +65,8 @@ class SchedulerSettings:
             raise ValueError(f"policy_name {self.policy_name!r}: expected one of {sorted(gpu.PRESETS)}")
         if self.claim_batch < 1:
             raise ValueError("claim_batch must be at least 1")
+        if self.txns_in_flight < 1:
+            raise ValueError("txns_in_flight must be at least 1")
         if self.lease_ttl_s < 1:
             raise ValueError("lease_ttl_s must be at least 1 second (etcd's lease granularity)")
         if self.max_retries < 0:

@@ -42,7 +42,8 @@ def test_submission_claims_are_exclusive_and_expire_with_the_lease(store):
     deadline = time.monotonic() + 8
     taken = []
     while len(taken) < 3 and time.monotonic() < deadline:
-        taken += claim_jobs(store, keys, JobClass.BATCH, lease_b, "b", limit=10)
+        held_by_b = {v.record.job.id for v in got_b + taken}
+        taken += claim_jobs(store, keys, JobClass.BATCH, lease_b, "b", limit=10, held=held_by_b)
         time.sleep(0.2)
     assert {v.record.job.id for v in taken} == {v.record.job.id for v in got_a}
     assert check_store(store, keys).ok
@@ -120,3 +121,23 @@ def test_submission_release_spanning_more_machines_than_one_txn(store):
     assert rec.status is JobStatus.FINISHED and len(rec.done) == 40 and not rec.bound
     report = check_store(store, keys, ["wide"])
     assert report.ok and report.bound_tasks == 0
+
+
+def test_submission_claims_orphaned_by_a_lost_ack_are_adopted(store):
+    from cellsched.cellstate.errors import CommitOutcomeUnknown
+    from tests.test_commit_engine import AckLostStore
+
+    keys = make_cell(store, 1)
+    submit_jobs(store, keys, [make_job(f"o{i}", 1) for i in range(3)], now=0.0)
+    lease = store.grant_lease(30)
+    flaky = AckLostStore(store, lose=1)
+    try:
+        claim_jobs(flaky, keys, JobClass.BATCH, lease, "a", limit=3)
+        raise AssertionError("the injected lost ack should surface")
+    except CommitOutcomeUnknown:
+        pass
+    # The claims landed under our lease; the next call hands them over instead of
+    # leaving them stuck until the lease dies.
+    adopted = claim_jobs(store, keys, JobClass.BATCH, lease, "a", limit=3, held=set())
+    assert sorted(v.record.job.id for v in adopted) == ["o0", "o1", "o2"]
+    assert claim_jobs(store, keys, JobClass.BATCH, lease, "a", limit=3, held={"o0", "o1", "o2"}) == []
