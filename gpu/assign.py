@@ -96,7 +96,7 @@ class _Batch:
         self.columns, self.groups, self.policy, self.seed = columns, list(groups), policy, seed
         self.rng = rng_for(seed)
         self.weights = policy.normalised_weights()
-        self.free = columns.host_free.copy()  # int64[N, R], the batch's running free vectors
+        self.free = columns.host_free  # int64[N, R], the batch's running free vectors (a fresh array)
         self.touched: set[int] = set()
         self.dirty: set[int] = set()  # touched since the device copy was last refreshed
         self.arrays: kernels.MachineArrays | None = None

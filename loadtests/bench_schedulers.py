@@ -748,8 +748,8 @@ def main(argv: list[str] | None = None) -> dict:
     sc.add_argument("--scaling-jobs", type=int, default=1000)
     sc.add_argument("--scaling-tasks", type=int, default=10, help="tasks per job")
     tune = ap.add_argument_group("this process")
-    tune.add_argument("--gc-threshold", type=int, default=0,
-                      help="gc.set_threshold(N, 10, 10) (0: Python's default, 700)")
+    tune.add_argument("--gc-threshold", type=int, default=50_000,
+                      help="gc.set_threshold(N, 10, 10), as the scheduler actors set it (0: Python's default, 700)")
     tune.add_argument("--profile", metavar="DIR", help="cProfile every scheduler thread into DIR/<name>.prof")
     args = ap.parse_args(argv)
     if args.quick:

@@ -133,8 +133,17 @@ class StoreSpec:
         return RemoteStore(ray.get_actor(self.host_name, namespace=NAMESPACE))
 
 
+# A scheduler process allocates many short-lived objects per decision; Python's default
+# gen-0 threshold (700) runs a collection every few hundred allocations. 50,000 measured
+# about +5% pods/s in loadtests.bench_schedulers (docs/benchmarks.md).
+SCHEDULER_GC_THRESHOLD = 50_000
+
+
 class SchedulerActor:
     def __init__(self, name: str, spec: StoreSpec, cell: str, settings: SchedulerSettings):
+        import gc
+
+        gc.set_threshold(SCHEDULER_GC_THRESHOLD, 10, 10)
         self.name = name
         self._crash_after_send = 0
         store = AfterSendStore(spec.connect(), self._after_send)
