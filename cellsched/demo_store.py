@@ -2,17 +2,16 @@
 
 Loads the machines alive at the first task event (the real trace when ../shared/data is
 there, else the attributed sample shipped in loadtests/), submits the trace's jobs, and
-places them with a randomised first fit on a private copy, committing through the
-CommitEngine under RESOURCE_FIT. Ends with the invariant check and a summary.
+places them with Omega's randomised first fit (the schedulers' own decision pipeline,
+without Ray) on a private copy, committing through the CommitEngine under RESOURCE_FIT.
+Ends with the invariant check and a summary.
 """
 
 from __future__ import annotations
 
-import random
 import time
 
-import numpy as np
-
+from cellsched import gpu
 from cellsched.cellstate import codec
 from cellsched.cellstate.commit import CommitEngine, Plan
 from cellsched.cellstate.invariants import check_store
@@ -20,7 +19,7 @@ from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.local_copy import LocalCellCopy
 from cellsched.cellstate.machines import add_machines
 from cellsched.cellstate.memory_store import MemoryStore
-from cellsched.cellstate.model import Claim, Job
+from cellsched.cellstate.model import Job
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.traces.google2011 import (
     first_task_event_time,
@@ -31,23 +30,7 @@ from cellsched.cellstate.traces.google2011 import (
 from cellsched.cellstate.traces.sample import default_trace_dir, shared_trace_dir
 from cellsched.cellstate.traces.to_model import trace_job, trace_machine
 from cellsched.cellstate.views import JobView
-
-
-def first_fit(copy: LocalCellCopy, view: JobView, rng: random.Random) -> list[Claim]:
-    """Randomised first fit (Omega's baseline) over the copy's NumPy columns."""
-    n = copy.size
-    free = copy.capacity[:n] - copy.used[:n]
-    free[~copy.schedulable[:n]] = -1
-    claims = []
-    for tid, _, group in view.record.unbound_tasks():
-        req = np.asarray(group.request)
-        fits = np.flatnonzero((free >= req).all(axis=1))
-        if len(fits) == 0:
-            continue
-        i = int(fits[rng.randrange(len(fits))])
-        free[i] -= req
-        claims.append(Claim(tid, copy.ids[i], group.request))
-    return claims
+from cellsched.schedulers.decide import CopyColumns, decide_job, decision_seed
 
 
 def run_demo(max_jobs: int = 3000, seed: int = 1) -> int:
@@ -71,15 +54,17 @@ def run_demo(max_jobs: int = 3000, seed: int = 1) -> int:
     add_machines(store, keys, machines)
     submit_jobs(store, keys, jobs, now=0.0)
     copy = LocalCellCopy(store, keys)
+    columns = CopyColumns(copy)
     engine = CommitEngine(store, keys)
-    rng = random.Random(seed)
     placed = conflicts = txns = 0
     t1 = time.perf_counter()
     for k, job in enumerate(jobs):
         copy.poll()
+        columns.refresh()
         kv = store.get(keys.job(job.id))
         view = JobView(codec.decode_job(kv.key, kv.value), kv.mod_revision)
-        claims = first_fit(copy, view, rng)
+        claims = decide_job(columns.columns, columns.index, view.record, gpu.RANDOM_FIRST_FIT,
+                            decision_seed(seed, job.id, 0)).claims
         if claims:
             out = engine.commit(Plan(claims, copy.views({c.machine_id for c in claims}), {job.id: view}))
             copy.assume(out.machines)

@@ -19,20 +19,21 @@ def require_etcd() -> None:
         pytest.skip(msg)
 
 
-@pytest.fixture
-def etcd_member():
+def _etcd(members: int):
     require_etcd()
-    cluster = start_etcd_cluster(1)
+    cluster = start_etcd_cluster(members)
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture
+def etcd_member():
+    yield from _etcd(1)
 
 
 @pytest.fixture
 def etcd_three():
-    require_etcd()
-    cluster = start_etcd_cluster(3)
-    yield cluster
-    cluster.stop()
+    yield from _etcd(3)
 
 
 @pytest.fixture(params=["memory", "etcd"])
