@@ -15,6 +15,7 @@ from collections import deque
 
 import pytest
 
+from cellsched.cellstate import codec
 from cellsched.cellstate.commit import CommitEngine, Plan
 from cellsched.cellstate.etcd_store import EtcdStore
 from cellsched.cellstate.invariants import check_store
@@ -55,11 +56,16 @@ def run_workload(endpoints: str, cell: str, cmode: ConflictMode, tmode: Transact
         with lock:
             all_jobs.extend(j.id for j in jobs)
         placed: deque[str] = deque()
+        stalled = False
         for job in jobs:
             while True:
-                copy.poll()
-                cap_cpu = int(copy.capacity[: copy.size, 0].sum())
-                used_cpu = int(copy.used[: copy.size, 0].sum())
+                copy.poll(timeout=0.05 if stalled else 0.0)
+                stalled = False
+                # Utilisation for releases and for the record comes from the store itself:
+                # a lagging private copy would over-release and under-report.
+                allocs, _ = s.get_prefix(keys.alloc_prefix)
+                cap_cpu = MACHINES * CPU
+                used_cpu = sum(codec.decode_alloc(kv.key, kv.value).used[0] for kv in allocs)
                 with lock:
                     # Steady state only: sample once the cell first filled past 80%.
                     warmed[0] = warmed[0] or used_cpu / cap_cpu >= 0.8
@@ -91,10 +97,11 @@ def run_workload(endpoints: str, cell: str, cmode: ConflictMode, tmode: Transact
                             claims.append(Claim(tid, mid, TASK))
                             break
                 if len(claims) < len(todo) and tmode is TransactionMode.ALL_OR_NOTHING or not claims:
-                    if placed:  # make room: the cell is full from this committer's view
+                    if placed and used_cpu / cap_cpu > 0.8:  # the cell really is full: make room
                         release_tasks(s, keys, placed[0],
                                       [f"{placed[0]}/0/{i}" for i in range(TASKS_PER_JOB)], 0.0)
                         placed.popleft()
+                    stalled = True  # otherwise our copy is behind: wait for the watch
                     continue
                 out = engine.commit(Plan(claims, copy.views({c.machine_id for c in claims}), {job.id: view}))
                 copy.assume(out.machines)
