@@ -298,9 +298,10 @@ class CommitEngine:
     def _settle(self, claims: list[Claim], jobs, failure_reads):
         """After an unknown outcome, read the touched keys until we know what happened.
 
-        Returns (landed, fresh reads). The txn was atomic and wrote the job record, so
-        one binding tells: if the first claim's task is now bound where we put it (and
-        was not before), every write of the txn landed.
+        Returns (landed, fresh reads). The txn was atomic and wrote the job records, so
+        it landed iff every claim's task is now bound exactly where the claim put it
+        (none of them was before). Should another commit have bound the very same tasks
+        to the very same machines, the store holds what we planned either way.
         """
         delay = 0.05
         for _ in range(SETTLE_ATTEMPTS):
@@ -310,14 +311,15 @@ class CommitEngine:
                 self.clock.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            job_kvs = {kv.key: kv for r in result.reads for kv in r if kv.key.startswith(self.keys.jobs_prefix)}
-            probe = claims[0]
-            kv = job_kvs.get(self.keys.job(probe.job_id))
-            landed = False
-            if kv is not None:
-                rec = codec.decode_job(kv.key, kv.value)
-                landed = rec.bound.get(probe.task_id) == probe.machine_id and \
-                    jobs[probe.job_id].record.bound.get(probe.task_id) != probe.machine_id
+            fresh = {}
+            for r in result.reads:
+                for kv in r:
+                    if kv.key.startswith(self.keys.jobs_prefix):
+                        fresh[self.keys.last_segment(kv.key)] = codec.decode_job(kv.key, kv.value)
+            landed = all(
+                c.job_id in fresh and fresh[c.job_id].bound.get(c.task_id) == c.machine_id
+                and jobs[c.job_id].record.bound.get(c.task_id) != c.machine_id
+                for c in claims)
             return landed, result
         raise StoreUnavailableError("could not settle an unknown commit outcome: the store stayed unreachable")
 

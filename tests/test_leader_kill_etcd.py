@@ -93,7 +93,10 @@ def test_leader_kill_commits_resume_and_nothing_is_bound_twice(etcd_three):
     threads = [threading.Thread(target=committer, args=(k,)) for k in range(3)]
     for t in threads:
         t.start()
-    time.sleep(2.0)
+    # Kill mid-run by progress, not by the clock: after 100 acked commits of 600 jobs.
+    deadline = time.monotonic() + 60
+    while len(ack_times) < 100 and time.monotonic() < deadline:
+        time.sleep(0.05)
     leader = etcd_three.leader()
     killed_at = time.monotonic()
     etcd_three.kill(leader)

@@ -111,7 +111,15 @@ def test_trace_replay_four_actors_real_etcd_and_ray(ray_cluster, etcd_member):
     ray_actors.get([a.status.remote() for a in actors])
     driver = ReplayDriver(store, keys, workload)
     progress = driver.run(until_s=90.0)
-    # No more releases from here on: let every parked job retry against the final state.
+    # No more releases from here on. Wait (by progress, not a fixed time) until no job is
+    # still waiting for a first decision, then let every parked job retry once more
+    # against the final state.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        _, _, jobs_now = final_state(store, keys)
+        if not any(r.status is JobStatus.PENDING for r in jobs_now):
+            break
+        time.sleep(0.5)
     time.sleep(3 * PARKED_RETRY_S)
     statuses = ray_actors.get([a.stop.remote() for a in actors])
     for a in actors:
