@@ -81,11 +81,26 @@ def _ints(v) -> str:
     return ",".join(map(str, v))
 
 
+def _task_entries(tasks) -> str:
+    return ",".join([f'"{t}":[{_ints(r)}]' for t, r in tasks.items()])
+
+
 def encode_alloc(a: AllocationRecord) -> bytes:
     """Hand-formatted: this runs once per touched machine per commit. Safe without JSON
     escaping because task ids are validated to [A-Za-z0-9._:/-] (model.check_id)."""
-    tasks = ",".join([f'"{t}":[{_ints(r)}]' for t, r in a.tasks.items()])
-    return f'{{"v":{FORMAT_VERSION},"u":[{_ints(a.used)}],"t":{{{tasks}}}}}'.encode()
+    if a.encoded_tasks is None:
+        a.encoded_tasks = _task_entries(a.tasks)
+    return f'{{"v":{FORMAT_VERSION},"u":[{_ints(a.used)}],"t":{{{a.encoded_tasks}}}}}'.encode()
+
+
+def alloc_with_tasks(a: AllocationRecord, added: dict) -> AllocationRecord:
+    """a.with_tasks(added), carrying the encoded task entries forward, so encoding the
+    new record costs the added tasks only, not every task already on the machine."""
+    new = a.with_tasks(added)
+    if a.encoded_tasks is not None and not (added.keys() & a.tasks.keys()):
+        more = _task_entries(added)
+        new.encoded_tasks = f"{a.encoded_tasks},{more}" if a.encoded_tasks and more else (a.encoded_tasks or more)
+    return new
 
 
 def decode_alloc(key: str, raw: bytes) -> AllocationRecord:

@@ -265,7 +265,7 @@ class CommitEngine:
             view = machines[mid]
             ak, sk = keys.alloc(mid), keys.spec(mid)
             compares += [ModRevisionIs(sk, view.spec_revision), ModRevisionIs(ak, view.alloc_revision)]
-            rec = view.alloc.with_tasks(added)
+            rec = codec.alloc_with_tasks(view.alloc, added)
             new_allocs[mid] = rec
             success.append(Put(ak, codec.encode_alloc(rec)))
             failure += [Get(sk), Get(ak)]

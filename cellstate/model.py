@@ -205,6 +205,9 @@ class AllocationRecord:
 
     used: res.Vector = res.ZERO
     tasks: dict[str, res.Vector] = field(default_factory=dict)
+    # The codec's encoded form of `tasks`, kept by codec.alloc_with_tasks so a commit
+    # encodes only the tasks it adds; None means "not known, encode from tasks".
+    encoded_tasks: str | None = field(default=None, compare=False, repr=False)
 
     def with_tasks(self, added: Mapping[str, res.Vector]) -> AllocationRecord:
         used = list(self.used)

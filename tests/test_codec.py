@@ -30,3 +30,17 @@ def test_codec_job_record_round_trip():
     back = codec.decode_job("k", codec.encode_job(rec))
     assert back.job == job and back.bound == rec.bound and back.done == rec.done
     assert (back.status, back.reason, back.placed_at) == (JobStatus.PLACED, "why", 3.0)
+
+
+@settings(deadline=None, max_examples=200)
+@given(before=st.dictionaries(ids, vec, max_size=8), added=st.dictionaries(ids, vec, max_size=8),
+       encode_first=st.booleans())
+def test_codec_alloc_with_tasks_encodes_like_a_fresh_record(before, added, encode_first):
+    used = tuple(sum(v[k] for v in before.values()) for k in range(3))
+    rec = AllocationRecord(used, before)
+    if encode_first:
+        codec.encode_alloc(rec)  # fills the cache that alloc_with_tasks carries forward
+    grown = codec.alloc_with_tasks(rec, added)
+    fresh = AllocationRecord(grown.used, dict(grown.tasks))
+    assert json.loads(codec.encode_alloc(grown)) == json.loads(codec.encode_alloc(fresh))
+    assert codec.decode_alloc("k", codec.encode_alloc(grown)) == rec.with_tasks(added)
