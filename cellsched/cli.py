@@ -20,7 +20,7 @@ def cmd_demo_engine(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from cellsched.cellstate.errors import StoreUnavailableError
-    from cellsched.cellstate.etcd_store import parse_endpoints
+    from cellsched.cellstate.etcd_store import EtcdStore, parse_endpoints
     from cellsched.cellstate.invariants import check_store
     from cellsched.cellstate.keys import CellKeys
 
@@ -29,8 +29,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"cellsched check: --etcd: {exc}", file=sys.stderr)
         return 2
-    from cellsched.cellstate.etcd_store import EtcdStore
-
     store = EtcdStore(args.etcd)
     try:
         report = check_store(store, CellKeys(args.cell))

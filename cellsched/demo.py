@@ -12,11 +12,14 @@ import os
 import tempfile
 import time
 
+from cellsched.cellstate import codec
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
+from cellsched.cellstate.model import JobStatus
+from cellsched.cellstate.store import Get
 from cellsched.cellstate.traces.sample import sample_trace_dir
-from cellsched.loadtests.replay import ReplayProgress, google_workload
+from cellsched.loadtests.replay import ReplayDriver, ReplayProgress, google_workload
 from cellsched.schedulers import ray_actors
 from cellsched.schedulers.settings import BATCH, GPU, SERVICE
 
@@ -68,8 +71,6 @@ def run(horizon_s: float = 40.0, seed: int = 1, ray_address: str | None = None) 
     keeper = ray_actors.start_housekeeper(spec, keys.cell, retention_s=10.0, every_s=5.0, keep_revisions=1000)
     ray_actors.get([a.status.remote() for a in actors])
     print(f"started {len(actors)} scheduler actors in {time.time() - t0:.1f}s; replaying", flush=True)
-    from cellsched.loadtests.replay import ReplayDriver
-
     driver = ReplayDriver(store, keys, workload)
     driver.run(until_s=horizon_s + 30, on_progress=print_progress)
     print_progress(driver.progress)
@@ -96,10 +97,6 @@ def run(horizon_s: float = 40.0, seed: int = 1, ray_address: str | None = None) 
 
 
 def parked_reasons(store, keys) -> list[tuple[str, str]]:
-    from cellsched.cellstate import codec
-    from cellsched.cellstate.model import JobStatus
-    from cellsched.cellstate.store import Get
-
     out = []
     for kv in store.txn([], [Get(keys.jobs_prefix, prefix=True)]).reads[0]:
         rec = codec.decode_job(kv.key, kv.value)

@@ -18,7 +18,6 @@ job record and every txn compares it, a task can never be bound twice.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -386,8 +385,3 @@ class CommitEngine:
                     survivors.append(c)
             keep = survivors
         return keep
-
-
-def commit_claims(engine: CommitEngine, claims: Iterable[Claim], machines: dict[str, MachineView],
-                  jobs: dict[str, JobView]) -> CommitResult:
-    return engine.commit(Plan(list(claims), machines, jobs))

@@ -12,7 +12,7 @@ its name here; stored records name their resources, so older records still decod
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from .errors import InvalidResourceError
 
@@ -42,16 +42,6 @@ def validate_amount(name: str, value: object, where: str = "") -> int:
     if value < 0:
         raise InvalidResourceError(f"{label}: {value} is negative")
     return value
-
-
-def vector(amounts: Mapping[str, object] | None = None, where: str = "", **kwargs: object) -> Vector:
-    """Build a validated vector from names; missing resources are zero."""
-    merged = dict(amounts or {})
-    merged.update(kwargs)
-    unknown = set(merged) - set(RESOURCE_NAMES)
-    if unknown:
-        raise InvalidResourceError(f"{where or 'resources'}: unknown resource(s) {sorted(unknown)}")
-    return tuple(validate_amount(n, merged.get(n, 0), where) for n in RESOURCE_NAMES)
 
 
 def from_list(values: Iterable[object], where: str = "") -> Vector:

@@ -104,17 +104,6 @@ class Watch(ABC):
     def close(self) -> None: ...
 
 
-def prefix_end(prefix: str) -> str:
-    """The first key after every key that starts with `prefix` (etcd's range_end)."""
-    b = bytearray(prefix.encode())
-    while b:
-        if b[-1] < 0xFF:
-            b[-1] += 1
-            return bytes(b).decode("latin-1")
-        b.pop()
-    return "\0"
-
-
 def check_txn_limits(limits: StoreLimits, compares: Sequence[object], success: Sequence[Op],
                      failure: Sequence[Op]) -> None:
     """Refuse a txn that etcd would refuse, with the same rules, before sending it."""

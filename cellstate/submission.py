@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from . import codec
 from . import resources as res
-from .errors import InvalidJobError, UnplaceableRequestError
+from .errors import CompactedError, InvalidJobError, UnplaceableRequestError
 from .keys import CellKeys
 from .model import Job, JobClass, JobRecord, JobStatus, Machine
 from .store import CellStore, Delete, Get, ModRevisionIs, Put
@@ -163,8 +163,6 @@ def compact_history(store: CellStore, keep_revisions: int) -> int | None:
     Run on a schedule so a long run stays under etcd's space quota. Returns the
     compaction revision, or None when there is nothing to compact.
     """
-    from .errors import CompactedError
-
     target = store.current_revision() - keep_revisions
     if target <= 1:
         return None

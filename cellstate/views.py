@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from . import codec
 from .keys import CellKeys
 from .model import AllocationRecord, JobRecord, Machine
-from .store import KeyValue
+from .store import Get, KeyValue
 
 
 @dataclass(slots=True)
@@ -44,8 +44,6 @@ def machine_views_from_kvs(keys: CellKeys, spec_kvs: list[KeyValue],
 
 
 def read_machine_views(store, keys: CellKeys, machine_ids: list[str]) -> dict[str, MachineView]:
-    from .store import Get
-
     specs: list[KeyValue] = []
     allocs: list[KeyValue] = []
     per_txn = max(1, store.limits.max_txn_ops // 2)

@@ -25,7 +25,7 @@ from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.lifecycle import release_tasks
 from cellsched.cellstate.model import Job, JobClass, JobStatus, Machine, TaskGroup, TransactionMode
 from cellsched.cellstate.resources import TRACE_SCALE
-from cellsched.cellstate.store import CellStore
+from cellsched.cellstate.store import CellStore, Get
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.traces.google2011 import (
     first_task_event_time,
@@ -186,11 +186,8 @@ class ReplayDriver:
             time.sleep(self.scan_every_s)
 
     def _scan(self, now: float, durations: dict[str, list[float | None]]) -> None:
-        from cellsched.cellstate.store import Get
-
         reads = self.store.txn([], [Get(self.keys.jobs_prefix, prefix=True),
-                                    Get(self.keys.alloc_prefix, prefix=True),
-                                    Get(self.keys.spec_prefix, prefix=True)]).reads
+                                    Get(self.keys.alloc_prefix, prefix=True)]).reads
         p = self.progress
         p.parked_jobs = p.bound_tasks = 0
         for kv in reads[0]:
@@ -209,7 +206,8 @@ class ReplayDriver:
         p.placed_jobs = len(self.placed_ids)
         p.finished_tasks = sum(self.done_per_job.values())
         p.cpu_used = sum(codec.decode_alloc(kv.key, kv.value).used[0] for kv in reads[1])
-        p.cpu_capacity = sum(codec.decode_machine(kv.key, kv.value).capacity[0] for kv in reads[2])
+        # The workload's machines are the cell; their capacity does not change in a replay.
+        p.cpu_capacity = sum(m.capacity[0] for m in self.workload.machines)
 
     def _release_due(self, now: float) -> None:
         due: dict[str, list[str]] = {}

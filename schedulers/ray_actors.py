@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
@@ -21,7 +22,9 @@ import ray
 
 from cellsched.cellstate.clock import RealClock
 from cellsched.cellstate.faults import AfterSendStore
+from cellsched.cellstate.housekeeping import Housekeeper
 from cellsched.cellstate.keys import CellKeys
+from cellsched.cellstate.machine_health import MachineMonitor
 from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.store import CellStore, ModRevisionIs, Op, StoreLimits, TxnResult, Watch, WatchEvent
 
@@ -141,8 +144,6 @@ SCHEDULER_GC_THRESHOLD = 50_000
 
 class SchedulerActor:
     def __init__(self, name: str, spec: StoreSpec, cell: str, settings: SchedulerSettings):
-        import gc
-
         gc.set_threshold(SCHEDULER_GC_THRESHOLD, 10, 10)
         self.name = name
         self._crash_after_send = 0
@@ -184,9 +185,6 @@ class HousekeeperActor:
 
     def __init__(self, spec: StoreSpec, cell: str, retention_s: float, every_s: float, keep_revisions: int,
                  machine_liveness: bool = False):
-        from cellsched.cellstate.housekeeping import Housekeeper
-        from cellsched.cellstate.machine_health import MachineMonitor
-
         store = spec.connect()
         self.keeper = Housekeeper(store, CellKeys(cell), RealClock(), retention_s, every_s, keep_revisions)
         self.monitor = MachineMonitor(store, CellKeys(cell), RealClock(), machine_liveness)
