@@ -170,6 +170,10 @@ class EtcdStore(CellStore):
             rng.key = key = op.key.encode()
             if op.prefix:
                 rng.range_end = etcd_utils.prefix_range_end(key)
+                if op.start > op.key:
+                    rng.key = op.start.encode()
+                if op.limit:
+                    rng.limit = op.limit
 
     def txn(self, compares: Sequence[ModRevisionIs], success: Sequence[Op],
             failure: Sequence[Op] = ()) -> TxnResult:

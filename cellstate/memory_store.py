@@ -131,10 +131,10 @@ class MemoryStore(CellStore):
         if not op.prefix:
             kv = self._data.get(op.key)
             return [kv] if kv else []
-        lo = bisect.bisect_left(self._sorted_keys, op.key)
+        lo = bisect.bisect_left(self._sorted_keys, max(op.key, op.start))
         out = []
         for k in itertools.islice(self._sorted_keys, lo, None):
-            if not k.startswith(op.key):
+            if not k.startswith(op.key) or (op.limit and len(out) >= op.limit):
                 break
             out.append(self._data[k])
         return out

@@ -55,8 +55,17 @@ class Delete:
 
 @dataclass(frozen=True, slots=True)
 class Get:
+    """Read one key, or with `prefix` every key under it in key order.
+
+    A prefix read may be paged: `start` (a key under the prefix) is the first key to
+    return, `limit` caps the keys returned (0: no cap). Paging is what keeps a claim
+    step's or a purge's reads bounded as the cell grows.
+    """
+
     key: str
     prefix: bool = False
+    limit: int = 0
+    start: str = ""
 
 
 Op = Put | Delete | Get
@@ -167,6 +176,11 @@ class CellStore(ABC):
     def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
         result = self.txn([], [Get(prefix, prefix=True)])
         return result.reads[0], result.revision
+
+    def get_page(self, prefix: str, limit: int, after: str = "") -> list[KeyValue]:
+        """Up to `limit` keys under `prefix` in key order, strictly after the key `after`."""
+        start = after + "\0" if after else ""
+        return self.txn([], [Get(prefix, prefix=True, limit=limit, start=start)]).reads[0]
 
     def put(self, key: str, value: bytes, lease: int = 0) -> int:
         return self.txn([], [Put(key, value, lease)]).revision

@@ -142,3 +142,14 @@ def test_store_txn_limit_on_duplicate_key_and_size(store):
     with pytest.raises(TxnLimitError):
         store.txn([], [Put("/big", big)])
     assert store.get("/dup") is None and store.get("/big") is None
+
+
+def test_store_prefix_read_pages_in_key_order(store):
+    for i in range(7):
+        store.put(f"/pg/k{i}", str(i).encode())
+    store.put("/pgx/outside", b"x")
+    first = store.get_page("/pg/", 3)
+    assert [kv.key for kv in first] == ["/pg/k0", "/pg/k1", "/pg/k2"]
+    rest = store.get_page("/pg/", 10, after=first[-1].key)
+    assert [kv.key for kv in rest] == [f"/pg/k{i}" for i in range(3, 7)]
+    assert store.get_page("/pg/", 10, after="/pg/k6") == []
