@@ -154,6 +154,8 @@ def encode_job(r: JobRecord) -> bytes:
         "fin": r.finished_at,
         "done": sorted(r.done),
         "fails": r.failures,
+        "qs": r.queue_seq,
+        "why": r.refusal,
     }).encode()
 
 
@@ -166,7 +168,7 @@ def decode_job(key: str, raw: bytes) -> JobRecord:
             raise CorruptValueError(key, str(exc)) from None
         return JobRecord(job, JobStatus(obj["status"]), dict(obj["bound"]), set(obj.get("done", ())),
                          obj.get("reason", ""), obj.get("sub", 0.0), obj.get("first"), obj.get("placed"),
-                         obj.get("fin"), obj.get("fails", 0))
+                         obj.get("fin"), obj.get("fails", 0), obj.get("qs", ""), obj.get("why"))
 
 
 def encode_obj(obj: dict[str, Any]) -> bytes:

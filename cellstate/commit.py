@@ -18,11 +18,13 @@ job record and every txn compares it, a task can never be bound twice.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import codec
 from . import resources as res
+from .claims import progress_entry
 from .clock import Clock, RealClock
 from .errors import (
     CommitOutcomeUnknown,
@@ -32,8 +34,9 @@ from .errors import (
     UnknownMachineError,
 )
 from .keys import CellKeys
-from .model import Claim, ConflictMode, JobStatus, MachineState, TransactionMode
+from .model import Claim, ConflictMode, JobStatus, TransactionMode
 from .store import CellStore, Delete, Get, ModRevisionIs, Put
+from .validation import DEFAULT_MAX_TASKS_PER_MACHINE, Refusal, RefusalKind, validate_claims
 from .views import JobView, MachineView, machine_views_from_kvs
 
 MAX_ROUNDS_PER_CHUNK = 16
@@ -57,7 +60,7 @@ class CommitStats:
 @dataclass
 class CommitResult:
     committed: list[Claim] = field(default_factory=list)
-    conflicted: list[tuple[Claim, str]] = field(default_factory=list)  # claim, why
+    conflicted: list[tuple[Claim, Refusal]] = field(default_factory=list)  # claim, why not written
     machines: dict[str, MachineView] = field(default_factory=dict)  # fresh views of every touched machine
     jobs: dict[str, JobView] = field(default_factory=dict)  # fresh views of every touched job
     stats: CommitStats = field(default_factory=CommitStats)
@@ -69,17 +72,29 @@ class Plan:
     claims: list[Claim]
     machines: dict[str, MachineView]
     jobs: dict[str, JobView]
+    # job id -> mod_revision of the planner's claim key on it. Every txn compares it, so
+    # only the holder of a job's claim can commit for the job (a fence); jobs absent here
+    # are not fenced (tools and tests that plan without claiming).
+    fences: dict[str, int] = field(default_factory=dict)
 
 
-def _job_ops_cost(n_machines: int, n_jobs: int) -> int:
-    # compares: 2/machine + 1/job; failure reads: the same;
-    # success: 1 put/machine + 1 put/job + 2 deletes (queue entry, claim) per job it completes.
-    return max(2 * n_machines + n_jobs, n_machines + 3 * n_jobs)
+def txn_ops_cost(n_machines: int, n_jobs: int) -> int:
+    """Ops one commit txn needs, the largest of its three parts:
+    compares: 2 per machine (spec, alloc) + 2 per job (record, claim);
+    failure reads: the same keys;
+    success: 1 put per machine + 1 put per job + 2 deletes (queue entry, claim) per job it completes."""
+    return max(2 * n_machines + 2 * n_jobs, n_machines + 3 * n_jobs)
+
+
+def max_gang_machines(max_txn_ops: int) -> int:
+    """The widest all-or-nothing job one txn can commit: it must span at most this many machines."""
+    return max(0, (max_txn_ops - 2) // 2)
 
 
 class CommitEngine:
     def __init__(self, store: CellStore, keys: CellKeys, conflict_mode: ConflictMode = ConflictMode.RESOURCE_FIT,
-                 clock: Clock | None = None, max_in_flight: int = 1):
+                 clock: Clock | None = None, max_in_flight: int = 1,
+                 max_tasks_per_machine: int = DEFAULT_MAX_TASKS_PER_MACHINE):
         if max_in_flight < 1:
             raise InvalidInputError("max_in_flight must be at least 1")
         self.store = store
@@ -90,6 +105,7 @@ class CommitEngine:
         # several in flight keep it busy while this process waits; only chunks that share
         # no machine and no job go together, so they cannot conflict with each other.
         self.max_in_flight = max_in_flight
+        self.max_tasks_per_machine = max_tasks_per_machine
         self._pool: ThreadPoolExecutor | None = None
 
     # -- validation -----------------------------------------------------------
@@ -116,10 +132,10 @@ class CommitEngine:
     def _check_gangs(self, plan: Plan, by_job: dict[str, set[str]]) -> None:
         limit = self.store.limits.max_txn_ops
         for jid, ms in by_job.items():
-            if plan.jobs[jid].record.job.mode is TransactionMode.ALL_OR_NOTHING and _job_ops_cost(len(ms), 1) > limit:
+            if plan.jobs[jid].record.job.mode is TransactionMode.ALL_OR_NOTHING and len(ms) > max_gang_machines(limit):
                 raise GangTooLargeError(
                     f"gang job {jid} spans {len(ms)} machines; one txn holds at most "
-                    f"{(limit - 1) // 2} machines with max_txn_ops={limit}")
+                    f"{max_gang_machines(limit)} machines with max_txn_ops={limit}")
 
     # -- chunking -------------------------------------------------------------
 
@@ -127,7 +143,7 @@ class CommitEngine:
         """Group claims into txn-sized chunks; a gang job's claims never straddle two."""
         limit = self.store.limits.max_txn_ops
         n_machines = len(set().union(*jobs_machines.values())) if jobs_machines else 0
-        if _job_ops_cost(n_machines, len(jobs_machines)) <= limit:
+        if txn_ops_cost(n_machines, len(jobs_machines)) <= limit:
             return [list(plan.claims)] if plan.claims else []
         by_job: dict[str, list[Claim]] = defaultdict(list)
         for c in plan.claims:
@@ -147,7 +163,7 @@ class CommitEngine:
             gang = plan.jobs[jid].record.job.mode is TransactionMode.ALL_OR_NOTHING
             if gang:
                 ms = {c.machine_id for c in claims}
-                if _job_ops_cost(len(cur_m | ms), len(cur_j) + 1) > limit:
+                if txn_ops_cost(len(cur_m | ms), len(cur_j) + 1) > limit:
                     flush()
                 cur += claims
                 cur_m |= ms
@@ -156,7 +172,7 @@ class CommitEngine:
             for c in claims:
                 new_m = c.machine_id not in cur_m
                 new_j = jid not in cur_j
-                if _job_ops_cost(len(cur_m) + new_m, len(cur_j) + new_j) > limit:
+                if txn_ops_cost(len(cur_m) + new_m, len(cur_j) + new_j) > limit:
                     flush()
                 cur.append(c)
                 cur_m.add(c.machine_id)
@@ -174,11 +190,12 @@ class CommitEngine:
         jobs = dict(plan.jobs)
         out = CommitResult()
         chunks = self._chunks(plan, by_job)
+        foreign: set[str] = set()  # machines seen changed by others since the decision
         if self.max_in_flight > 1 and len(chunks) > 1:
-            self._commit_waves(chunks, machines, jobs, out)
+            self._commit_waves(chunks, machines, jobs, out, plan.fences, foreign)
         else:
             for chunk in chunks:
-                self._commit_chunk(chunk, machines, jobs, out)
+                self._commit_chunk(chunk, machines, jobs, out, plan.fences, foreign)
         touched_m = {c.machine_id for c in plan.claims}
         touched_j = {c.job_id for c in plan.claims}
         out.machines = {m: machines[m] for m in touched_m}
@@ -186,7 +203,8 @@ class CommitEngine:
         return out
 
     def _commit_waves(self, chunks: list[list[Claim]], machines: dict[str, MachineView],
-                      jobs: dict[str, JobView], out: CommitResult) -> None:
+                      jobs: dict[str, JobView], out: CommitResult, fences: Mapping[str, int],
+                      foreign: set[str]) -> None:
         """Commit chunks up to max_in_flight at a time, in order, as waves of chunks that touch
         disjoint machines and jobs. Each chunk writes only its own keys of `machines` and `jobs`
         and its own result, merged in chunk order, so the outcome is the sequential one's."""
@@ -197,16 +215,17 @@ class CommitEngine:
         for chunk in chunks:
             touched = {c.machine_id for c in chunk} | {"\0job:" + c.job_id for c in chunk}
             if wave and (len(wave) == self.max_in_flight or not seen.isdisjoint(touched)):
-                self._run_wave(wave, machines, jobs, out)
+                self._run_wave(wave, machines, jobs, out, fences, foreign)
                 wave, seen = [], set()
             wave.append(chunk)
             seen |= touched
-        self._run_wave(wave, machines, jobs, out)
+        self._run_wave(wave, machines, jobs, out, fences, foreign)
 
     def _run_wave(self, wave: list[list[Claim]], machines: dict[str, MachineView], jobs: dict[str, JobView],
-                  out: CommitResult) -> None:
+                  out: CommitResult, fences: Mapping[str, int], foreign: set[str]) -> None:
         parts = [CommitResult() for _ in wave]
-        futures = [self._pool.submit(self._commit_chunk, chunk, machines, jobs, part)
+        assert self._pool is not None
+        futures = [self._pool.submit(self._commit_chunk, chunk, machines, jobs, part, fences, foreign)
                    for chunk, part in zip(wave, parts, strict=True)]
         for f in futures:
             f.result()  # re-raises a chunk's error (e.g. the store unreachable) after all have finished
@@ -222,36 +241,71 @@ class CommitEngine:
             self._pool = None
 
     def _commit_chunk(self, chunk: list[Claim], machines: dict[str, MachineView], jobs: dict[str, JobView],
-                      out: CommitResult) -> None:
+                      out: CommitResult, fences: Mapping[str, int], foreign: set[str]) -> None:
+        """Commit one chunk, round after round, until it lands or nothing of it is left.
+
+        Before EVERY txn the claims are validated against exactly the views that txn
+        compares (docs/architecture.md, "The commit protocol"): an earlier chunk's failure
+        reads may have refreshed a machine this chunk touches, and a claim decided on the
+        older revision must fit the newer one, or it is refused.
+        """
         pending = list(chunk)
+        recheck: set[str] = set()  # machines refreshed by this chunk's last failure
         for _ in range(MAX_ROUNDS_PER_CHUNK):
+            changed = foreign if self.conflict_mode is ConflictMode.SEQUENCE else frozenset()
+            pending, refused = validate_claims(pending, machines, jobs, self.max_tasks_per_machine, changed)
+            out.conflicted += refused
+            if recheck:
+                out.stats.recommitted += sum(1 for c in pending if c.machine_id in recheck)
             if not pending:
                 return
-            compares, success, failure, new_allocs, new_jobs = self._build_txn(pending, machines, jobs)
+            compares, success, failure, new_allocs, new_jobs = self._build_txn(pending, machines, jobs, fences)
             out.stats.txns += 1
             try:
                 result = self.store.txn(compares, success, failure)
             except CommitOutcomeUnknown:
                 out.stats.unknown_outcomes += 1
                 landed, result = self._settle(pending, jobs, failure)
-                changed = self._refresh(result.reads, machines, jobs)
                 if landed:  # our txn was applied; the fresh reads already show its writes
+                    self._refresh(result.reads, machines, jobs)
                     out.committed += pending
                     out.revision = max(out.revision, result.revision)
                     return
-                pending = self._survivors(pending, machines, jobs, out, changed)
-                continue
             else:
                 if result.succeeded:
                     self._apply_success(pending, machines, jobs, new_allocs, new_jobs, result.revision, out)
                     return
                 out.stats.conflicted_txns += 1
-            changed = self._refresh(result.reads, machines, jobs)
-            pending = self._survivors(pending, machines, jobs, out, changed)
+            recheck = self._refresh(result.reads, machines, jobs)
+            foreign |= recheck
+            pending = self._drop_unfenced(pending, result.reads, fences, out)
         for c in pending:
-            out.conflicted.append((c, f"gave up after {MAX_ROUNDS_PER_CHUNK} rounds of conflicts"))
+            out.conflicted.append((c, Refusal(RefusalKind.GAVE_UP, c.machine_id,
+                                              detail=f"{MAX_ROUNDS_PER_CHUNK} rounds of conflicts")))
 
-    def _build_txn(self, claims: list[Claim], machines: dict[str, MachineView], jobs: dict[str, JobView]):
+    def _drop_unfenced(self, claims: list[Claim], reads, fences: Mapping[str, int],
+                       out: CommitResult) -> list[Claim]:
+        """Refuse the claims of jobs whose claim key is no longer ours (lease expired,
+        released or taken over): only the holder of a job's claim may commit for it."""
+        if not fences:
+            return claims
+        seen: dict[str, int] = {jid: 0 for jid in fences}
+        prefix = self.keys.claims_prefix
+        for r in reads:
+            for kv in r:
+                if kv.key.startswith(prefix):
+                    seen[self.keys.last_segment(kv.key)] = kv.mod_revision
+        lost = {jid for jid, rev in fences.items() if seen.get(jid) != rev}
+        keep = []
+        for c in claims:
+            if c.job_id in lost:
+                out.conflicted.append((c, Refusal(RefusalKind.CLAIM_LOST, c.machine_id)))
+            else:
+                keep.append(c)
+        return keep
+
+    def _build_txn(self, claims: list[Claim], machines: dict[str, MachineView], jobs: dict[str, JobView],
+                   fences: Mapping[str, int]):
         by_machine: dict[str, dict[str, res.Vector]] = defaultdict(dict)
         by_job: dict[str, dict[str, str]] = defaultdict(dict)
         for c in claims:
@@ -275,14 +329,21 @@ class CommitEngine:
             rec.bound.update(bound)
             if rec.first_attempt_at is None:
                 rec.first_attempt_at = now
-            if rec.fully_bound and rec.status in (JobStatus.PENDING, JobStatus.PARKED):
-                rec.status, rec.placed_at, rec.reason = JobStatus.PLACED, now, ""
-                success += [Delete(keys.queue(rec.job.job_class, rec.job.priority, jid)), Delete(keys.claim(jid))]
+            was = rec.status
+            if rec.fully_bound and was in (JobStatus.PENDING, JobStatus.PARKED):
+                rec.status, rec.placed_at, rec.reason, rec.refusal = JobStatus.PLACED, now, "", None
+                index_key = keys.queue_of(rec) if was is JobStatus.PENDING else keys.parked_of(rec)
+                success += [Delete(index_key), Delete(keys.claim(jid))]
+            elif jid in fences:  # progress: reset the index entry's count of claims without progress
+                success.append(progress_entry(keys, rec))
             new_jobs[jid] = rec
             jk = keys.job(jid)
             compares.append(ModRevisionIs(jk, view.revision))
             success.append(Put(jk, codec.encode_job(rec)))
             failure.append(Get(jk))
+            if jid in fences:
+                compares.append(ModRevisionIs(keys.claim(jid), fences[jid]))
+                failure.append(Get(keys.claim(jid)))
         return compares, success, failure, new_allocs, new_jobs
 
     def _apply_success(self, claims, machines, jobs, new_allocs, new_jobs, revision, out: CommitResult) -> None:
@@ -342,46 +403,3 @@ class CommitEngine:
                 changed.add(mid)
             machines[mid] = view
         return changed
-
-    def _survivors(self, claims: list[Claim], machines, jobs, out: CommitResult, changed: set[str]) -> list[Claim]:
-        """Decide, claim by claim, what to retry against the fresh values."""
-        keep: list[Claim] = []
-        dropped_jobs: dict[str, str] = {}
-        extra: dict[str, list[int]] = {}  # machine -> capacity already taken by kept claims this round
-        for c in claims:
-            job = jobs[c.job_id].record
-            reason = None
-            if c.task_id in job.bound or c.task_id in job.done:
-                reason = "task already bound by another commit"
-            elif job.status not in (JobStatus.PENDING, JobStatus.PARKED):
-                reason = f"job is {job.status.value}"
-            elif c.machine_id in changed:
-                view = machines[c.machine_id]
-                if self.conflict_mode is ConflictMode.SEQUENCE:
-                    reason = "machine changed since the snapshot"
-                elif view.machine.state is not MachineState.UP:
-                    reason = f"machine is {view.machine.state.value}"
-                else:
-                    taken = extra.setdefault(c.machine_id, list(view.alloc.used))
-                    short = res.first_shortfall(c.request, tuple(taken), view.machine.capacity)
-                    if short:
-                        reason = f"no longer fits: {short}"
-                    else:
-                        for k, r in enumerate(c.request):
-                            taken[k] += r
-                        out.stats.recommitted += 1
-            if reason is None:
-                keep.append(c)
-            else:
-                out.conflicted.append((c, reason))
-                if job.job.mode is TransactionMode.ALL_OR_NOTHING:
-                    dropped_jobs[c.job_id] = reason
-        if dropped_jobs:
-            survivors = []
-            for c in keep:
-                if c.job_id in dropped_jobs:
-                    out.conflicted.append((c, f"gang dropped: another task {dropped_jobs[c.job_id]}"))
-                else:
-                    survivors.append(c)
-            keep = survivors
-        return keep

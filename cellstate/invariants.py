@@ -17,7 +17,7 @@ from . import codec
 from . import resources as res
 from .errors import CorruptValueError
 from .keys import CellKeys
-from .model import TERMINAL_STATUSES, JobStatus
+from .model import JobStatus
 from .store import CellStore, Get
 
 
@@ -35,9 +35,10 @@ class CheckReport:
 
 
 def check_store(store: CellStore, keys: CellKeys, expected_jobs: Iterable[str] | None = None) -> CheckReport:
-    prefixes = [keys.spec_prefix, keys.alloc_prefix, keys.jobs_prefix, keys.queue_prefix(), keys.claims_prefix]
+    prefixes = [keys.spec_prefix, keys.alloc_prefix, keys.jobs_prefix, keys.queue_prefix(), keys.claims_prefix,
+                keys.parked_prefix()]
     result = store.txn([], [Get(p, prefix=True) for p in prefixes])
-    spec_kvs, alloc_kvs, job_kvs, queue_kvs, claim_kvs = result.reads
+    spec_kvs, alloc_kvs, job_kvs, queue_kvs, claim_kvs, parked_kvs = result.reads
     rep = CheckReport(revision=result.revision)
     v = rep.violations
 
@@ -74,6 +75,9 @@ def check_store(store: CellStore, keys: CellKeys, expected_jobs: Iterable[str] |
     rep.bound_tasks = len(where)
 
     queued = {keys.last_segment(kv.key) for kv in queue_kvs}
+    parked = {keys.last_segment(kv.key) for kv in parked_kvs}
+    for jid in queued & parked:
+        v.append(f"job {jid} is both in the queue and in the parked index")
     jobs_seen = set()
     job_bound: dict[str, str] = {}
     for kv in job_kvs:
@@ -90,11 +94,15 @@ def check_store(store: CellStore, keys: CellKeys, expected_jobs: Iterable[str] |
                 v.append(f"job {jid}: task {tid} recorded on {mid} but the allocation records say {where.get(tid)}")
         if rec.bound.keys() & rec.done:
             v.append(f"job {jid}: tasks both bound and done")
-        if rec.status in (JobStatus.PENDING, JobStatus.PARKED) and jid not in queued:
-            v.append(f"job {jid} is {rec.status.value} but not in the queue: it would be lost")
+        if rec.status is JobStatus.PENDING and jid not in queued:
+            v.append(f"job {jid} is pending but not in the queue: it would be lost")
+        if rec.status is JobStatus.PARKED and jid not in parked:
+            v.append(f"job {jid} is parked but not in the parked index: it would be lost")
+        if rec.status is not JobStatus.PARKED and jid in parked:
+            v.append(f"job {jid} is {rec.status.value} but still in the parked index")
         if rec.status is JobStatus.PLACED and not rec.fully_bound:
             v.append(f"job {jid} is placed but has unbound tasks")
-        if rec.status in (JobStatus.PLACED, *TERMINAL_STATUSES) and jid in queued:
+        if rec.status is not JobStatus.PENDING and jid in queued:
             v.append(f"job {jid} is {rec.status.value} but still queued")
         if rec.status is JobStatus.FINISHED and rec.bound:
             v.append(f"job {jid} is finished but still holds {len(rec.bound)} tasks")
@@ -102,7 +110,7 @@ def check_store(store: CellStore, keys: CellKeys, expected_jobs: Iterable[str] |
     for tid, mid in where.items():
         if job_bound.get(tid) != mid:
             v.append(f"task {tid} sits on {mid} but its job does not record that binding")
-    for jid in queued - jobs_seen:
+    for jid in (queued | parked) - jobs_seen:
         v.append(f"queue entry for missing job {jid}")
     for kv in claim_kvs:
         if keys.last_segment(kv.key) not in jobs_seen:

@@ -4,8 +4,14 @@
     /<cell>/node/alloc/<machine>    AllocationRecord; its mod_revision is the machine's sequence number
     /<cell>/node/live/<machine>     liveness heartbeat, bound to the machine agent's lease
     /<cell>/jobs/<job>              JobRecord: spec, status, bindings, traceparent
-    /<cell>/queue/<class>/<pp>/<job> pending index, pp = 11 - priority so a range reads highest first
-    /<cell>/claims/<job>            a scheduler's claim on a job, bound to its lease
+    /<cell>/queue/<class>/<pp>/<seq>/<job>   pending index: pp = 11 - priority, so a range reads
+                                    highest priority first, then seq (submission order): first come,
+                                    first served within a priority
+    /<cell>/parked/<class>/<pp>/<seq>/<job>  parked index: tried, could not be placed; its value holds
+                                    the smallest request it lacks, so a scheduler can tell from the
+                                    index alone whether freed capacity could help it
+    /<cell>/claims/<job>            a scheduler's claim on a job, bound to its lease; every commit and
+                                    every claim delete compares its mod_revision (the fence)
 
 spec and alloc share the `/node/` prefix so one consistent range read and one watch
 cover everything a scheduler's local copy needs.
@@ -70,8 +76,24 @@ class CellKeys:
     def claim(self, job_id: str) -> str:
         return self.claims_prefix + job_id
 
-    def queue(self, job_class: JobClass, priority: int, job_id: str) -> str:
-        return f"{self.queue_prefix(job_class)}{PRIORITY_MAX - priority:02d}/{job_id}"
+    def parked_prefix(self, job_class: JobClass | None = None) -> str:
+        if job_class is None:
+            return f"/{self.cell}/parked/"
+        return f"/{self.cell}/parked/{job_class.value}/"
+
+    def queue(self, job_class: JobClass, priority: int, seq: str, job_id: str) -> str:
+        return f"{self.queue_prefix(job_class)}{PRIORITY_MAX - priority:02d}/{seq}/{job_id}"
+
+    def parked(self, job_class: JobClass, priority: int, seq: str, job_id: str) -> str:
+        return f"{self.parked_prefix(job_class)}{PRIORITY_MAX - priority:02d}/{seq}/{job_id}"
+
+    def queue_of(self, rec) -> str:
+        """The pending-queue key of a JobRecord."""
+        return self.queue(rec.job.job_class, rec.job.priority, rec.queue_seq, rec.job.id)
+
+    def parked_of(self, rec) -> str:
+        """The parked-index key of a JobRecord."""
+        return self.parked(rec.job.job_class, rec.job.priority, rec.queue_seq, rec.job.id)
 
     @staticmethod
     def last_segment(key: str) -> str:

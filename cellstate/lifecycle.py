@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from . import codec
+from .claims import index_entry_for_new_job
 from .errors import InvalidInputError
 from .keys import CellKeys
 from .model import TERMINAL_STATUSES, JobRecord, JobStatus, TaskOutcome
@@ -75,27 +76,28 @@ def _job_transition(keys: CellKeys, rec: JobRecord, released: list[str], outcome
                     now: float) -> list[Put | Delete]:
     """Apply a release to the job record in place; return the queue/claim ops it needs."""
     job = rec.job
-    queue_key = keys.queue(job.job_class, job.priority, job.id)
     ops: list[Put | Delete] = []
     if outcome is TaskOutcome.FAILED:
         rec.failures += len(released)
         if rec.failures > job.max_failures and rec.status not in TERMINAL_STATUSES:
             rec.done.update(released)
-            was_queued = rec.status in (JobStatus.PENDING, JobStatus.PARKED)
+            was = rec.status
             rec.status, rec.finished_at = JobStatus.FAILED, now
             rec.reason = f"{rec.failures} task failures exceed max_failures={job.max_failures}"
-            if was_queued:
-                ops.append(Delete(queue_key))
-            ops.append(Delete(keys.claim(job.id)))
+            # The claim, if any, stays: only its holder deletes it (fenced), and its next
+            # commit finds the job no longer schedulable.
+            if was is JobStatus.PENDING:
+                ops.append(Delete(keys.queue_of(rec)))
+            elif was is JobStatus.PARKED:
+                ops.append(Delete(keys.parked_of(rec)))
             return ops
     if outcome is TaskOutcome.FINISHED:
         rec.done.update(released)
         if len(rec.done) >= job.task_count and rec.status not in TERMINAL_STATUSES:
             rec.status, rec.finished_at = JobStatus.FINISHED, now
-            ops.append(Delete(keys.claim(job.id)))
         return ops
     # Failed within policy, or evicted: back to the queue to be placed again.
     if rec.status is JobStatus.PLACED:
         rec.status = JobStatus.PENDING
-        ops.append(Put(queue_key, codec.encode_obj({"job": job.id})))
+        ops.append(Put(keys.queue_of(rec), index_entry_for_new_job(job.id)))
     return ops

@@ -62,6 +62,12 @@ class LocalCellCopy:
     def _open_watch(self) -> None:
         self._watch = self.store.watch(self.keys.node_prefix, self.revision + 1)
 
+    def free_rows(self) -> np.ndarray:
+        """Free capacity of every schedulable machine, int64[rows, R]."""
+        n = self.size
+        free = self.capacity[:n] - self.used[:n]
+        return free[self.schedulable[:n]]
+
     def _row(self, mid: str) -> int:
         i = self.index.get(mid)
         if i is None:

@@ -22,6 +22,9 @@ MAX_TASKS_PER_JOB = 20_000
 MAX_GROUPS_PER_JOB = 64
 MAX_LABELS = 32
 PRIORITY_MIN, PRIORITY_MAX = 0, 11  # Google's scale; 9-11 are production
+# The machine label naming its GPU model; a task group's `gpu.model` label lists the
+# models it accepts, comma-separated ("A100,H100").
+GPU_MODEL_LABEL = "gpu.model"
 
 
 class MachineState(Enum):
@@ -161,12 +164,25 @@ class Job:
                 yield task_id(self.id, gi, i), gi, g
 
 
+def submission_seq(now: float) -> str:
+    """The queue's order within a priority: microseconds since the epoch, fixed width."""
+    return f"{max(0, int(now * 1_000_000)):017d}"
+
+
 def task_id(job_id: str, group_index: int, index: int) -> str:
     return f"{job_id}/{group_index}/{index}"
 
 
 def job_of_task(tid: str) -> str:
     return tid.rsplit("/", 2)[0]
+
+
+def parse_task_id(tid: str) -> tuple[str, int, int] | None:
+    """(job id, group index, index) of a task id, or None when it is not one."""
+    parts = tid.rsplit("/", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    return parts[0], int(parts[1]), int(parts[2])
 
 
 @dataclass(slots=True)
@@ -183,6 +199,8 @@ class JobRecord:
     placed_at: float | None = None
     finished_at: float | None = None
     failures: int = 0  # task failures so far, against job.max_failures
+    queue_seq: str = ""  # submission sequence: orders the queue first come, first served
+    refusal: dict | None = None  # the structured reason beside `reason` (validation.Refusal.to_obj or counts)
 
     def unbound_tasks(self) -> list[tuple[str, int, TaskGroup]]:
         return [t for t in self.job.tasks() if t[0] not in self.bound and t[0] not in self.done]
@@ -193,7 +211,8 @@ class JobRecord:
 
     def copy(self) -> JobRecord:
         return JobRecord(self.job, self.status, dict(self.bound), set(self.done), self.reason, self.submitted_at,
-                         self.first_attempt_at, self.placed_at, self.finished_at, self.failures)
+                         self.first_attempt_at, self.placed_at, self.finished_at, self.failures, self.queue_seq,
+                         self.refusal)
 
 
 @dataclass(slots=True)

@@ -26,6 +26,7 @@ class MachineView:
 class JobView:
     record: JobRecord
     revision: int
+    claim_revision: int = 0  # mod_revision of the reader's claim on the job (its fence); 0 when unclaimed
 
 
 def machine_views_from_kvs(keys: CellKeys, spec_kvs: list[KeyValue],

@@ -10,10 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cellsched.cellstate import resources as res
-from cellsched.cellstate.model import TaskGroup
-
-# The machine label naming its GPU model; a group's allowed models are matched against it.
-GPU_MODEL_LABEL = "gpu.model"
+from cellsched.cellstate.model import GPU_MODEL_LABEL, TaskGroup
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,22 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from cellsched.cellstate.claims import (
+    CLAIM_PAGE,
+    IndexEntry,
+    claim_entries,
+    claim_jobs,
+    park_job,
+    release_claim,
+)
 from cellsched.cellstate.clock import Clock
-from cellsched.cellstate.commit import CommitEngine, CommitResult, Plan
+from cellsched.cellstate.commit import CommitEngine, CommitResult, Plan, max_gang_machines
 from cellsched.cellstate.errors import LeaseNotFoundError, StoreUnavailableError
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.local_copy import LocalCellCopy
-from cellsched.cellstate.model import Claim, JobStatus, TransactionMode
+from cellsched.cellstate.model import Claim, JobRecord, JobStatus, TransactionMode
+from cellsched.cellstate.resources import Vector
 from cellsched.cellstate.store import CellStore
-from cellsched.cellstate.submission import claim_jobs, park_job, release_claim
 from cellsched.cellstate.views import JobView, read_job_view
 
 from .decide import CopyColumns, DecideFn, Decision, decide_job, decision_seed
@@ -47,6 +55,7 @@ class HeldJob:
     """A job this scheduler holds a claim on, across attempts."""
 
     view: JobView
+    claim_revision: int = 0  # our claim key's mod_revision: the fence every commit and release compares
     attempts: int = 0  # by this scheduler, including earlier claims of the job
     no_progress: int = 0  # conflicted attempts in a row that placed nothing
     last_conflict: str = ""
@@ -61,6 +70,7 @@ class Attempt:
     lease_id: int
     decisions: dict[str, Decision] = field(default_factory=dict)  # job id -> decision
     assumed: set[str] = field(default_factory=set)  # machine ids whose columns carry assumptions
+    crashed: dict[str, str] = field(default_factory=dict)  # job id -> the error that stopped its decision
 
     @property
     def claims(self) -> list[Claim]:
@@ -76,6 +86,19 @@ class Outcome:
     parked: dict[str, str] = field(default_factory=dict)  # job id -> reason
     retrying: list[str] = field(default_factory=list)
     lease_lost: bool = False
+
+
+def smallest_need(rec: JobRecord) -> Vector:
+    """The least a machine must have free for the job to place one more task: the
+    elementwise minimum of its unplaced groups' requests (a lower bound, so a retry is
+    never skipped when it could succeed)."""
+    placed = set(rec.bound) | rec.done
+    need: list[int] | None = None
+    for gi, g in enumerate(rec.job.groups):
+        if all(f"{rec.job.id}/{gi}/{i}" in placed for i in range(g.count)):
+            continue
+        need = list(g.request) if need is None else [min(a, b) for a, b in zip(need, g.request, strict=True)]
+    return tuple(need) if need is not None else tuple(0 for _ in rec.job.groups[0].request)
 
 
 class Scheduler:
@@ -127,12 +150,28 @@ class Scheduler:
             try:
                 worked = self.step()
             except StoreUnavailableError:
-                # Held jobs stay held: their next commit compares the job records, so a
-                # chunk that landed before the outage is seen, never bound twice.
+                # Held jobs stay held: their next commit is validated against the job
+                # records it compares, so a chunk that landed before the outage is seen.
                 self._metrics.store_errors += 1
+                self._refresh_held()
+                worked = False
+            except LeaseNotFoundError:  # expired between our checks: forget what it fenced
+                self._lose_lease(Outcome())
                 worked = False
             if not worked:
                 self.clock.sleep(self.settings.idle_poll_s)
+
+    def _refresh_held(self) -> None:
+        """After an outage, re-read the held jobs: a commit cut short may have landed in part."""
+        for jid, held in list(self.held.items()):
+            try:
+                fresh = read_job_view(self.store, self.keys, jid)
+            except StoreUnavailableError:
+                return  # still down; the engine's validation catches stale views anyway
+            if fresh is None:
+                del self.held[jid]
+            else:
+                held.view = fresh
 
     def prepare(self) -> Attempt | None:
         """Keep the lease, sync, claim and decide. None when there is nothing to do."""
@@ -153,7 +192,12 @@ class Scheduler:
             if held.attempts == 1:
                 self._metrics.wait_first_attempt_s.append(started - rec.submitted_at)
             seed = decision_seed(self.settings.seed, jid, held.attempts)
-            decision = self.decide_fn(self.columns.columns, self.columns.index, rec, self.policy, seed)
+            try:
+                decision = self.decide_fn(self.columns.columns, self.columns.index, rec, self.policy, seed)
+            except Exception as exc:  # one job's bug must not stop the loop: park it with the error
+                self.columns.restore(set(self.copy.ids))
+                attempt.crashed[jid] = f"scheduler error while deciding: {exc!r}"
+                continue
             decision = self._fit_gang_in_one_txn(rec, decision)
             attempt.decisions[jid] = decision
             attempt.assumed.update(c.machine_id for c in decision.claims)
@@ -172,11 +216,11 @@ class Scheduler:
         decided_at = self.clock.now()
         claims = attempt.claims
         result = CommitResult()
+        for jid, why in attempt.crashed.items():
+            self._park(jid, self.held[jid], why, out, need=None)
         if claims:
-            jobs = {jid: self.held[jid].view for jid, d in attempt.decisions.items() if d.claims}
-            machines = self.copy.views(sorted({c.machine_id for c in claims}))
             try:
-                result = self.engine.commit(Plan(claims, machines, jobs))
+                result = self._commit_isolated(attempt, out)
             except StoreUnavailableError:
                 self.columns.restore(attempt.assumed)
                 self._metrics.busy_s += self.clock.now() - attempt.started_at
@@ -193,6 +237,43 @@ class Scheduler:
         m.busy_s += self.clock.now() - attempt.started_at
         return out
 
+    def _plan(self, decisions: dict[str, Decision]) -> Plan:
+        claims = [c for d in decisions.values() for c in d.claims]
+        jobs = {jid: self.held[jid].view for jid, d in decisions.items() if d.claims}
+        fences = {jid: self.held[jid].claim_revision for jid in jobs}
+        return Plan(claims, self.copy.views(sorted({c.machine_id for c in claims})), jobs, fences)
+
+    def _commit_isolated(self, attempt: Attempt, out: Outcome) -> CommitResult:
+        """Commit the batch; should the commit raise on something other than the store
+        being unreachable, commit job by job, and park each job that raises on its own
+        with the error as its reason, so one bad job never stalls its class."""
+        try:
+            return self.engine.commit(self._plan(attempt.decisions))
+        except StoreUnavailableError:
+            raise
+        except Exception:
+            pass
+        total = CommitResult()
+        for jid, decision in list(attempt.decisions.items()):
+            if not decision.claims:
+                continue
+            try:
+                part = self.engine.commit(self._plan({jid: decision}))
+            except StoreUnavailableError:
+                raise
+            except Exception as exc:
+                attempt.decisions[jid] = Decision([], len(decision.claims), "", decision.tasks_decided)
+                attempt.crashed[jid] = f"scheduler error while committing: {exc!r}"
+                self._park(jid, self.held[jid], attempt.crashed[jid], out, need=None)
+                continue
+            total.committed += part.committed
+            total.conflicted += part.conflicted
+            total.machines.update(part.machines)
+            total.jobs.update(part.jobs)
+            total.stats.add(part.stats)
+            total.revision = max(total.revision, part.revision)
+        return total
+
     # -- per job ----------------------------------------------------------------
 
     def _settle_jobs(self, attempt: Attempt, result: CommitResult, out: Outcome) -> None:
@@ -203,6 +284,8 @@ class Scheduler:
         for c, why in result.conflicted:
             conflicts.setdefault(c.job_id, why)
         for jid, decision in attempt.decisions.items():
+            if jid in attempt.crashed:
+                continue  # parked already
             held = self.held[jid]
             if jid in result.jobs:
                 held.view = result.jobs[jid]
@@ -214,15 +297,15 @@ class Scheduler:
                 del self.held[jid]
                 self._attempts.pop(jid, None)
             elif rec.status not in (JobStatus.PENDING, JobStatus.PARKED):
-                release_claim(self.store, self.keys, jid)  # cancelled or finished meanwhile
+                release_claim(self.store, self.keys, jid, held.claim_revision)  # cancelled or finished meanwhile
                 del self.held[jid]
                 self._attempts.pop(jid, None)
             elif jid in conflicts:
                 self._after_conflict(jid, held, committed.get(jid, 0) > 0, conflicts[jid], out)
             elif decision.unplaced:
-                self._park(jid, held, decision.reason, out)
+                self._park(jid, held, decision.reason, out, need=smallest_need(rec))
             elif decision.tasks_decided == 0:  # nothing left to place that we can see
-                release_claim(self.store, self.keys, jid)
+                release_claim(self.store, self.keys, jid, held.claim_revision)
                 del self.held[jid]
             else:  # everything it claimed committed, yet unbound tasks remain: decide again
                 out.retrying.append(jid)
@@ -232,12 +315,14 @@ class Scheduler:
         held.no_progress = 0 if progressed else held.no_progress + 1
         if held.no_progress > self.settings.max_retries:
             self._metrics.jobs_parked_no_progress += 1
-            self._park(jid, held, f"no progress after {held.no_progress} conflicted attempts; last: {why}", out)
+            self._park(jid, held, f"no progress after {held.no_progress} conflicted attempts; last: {why}", out,
+                       need=smallest_need(held.view.record))
         else:
             out.retrying.append(jid)
 
-    def _park(self, jid: str, held: HeldJob, reason: str, out: Outcome) -> None:
-        parked = park_job(self.store, self.keys, held.view, reason)
+    def _park(self, jid: str, held: HeldJob, reason: str, out: Outcome, need: Vector | None) -> None:
+        view = JobView(held.view.record, held.view.revision, held.claim_revision)
+        parked = park_job(self.store, self.keys, view, reason, need)
         if parked is None:  # the record changed under us: re-read and decide again next step
             fresh = read_job_view(self.store, self.keys, jid)
             if fresh is None:
@@ -257,11 +342,11 @@ class Scheduler:
             return decision
         spans = len({c.machine_id for c in decision.claims})
         limit = self.store.limits.max_txn_ops
-        if 2 * spans + 1 <= limit:  # compares: spec + alloc per machine, + the job record
+        if spans <= max_gang_machines(limit):
             return decision
         self.columns.unassume(decision.claims)
         return Decision([], len(decision.claims),
-                        f"gang spans {spans} machines; one txn holds at most {(limit - 1) // 2} "
+                        f"gang spans {spans} machines; one txn holds at most {max_gang_machines(limit)} "
                         f"with max_txn_ops={limit}", decision.tasks_decided)
 
     # -- claims, sync, lease --------------------------------------------------------
@@ -272,32 +357,59 @@ class Scheduler:
         if room <= 0 or lease_id != self._lease_id:
             return
         try:
-            views = self._claim_jobs(lease_id, room, self._include_parked())
+            views = self._claim_jobs(lease_id, room)
+            if len(views) < room and self._parked_due():
+                views += self._claim_parked(lease_id, room - len(views))
         except LeaseNotFoundError:  # expired since _keep_lease: the next step starts a new one
             self._lose_lease(Outcome())
             return
-        for view in views:
-            self.held.setdefault(view.record.job.id, HeldJob(view))
+        self._hold(views)
 
-    def _include_parked(self) -> bool:
+    def _parked_due(self) -> bool:
+        """Look at the parked index when capacity freed, or every parked_retry_s."""
         now = self.clock.now()
-        include = self._freed or now - self._parked_tried_at >= self.settings.parked_retry_s
-        if include:
+        if self._freed or now - self._parked_tried_at >= self.settings.parked_retry_s:
             self._freed, self._parked_tried_at = False, now
-        return include
+            return True
+        return False
 
-    def _claim_jobs(self, lease_id: int, room: int, include_parked: bool) -> list[JobView]:
+    def _hold(self, views: list[JobView]) -> None:
+        for view in views:
+            self.held.setdefault(view.record.job.id, HeldJob(view, view.claim_revision))
+
+    def _claim_jobs(self, lease_id: int, room: int) -> list[JobView]:
         return claim_jobs(self.store, self.keys, self.settings.job_class, lease_id, self.name, room,
-                          include_parked=include_parked, executor=self._claim_pool,
-                          in_flight=self.settings.txns_in_flight, held=self.held)
+                          executor=self._claim_pool, in_flight=self.settings.txns_in_flight, held=self.held)
+
+    def _claim_parked(self, lease_id: int, room: int) -> list[JobView]:
+        """Capacity freed since we last looked: claim the parked jobs whose recorded need
+        now fits on some machine of the copy. Reads the parked index (not job records),
+        a bounded number of pages, and only when something freed, so idle costs nothing."""
+        free = self.copy.free_rows()
+        out: list[JobView] = []
+        after = ""
+        for _ in range(self.settings.parked_pages):
+            page = self.store.get_page(self.keys.parked_prefix(self.settings.job_class), CLAIM_PAGE, after)
+            if not page:
+                break
+            after = page[-1].key
+            wanted = []
+            for kv in page:
+                entry = IndexEntry.decode(kv)
+                if entry.need is not None and not entry.stuck and entry.job_id not in self.held \
+                        and bool((free >= entry.need).all(axis=1).any()):
+                    wanted.append(kv)
+            out += claim_entries(self.store, self.keys, wanted, lease_id, self.name, room - len(out))
+            if len(out) >= room or len(page) < CLAIM_PAGE:
+                break
+        return out
 
     def _start_prefetch(self, lease_id: int) -> None:
         """Claim the next batch in the background, so its round trips overlap this batch's
         decisions and commit. Those jobs are claimed (by our lease) one step early."""
         if self._prefetch_pool is None or self._prefetch is not None:
             return
-        fut = self._prefetch_pool.submit(self._claim_jobs, lease_id, self.settings.claim_batch,
-                                         self._include_parked())
+        fut = self._prefetch_pool.submit(self._claim_jobs, lease_id, self.settings.claim_batch)
         self._prefetch = (lease_id, fut)
 
     def _collect_prefetch(self) -> None:
@@ -313,8 +425,7 @@ class Scheduler:
             return
         if lease_id != self._lease_id:  # that lease is gone, and its claims with it
             return
-        for view in views:
-            self.held.setdefault(view.record.job.id, HeldJob(view))
+        self._hold(views)
 
     def _sync(self) -> None:
         self.copy.poll()

@@ -55,7 +55,8 @@ class SchedulerSettings:
     txns_in_flight: int = 1
     lease_ttl_s: int = 10
     max_retries: int = 5  # conflicted attempts in a row without progress before a job is parked
-    parked_retry_s: float = 10.0  # retry parked jobs at least this often, even if nothing freed
+    parked_retry_s: float = 10.0  # look at parked jobs at least this often, even if nothing freed
+    parked_pages: int = 8  # parked-index pages read per look (CLAIM_PAGE entries each)
     idle_poll_s: float = 0.5  # how long run() waits when there was nothing to do
     seed: int = 0  # mixed into every (job id, attempt) seed; 0 = the plain (job id, attempt) seed
     array_backend: str | None = None  # "numpy" | "cupy" | "auto"; None = CELLSCHED_ARRAY_BACKEND

@@ -37,8 +37,9 @@ def test_bench_schedulers_quick_prints_tables_and_json_with_every_run_verified()
     assert run["completed"] and run["verified"] and run["check_store_ok"], run["violations"]
     assert run["bound_tasks"] == k8s["init_pods"] + k8s["measure_pods"]
     assert run["tasks"] == k8s["measure_pods"]
-    # Each single-pod job: claim put, job put, queue and claim deletes, and its machine's allocation.
-    assert 4.0 <= run["keys_written_per_pod"] <= 5.0
+    # claim put, queue-entry put (the claim count that parks a job crashing its schedulers),
+    # claim delete, queue delete, job put, and an allocation put shared by the pods on one machine.
+    assert 5.0 <= run["keys_written_per_pod"] <= 6.0
 
     rows = report["scaling"]["rows"]
     assert {r["conflict_mode"] for r in rows} == {"resource_fit", "sequence"}

@@ -15,6 +15,7 @@ from cellsched.cellstate.errors import (
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.model import Claim, ConflictMode, JobStatus, task_id
 from cellsched.cellstate.store import StoreLimits
+from cellsched.cellstate.validation import RefusalKind
 from tests.cellfactory import make_cell, make_job, submit, views
 
 
@@ -54,7 +55,7 @@ def test_commit_sequence_mode_conflicts_on_any_change(store):
         Plan(claims_for(b, ["m0", "m1"]), snap, {"b": jobs["b"]}))
     # m0 changed -> its claim conflicts; m1 is untouched -> incremental commit keeps it.
     assert [c.machine_id for c in out.committed] == ["m1"]
-    assert [(c.machine_id, why) for c, why in out.conflicted] == [("m0", "machine changed since the snapshot")]
+    assert [(c.machine_id, why.kind) for c, why in out.conflicted] == [("m0", RefusalKind.MACHINE_CHANGED)]
     assert out.stats.conflicted_txns == 1 and out.stats.recommitted == 0
     assert check_store(store, keys).ok
 
@@ -65,7 +66,7 @@ def test_commit_resource_fit_recommits_what_still_fits(store):
     out = CommitEngine(store, keys, ConflictMode.RESOURCE_FIT).commit(
         Plan(claims_for(b, ["m0", "m0"]), snap, {"b": jobs["b"]}))
     assert len(out.committed) == 1 and out.stats.recommitted == 1
-    assert [why for _, why in out.conflicted] == ["no longer fits: cpu"]
+    assert [(why.kind, why.resource) for _, why in out.conflicted] == [(RefusalKind.INSUFFICIENT_RESOURCE, "cpu")]
     assert out.machines["m0"].alloc.used == (4000, 4096, 0)
     assert check_store(store, keys).ok
 

@@ -21,7 +21,8 @@ from cellsched.cellstate.model import (
     TaskOutcome,
     task_id,
 )
-from cellsched.cellstate.submission import list_queue, submit_jobs
+from cellsched.cellstate.claims import list_queue
+from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.views import read_job_view
 from cellsched.schedulers.core import Scheduler
 from cellsched.schedulers.settings import BATCH

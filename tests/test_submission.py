@@ -8,14 +8,9 @@ from cellsched.cellstate.commit import CommitEngine, Plan
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.lifecycle import release_tasks
 from cellsched.cellstate.model import Claim, JobClass, JobStatus, TaskOutcome, task_id
-from cellsched.cellstate.submission import (
-    claim_jobs,
-    compact_history,
-    list_queue,
-    park_job,
-    purge_finished,
-    submit_jobs,
-)
+from cellsched.cellstate.claims import claim_entries, claim_jobs, list_parked, list_queue, park_job
+from cellsched.cellstate.submission import compact_history, purge_finished, submit_jobs
+from cellsched.cellstate.validation import RefusalKind
 from cellsched.cellstate.views import read_job_view
 from tests.cellfactory import make_cell, make_job, views
 
@@ -60,7 +55,7 @@ def test_submission_placed_job_leaves_queue_and_is_never_placed_twice(store):
     assert list_queue(store, keys, JobClass.BATCH) == []
     # A second scheduler with the same stale view cannot bind the tasks again.
     again = CommitEngine(store, keys).commit(Plan(claims, views(store, keys, 2), {"j": view}))
-    assert again.committed == [] and {why for _, why in again.conflicted} == {"task already bound by another commit"}
+    assert again.committed == [] and {why.kind for _, why in again.conflicted} == {RefusalKind.TASK_ALREADY_BOUND}
     report = check_store(store, keys, ["j"])
     assert report.ok and report.bound_tasks == 2
 
@@ -70,10 +65,13 @@ def test_submission_park_keeps_job_queued_with_reason(store):
     submit_jobs(store, keys, [make_job("p", 1, cpu=4000)], now=0.0)
     lease = store.grant_lease(30)
     [view] = claim_jobs(store, keys, JobClass.BATCH, lease, "a", limit=1)
-    parked = park_job(store, keys, view, "cpu: no machine has 4000 mCPU free")
+    parked = park_job(store, keys, view, "cpu: no machine has 4000 mCPU free", need=(4000, 0, 0))
     assert parked.record.status is JobStatus.PARKED
-    assert list_queue(store, keys, JobClass.BATCH) == ["p"]
-    [again] = claim_jobs(store, keys, JobClass.BATCH, lease, "a", limit=1)
+    # Parked jobs leave the pending queue for the parked index: pending claims never see them.
+    assert list_queue(store, keys, JobClass.BATCH) == []
+    assert list_parked(store, keys, JobClass.BATCH) == ["p"]
+    assert claim_jobs(store, keys, JobClass.BATCH, lease, "a", limit=1) == []
+    [again] = claim_entries(store, keys, store.get_prefix(keys.parked_prefix(JobClass.BATCH))[0], lease, "a", 1)
     assert again.record.reason.startswith("cpu")
     assert check_store(store, keys, ["p"]).ok
 
