@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from cellsched.cellstate.claims import list_queue
 from cellsched.cellstate.clock import RealClock, SimClock
 from cellsched.cellstate.commit import CommitEngine, Plan
 from cellsched.cellstate.invariants import check_store
@@ -21,7 +22,6 @@ from cellsched.cellstate.model import (
     TaskOutcome,
     task_id,
 )
-from cellsched.cellstate.claims import list_queue
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.views import read_job_view
 from cellsched.schedulers.core import Scheduler

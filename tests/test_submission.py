@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
+from cellsched.cellstate.claims import claim_entries, claim_jobs, list_parked, list_queue, park_job
 from cellsched.cellstate.commit import CommitEngine, Plan
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.lifecycle import release_tasks
 from cellsched.cellstate.model import Claim, JobClass, JobStatus, TaskOutcome, task_id
-from cellsched.cellstate.claims import claim_entries, claim_jobs, list_parked, list_queue, park_job
 from cellsched.cellstate.submission import compact_history, purge_finished, submit_jobs
 from cellsched.cellstate.validation import RefusalKind
 from cellsched.cellstate.views import read_job_view
