@@ -1,4 +1,4 @@
-"""Durable submission, claiming, parking, finishing and retention of jobs.
+"""Durable submission, claiming and parking of jobs (retention: retention.py).
 
 - A job and its queue entry are written in one txn (the bulk form packs many jobs per
   txn); a job id that already exists is refused, never overwritten.
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from . import codec
 from . import resources as res
-from .errors import CompactedError, InvalidJobError, UnplaceableRequestError
+from .errors import InvalidJobError, UnplaceableRequestError
 from .keys import CellKeys
 from .model import Job, JobClass, JobRecord, JobStatus, Machine
 from .store import CellStore, Delete, Get, ModRevisionIs, Put
@@ -155,32 +155,3 @@ def park_job(store: CellStore, keys: CellKeys, view: JobView, reason: str) -> Jo
     result = store.txn([ModRevisionIs(keys.job(jid), view.revision)],
                        [Put(keys.job(jid), codec.encode_job(rec)), Delete(keys.claim(jid))])
     return JobView(rec, result.revision) if result.succeeded else None
-
-
-def compact_history(store: CellStore, keep_revisions: int) -> int | None:
-    """Compact the store's history, keeping the last `keep_revisions` revisions for watchers.
-
-    Run on a schedule so a long run stays under etcd's space quota. Returns the
-    compaction revision, or None when there is nothing to compact.
-    """
-    target = store.current_revision() - keep_revisions
-    if target <= 1:
-        return None
-    try:
-        store.compact(target)
-    except CompactedError:
-        return None
-    return target
-
-
-def purge_finished(store: CellStore, keys: CellKeys, now: float, retention_s: float) -> list[str]:
-    """Delete finished or cancelled jobs whose retention has passed. Returns their ids."""
-    kvs, _ = store.get_prefix(keys.jobs_prefix)
-    purged = []
-    for kv in kvs:
-        rec = codec.decode_job(kv.key, kv.value)
-        if rec.status in (JobStatus.FINISHED, JobStatus.CANCELLED) and rec.finished_at is not None \
-                and rec.finished_at + retention_s <= now:
-            if store.txn([ModRevisionIs(kv.key, kv.mod_revision)], [Delete(kv.key)]).succeeded:
-                purged.append(rec.job.id)
-    return purged
