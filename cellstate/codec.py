@@ -61,15 +61,18 @@ def _decoding(key: str):
 
 
 def encode_machine(m: Machine) -> bytes:
-    return _dumps({"v": FORMAT_VERSION, "id": m.id, "cap": list(m.capacity), "labels": m.labels,
-                   "state": m.state.value}).encode()
+    obj = {"v": FORMAT_VERSION, "id": m.id, "cap": list(m.capacity), "labels": m.labels, "state": m.state.value}
+    if m.state_by:  # absent means unknown, so values written before the field existed still decode
+        obj["by"] = m.state_by
+    return _dumps(obj).encode()
 
 
 def decode_machine(key: str, raw: bytes) -> Machine:
     obj = _load(key, raw)
     with _decoding(key):
         try:
-            return Machine(obj["id"], tuple(obj["cap"]), obj.get("labels") or {}, MachineState(obj["state"]))
+            return Machine(obj["id"], tuple(obj["cap"]), obj.get("labels") or {}, MachineState(obj["state"]),
+                           obj.get("by", ""))
         except InvalidInputError as exc:
             raise CorruptValueError(key, str(exc)) from None
 

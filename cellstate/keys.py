@@ -2,7 +2,6 @@
 
     /<cell>/node/spec/<machine>     Machine: capacity, labels, state
     /<cell>/node/alloc/<machine>    AllocationRecord; its mod_revision is the machine's sequence number
-    /<cell>/node/live/<machine>     liveness heartbeat, bound to the machine agent's lease
     /<cell>/jobs/<job>              JobRecord: spec, status, bindings, traceparent
     /<cell>/queue/<class>/<pp>/<seq>/<job>   pending index: pp = 11 - priority, so a range reads
                                     highest priority first, then seq (submission order): first come,
@@ -12,9 +11,11 @@
                                     index alone whether freed capacity could help it
     /<cell>/claims/<job>            a scheduler's claim on a job, bound to its lease; every commit and
                                     every claim delete compares its mod_revision (the fence)
+    /<cell>/live/<machine>          liveness heartbeat, bound to the machine agent's lease
 
 spec and alloc share the `/node/` prefix so one consistent range read and one watch
-cover everything a scheduler's local copy needs.
+cover everything a scheduler's local copy needs. Liveness keys stay outside `/node/`:
+every heartbeat is a write, and under `/node/` each one would wake every scheduler's watch.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class CellKeys:
 
     @property
     def live_prefix(self) -> str:
-        return f"/{self.cell}/node/live/"
+        return f"/{self.cell}/live/"
 
     @property
     def jobs_prefix(self) -> str:

@@ -7,7 +7,7 @@ and retries on conflict, so it never races a placement into a wrong `used` vecto
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from . import codec
 from .claims import index_entry_for_new_job
@@ -20,14 +20,16 @@ MAX_RELEASE_ROUNDS = 32
 
 
 def release_tasks(store: CellStore, keys: CellKeys, job_id: str, task_ids: Iterable[str], now: float,
-                  outcome: TaskOutcome = TaskOutcome.FINISHED) -> int:
+                  outcome: TaskOutcome = TaskOutcome.FINISHED, on_machine: Mapping[str, str] | None = None) -> int:
     """Remove tasks from their machines.
 
     FINISHED records them as done. EVICTED makes them unbound again, so they are
     rescheduled (a placed job goes back to the queue). FAILED does the same while the
     job's failures stay within job.max_failures; past it the job FAILS: the failed tasks
     become terminal, the rest are not rescheduled, and the job leaves the queue.
-    Returns the store revision of the release. Tasks not currently bound are ignored.
+    Returns the store revision of the release. Tasks not currently bound are ignored,
+    and with `on_machine` (task id -> machine id) so are tasks now bound elsewhere: an
+    eviction read on one machine must not reach a task re-placed meanwhile.
     """
     wanted = set(task_ids)
     rounds = 0
@@ -40,7 +42,7 @@ def release_tasks(store: CellStore, keys: CellKeys, job_id: str, task_ids: Itera
         by_machine: dict[str, list[str]] = defaultdict(list)
         for tid in wanted:
             mid = rec.bound.get(tid)
-            if mid is not None:
+            if mid is not None and (on_machine is None or on_machine.get(tid) == mid):
                 by_machine[mid].append(tid)
         if not by_machine:
             return jkv.mod_revision

@@ -36,7 +36,7 @@ def set_machine_state(store: CellStore, keys: CellKeys, machine_id: str, state: 
         kv = store.get(keys.spec(machine_id))
         if kv is None:
             raise UnknownMachineError(f"unknown machine {machine_id!r}")
-        m = replace(codec.decode_machine(kv.key, kv.value), state=state)
+        m = replace(codec.decode_machine(kv.key, kv.value), state=state, state_by="operator")
         result = store.txn([ModRevisionIs(kv.key, kv.mod_revision)], [Put(kv.key, codec.encode_machine(m))])
         if result.succeeded:
             return result.revision

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from . import resources as res
-from .errors import InvalidJobError, InvalidResourceError
+from .errors import InvalidInputError, InvalidJobError, InvalidResourceError
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
@@ -97,9 +97,13 @@ class Machine:
     capacity: res.Vector
     labels: dict[str, str] = field(default_factory=dict)
     state: MachineState = MachineState.UP
+    # Who set `state`: "monitor" (liveness; it may undo its own DOWN), "operator", or "" (unknown).
+    state_by: str = ""
 
     def __post_init__(self) -> None:
         check_id("machine", self.id)
+        if self.state_by not in ("", "monitor", "operator"):
+            raise InvalidInputError(f"machine {self.id}: state_by {self.state_by!r} is not monitor or operator")
         object.__setattr__(self, "capacity", res.from_list(self.capacity, f"machine {self.id}.capacity"))
         object.__setattr__(self, "labels", check_labels(f"machine {self.id}", self.labels))
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from . import codec
 from . import resources as res
 from .claims import index_entry_for_new_job
-from .errors import CompactedError, InvalidJobError, UnplaceableRequestError
+from .errors import InvalidJobError, UnplaceableRequestError
 from .keys import CellKeys
-from .model import Job, JobRecord, JobStatus, Machine, submission_seq
-from .store import CellStore, Delete, Get, ModRevisionIs, Put
+from .model import Job, JobRecord, Machine, submission_seq
+from .store import CellStore, Get, ModRevisionIs, Put
 
 
 @dataclass
@@ -66,32 +66,3 @@ def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: floa
                 out.rejected[jid] = "a job with this id already exists"
             batch = [j for j in batch if j.id not in existing]
     return out
-
-
-def compact_history(store: CellStore, keep_revisions: int) -> int | None:
-    """Compact the store's history, keeping the last `keep_revisions` revisions for watchers.
-
-    Run on a schedule so a long run stays under etcd's space quota. Returns the
-    compaction revision, or None when there is nothing to compact.
-    """
-    target = store.current_revision() - keep_revisions
-    if target <= 1:
-        return None
-    try:
-        store.compact(target)
-    except CompactedError:
-        return None
-    return target
-
-
-def purge_finished(store: CellStore, keys: CellKeys, now: float, retention_s: float) -> list[str]:
-    """Delete finished or cancelled jobs whose retention has passed. Returns their ids."""
-    kvs, _ = store.get_prefix(keys.jobs_prefix)
-    purged = []
-    for kv in kvs:
-        rec = codec.decode_job(kv.key, kv.value)
-        if rec.status in (JobStatus.FINISHED, JobStatus.CANCELLED) and rec.finished_at is not None \
-                and rec.finished_at + retention_s <= now:
-            if store.txn([ModRevisionIs(kv.key, kv.mod_revision)], [Delete(kv.key)]).succeeded:
-                purged.append(rec.job.id)
-    return purged

@@ -9,7 +9,8 @@ from cellsched.cellstate.commit import CommitEngine, Plan
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.lifecycle import release_tasks
 from cellsched.cellstate.model import Claim, JobClass, JobStatus, TaskOutcome, task_id
-from cellsched.cellstate.submission import compact_history, purge_finished, submit_jobs
+from cellsched.cellstate.retention import compact_history, purge_finished
+from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.validation import RefusalKind
 from cellsched.cellstate.views import read_job_view
 from tests.cellfactory import make_cell, make_job, views
