@@ -6,7 +6,8 @@
     │   ├── InvalidJobError        empty or oversized job, bad task group
     │   ├── UnknownMachineError    a plan names a machine the store does not have
     │   ├── UnplaceableRequestError a request larger than any machine in the cell
-    │   └── TraceFormatError       a malformed trace row (names file, line and field)
+    │   ├── TraceFormatError       a malformed trace row (names file, line and field)
+    │   └── FutureRevisionError    a compaction asked for a revision the store has not reached
     ├── CorruptValueError          a stored value that cannot be decoded
     ├── TxnLimitError              a txn over the store's ops-per-txn or request-size limit
     │   └── GangTooLargeError      an all-or-nothing plan that cannot fit in one txn
@@ -79,3 +80,12 @@ class StoreUnavailableError(CellError):
 
 class CommitOutcomeUnknown(StoreUnavailableError):
     """The txn may or may not have been applied. Read the touched keys before retrying."""
+
+
+class FutureRevisionError(InvalidInputError):
+    """A revision the store has not reached yet (compacting the future). Nothing was changed."""
+
+    def __init__(self, requested: int, current: int | None = None):
+        self.requested, self.current = requested, current
+        at = f"; the store is at {current}" if current is not None else ""
+        super().__init__(f"revision {requested} is in the future{at}")

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 
 from .clock import Clock, RealClock
-from .errors import CompactedError, LeaseNotFoundError
+from .errors import CompactedError, FutureRevisionError, LeaseNotFoundError
 from .store import (
     CellStore,
     EventType,
@@ -29,36 +29,45 @@ from .store import (
     TxnResult,
     Watch,
     WatchEvent,
+    check_lease_ttl,
+    check_revision_arg,
     check_txn_limits,
 )
 
 
 class _MemoryWatch(Watch):
-    def __init__(self, owner: MemoryStore, prefix: str):
+    """A watch opened at a past revision starts unsynced, like etcd's: its backlog is read
+    from history on the first get, and fails if compaction removed it meanwhile. Once
+    synced it gets every new event pushed at commit time, so compaction cannot touch it."""
+
+    def __init__(self, owner: MemoryStore, prefix: str, start_revision: int, synced: bool):
         self.prefix = prefix
+        self.start_revision = start_revision
+        self.synced = synced
         self._owner = owner
-        self._q: queue.SimpleQueue[WatchEvent | None] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[WatchEvent] = queue.SimpleQueue()
+        self._error: CompactedError | None = None
         self._closed = False
 
     def _push(self, ev: WatchEvent) -> None:
         self._q.put(ev)
 
     def get(self, timeout: float = 0.0) -> list[WatchEvent]:
+        if self._error is not None:
+            raise self._error  # a failed watch stays failed, as a cancelled etcd watch does
         self._owner._expire_leases()
+        if not self.synced:
+            self._owner._sync_watch(self)
         out: list[WatchEvent] = []
         try:
-            first = self._q.get(timeout=timeout) if timeout > 0 else self._q.get_nowait()
+            out.append(self._q.get(timeout=timeout) if timeout > 0 else self._q.get_nowait())
         except queue.Empty:
             return out
-        if first is not None:
-            out.append(first)
         while True:
             try:
-                ev = self._q.get_nowait()
+                out.append(self._q.get_nowait())
             except queue.Empty:
                 return out
-            if ev is not None:
-                out.append(ev)
 
     def close(self) -> None:
         if not self._closed:
@@ -107,19 +116,21 @@ class MemoryStore(CellStore):
             for op in ops:
                 if type(op) is Put and op.lease and op.lease not in self._leases:
                     raise LeaseNotFoundError(f"lease {op.lease:x} not found")
-            writes = any(type(op) is not Get for op in ops)
             # etcd: reads in a txn see the txn's own earlier writes; keep that order.
+            # The revision moves only if something changed: deleting an absent key does not.
             reads: list[list[KeyValue]] = []
-            new_rev = self._revision + 1 if writes else self._revision
+            new_rev = self._revision + 1
+            changed = False
             for op in ops:
                 kind = type(op)
                 if kind is Put:
                     self._apply_put(op, new_rev)
+                    changed = True
                 elif kind is Get:
                     reads.append(self._read(op))
-                else:
-                    self._apply_delete(op.key, new_rev)
-            if writes:
+                elif self._apply_delete(op.key, new_rev):
+                    changed = True
+            if changed:
                 self._revision = new_rev
             return TxnResult(ok, self._revision, reads)
 
@@ -153,35 +164,50 @@ class MemoryStore(CellStore):
         self._data[op.key] = kv
         self._emit(WatchEvent(EventType.PUT, op.key, op.value, rev))
 
-    def _apply_delete(self, key: str, rev: int) -> None:
+    def _apply_delete(self, key: str, rev: int) -> bool:
         old = self._data.pop(key, None)
         if old is None:
-            return
+            return False
         del self._sorted_keys[bisect.bisect_left(self._sorted_keys, key)]
         if old.lease and old.lease in self._leases:
             self._leases[old.lease].keys.discard(key)
         self._emit(WatchEvent(EventType.DELETE, key, b"", rev))
+        return True
 
     def _emit(self, ev: WatchEvent) -> None:
         self._history.append(ev)
         for w in self._watches:
-            if ev.key.startswith(w.prefix):
+            if w.synced and ev.key.startswith(w.prefix) and ev.mod_revision >= w.start_revision:
                 w._push(ev)
 
     # -- watches ------------------------------------------------------------
 
     def watch(self, prefix: str, start_revision: int) -> Watch:
+        check_revision_arg("watch start revision", start_revision, 0)
         with self._lock:
             self._expire_leases()
+            if start_revision == 0:  # etcd: "from now on"
+                start_revision = self._revision + 1
             if start_revision < self._compacted:
                 raise CompactedError(start_revision, self._compacted)
-            w = _MemoryWatch(self, prefix)
-            revs = [e.mod_revision for e in self._history]
-            for ev in self._history[bisect.bisect_left(revs, start_revision):]:
-                if ev.key.startswith(prefix):
-                    w._push(ev)
+            w = _MemoryWatch(self, prefix, start_revision, synced=start_revision > self._revision)
             self._watches.append(w)
             return w
+
+    def _sync_watch(self, w: _MemoryWatch) -> None:
+        """Hand an unsynced watch its backlog, or fail it if compaction got there first."""
+        with self._lock:
+            if w.synced:
+                return
+            if w.start_revision < self._compacted:
+                w._error = CompactedError(w.start_revision, self._compacted)
+                self._remove_watch(w)
+                raise w._error
+            revs = [e.mod_revision for e in self._history]
+            for ev in self._history[bisect.bisect_left(revs, w.start_revision):]:
+                if ev.key.startswith(w.prefix):
+                    w._push(ev)
+            w.synced = True
 
     def _remove_watch(self, w: _MemoryWatch) -> None:
         with self._lock:
@@ -189,9 +215,10 @@ class MemoryStore(CellStore):
                 self._watches.remove(w)
 
     def compact(self, revision: int) -> None:
+        check_revision_arg("compact revision", revision, 1)
         with self._lock:
             if revision > self._revision:
-                raise ValueError(f"cannot compact to {revision}: the store is at {self._revision}")
+                raise FutureRevisionError(revision, self._revision)
             if revision <= self._compacted:
                 raise CompactedError(revision, self._compacted)
             self._compacted = revision
@@ -201,6 +228,7 @@ class MemoryStore(CellStore):
     # -- leases ---------------------------------------------------------------
 
     def grant_lease(self, ttl_s: int) -> int:
+        check_lease_ttl(ttl_s)
         with self._lock:
             lease_id = next(self._lease_ids)
             self._leases[lease_id] = _Lease(ttl_s, self.clock.now() + ttl_s)
@@ -216,6 +244,7 @@ class MemoryStore(CellStore):
 
     def revoke_lease(self, lease_id: int) -> None:
         with self._lock:
+            self._expire_leases()  # an expired lease is gone, whether or not anyone looked since
             lease = self._leases.get(lease_id)
             if lease is None:
                 raise LeaseNotFoundError(f"lease {lease_id:x} not found or expired")

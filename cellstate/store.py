@@ -2,14 +2,18 @@
 
 The semantics are etcd's, so that nothing that passes on the embedded store fails on
 etcd:
-- one global revision, bumped once per write txn; every key carries its mod_revision;
+- one global revision, bumped once per txn that changes something (a txn that only
+  reads, or only deletes absent keys, leaves it alone); every key carries its mod_revision;
 - a txn is (compares, success ops, failure ops); compares look at mod_revision
   (0 = the key is absent); both branches may contain Get ops, so a failed commit
   returns the current values of the keys it touched without another round trip;
+  reads see the txn's own earlier writes;
 - a key is written at most once per txn; ops per branch and request bytes are limited;
-- watches deliver every change on a prefix from a given revision, in order, or raise
-  CompactedError if that revision was compacted away;
+- a Put bound to a dead lease refuses the whole txn with LeaseNotFoundError;
+- watches deliver every change on a prefix from a given revision, in order (see Watch
+  for what compaction does to them);
 - leases expire after their TTL unless refreshed, deleting the keys bound to them.
+Every failure is a CellError (errors.py); no client library error escapes a backend.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
 
-from .errors import TxnLimitError
+from .errors import InvalidInputError, TxnLimitError
 
 DEFAULT_MAX_TXN_OPS = 128  # etcd's --max-txn-ops default; production must not rely on more
 DEFAULT_MAX_REQUEST_BYTES = 1_572_864  # etcd's --max-request-bytes default (1.5 MiB)
+MAX_LEASE_TTL_S = 9_000_000_000  # etcd's MaxLeaseTTL; it refuses longer leases
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,18 +104,48 @@ class WatchEvent(NamedTuple):
 
 
 class Watch(ABC):
-    """A stream of changes on one prefix, starting at a revision, in revision order."""
+    """A stream of changes on one prefix, starting at a revision, in revision order.
+
+    `start_revision` 0 means "from the next revision on" (etcd's meaning); a future one
+    delivers nothing before it; a negative one is refused with InvalidInputError; one
+    below the compact revision raises CompactedError, at open or on the first get.
+
+    Compaction (what a real etcd does, and the memory store copies):
+    - a caught-up watch (opened at the next revision, or one that has read its backlog)
+      is never affected: events already delivered to it survive a later compaction even
+      when its consumer has not called get yet;
+    - a watch opened at a past revision reads its backlog asynchronously (etcd: up to
+      1,000 revisions per 100 ms round; memory: all of it on the first get). If history
+      is compacted past the point it has read, it fails with CompactedError after
+      delivering a gapless prefix of its events (possibly none).
+    After CompactedError or StoreUnavailableError a watch is dead: every later get raises
+    the same error. Close it, then resynchronise (read, and watch from the read's
+    revision + 1), or reopen from last revision + 1 after StoreUnavailableError.
+    """
 
     @abstractmethod
     def get(self, timeout: float = 0.0) -> list[WatchEvent]:
         """Events available now, waiting up to `timeout` for the first one.
 
-        Raises CompactedError when the start revision was compacted and
-        StoreUnavailableError when the stream broke; reopen from last revision + 1.
+        Events received before a failure are returned first; the failure is raised by
+        the next call: CompactedError when history the watch still needed was
+        compacted, StoreUnavailableError when the stream broke.
         """
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+def check_lease_ttl(ttl_s: object) -> None:
+    """A lease TTL is whole seconds in [1, MAX_LEASE_TTL_S]. etcd would silently raise
+    0 or a negative TTL to its minimum, and the memory store would expire it at once."""
+    if type(ttl_s) is not int or not 1 <= ttl_s <= MAX_LEASE_TTL_S:
+        raise InvalidInputError(f"lease TTL must be whole seconds in [1, {MAX_LEASE_TTL_S}], got {ttl_s!r}")
+
+
+def check_revision_arg(name: str, revision: object, minimum: int) -> None:
+    if type(revision) is not int or revision < minimum:
+        raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {revision!r}")
 
 
 def check_txn_limits(limits: StoreLimits, compares: Sequence[object], success: Sequence[Op],
@@ -123,6 +158,8 @@ def check_txn_limits(limits: StoreLimits, compares: Sequence[object], success: S
     # Rough request size: keys, values and a few bytes of framing per op, as etcd counts it.
     size = 16 * len(compares) + sum(len(c.key) for c in compares)  # type: ignore[attr-defined]
     for branch in (success, failure):
+        for op in branch:
+            _check_op(op)
         written = [op.key for op in branch if type(op) is not Get]
         if len(set(written)) != len(written):
             dup = next(k for k in written if written.count(k) > 1)
@@ -131,6 +168,20 @@ def check_txn_limits(limits: StoreLimits, compares: Sequence[object], success: S
         size += sum(len(op.value) for op in branch if type(op) is Put)
     if size > limits.max_request_bytes:
         raise TxnLimitError(f"txn request is about {size} bytes; the store allows {limits.max_request_bytes}")
+
+
+def _check_op(op: Op) -> None:
+    """Malformed ops are refused whole, the same on every backend (etcd refuses an empty
+    key; a negative limit would mean "no limit" there and "nothing" elsewhere)."""
+    if type(op.key) is not str or not op.key:
+        raise InvalidInputError(f"a txn op needs a non-empty str key, got {op.key!r}")
+    kind = type(op)
+    if kind is Put:
+        if type(op.value) is not bytes:
+            raise InvalidInputError(f"Put {op.key!r}: value must be bytes, got {type(op.value).__name__}")
+    elif kind is Get:
+        if type(op.limit) is not int or op.limit < 0:
+            raise InvalidInputError(f"Get {op.key!r}: limit must be an integer >= 0, got {op.limit!r}")
 
 
 class CellStore(ABC):
@@ -143,26 +194,37 @@ class CellStore(ABC):
             failure: Sequence[Op] = ()) -> TxnResult:
         """Atomically: if every compare holds run `success`, else run `failure`.
 
-        Raises TxnLimitError for an over-limit txn (nothing applied),
-        CommitOutcomeUnknown when the request may or may not have been applied.
+        Raises (nothing applied unless said otherwise) TxnLimitError for an over-limit
+        txn, InvalidInputError for a malformed op, LeaseNotFoundError for a Put in the
+        executed branch bound to a dead lease, StoreUnavailableError when the store
+        could not take it, CommitOutcomeUnknown when a write may or may not have been
+        applied.
         """
 
     @abstractmethod
     def watch(self, prefix: str, start_revision: int) -> Watch: ...
 
     @abstractmethod
-    def grant_lease(self, ttl_s: int) -> int: ...
+    def grant_lease(self, ttl_s: int) -> int:
+        """A new lease. InvalidInputError unless `ttl_s` passes check_lease_ttl; etcd may
+        grant a longer TTL than asked (its minimum follows the election timeout)."""
 
     @abstractmethod
     def refresh_lease(self, lease_id: int) -> None:
-        """Raises LeaseNotFoundError when the lease already expired."""
+        """Raises LeaseNotFoundError when the lease expired, was revoked or never existed."""
 
     @abstractmethod
-    def revoke_lease(self, lease_id: int) -> None: ...
+    def revoke_lease(self, lease_id: int) -> None:
+        """Deletes the lease's keys in one revision. LeaseNotFoundError when the lease
+        expired (once the store has deleted its keys), was revoked or never existed."""
 
     @abstractmethod
     def compact(self, revision: int) -> None:
-        """Drop history before `revision`; watches from earlier revisions fail after this."""
+        """Drop history before `revision`; watches that still need it fail (see Watch).
+
+        InvalidInputError for a revision below 1, FutureRevisionError for one the store
+        has not reached, CompactedError for one at or below the last compaction.
+        """
 
     @abstractmethod
     def close(self) -> None: ...
