@@ -9,11 +9,12 @@ import time
 
 import pytest
 
+from cellsched.cellstate.claims import claim_jobs
 from cellsched.cellstate.errors import LeaseNotFoundError
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.model import JobClass
 from cellsched.cellstate.store import Put
-from cellsched.cellstate.submission import claim_jobs, submit_jobs
+from cellsched.cellstate.submission import submit_jobs
 from tests.cellfactory import make_cell, make_job
 
 
