@@ -28,7 +28,7 @@ from .keys import CellKeys
 from .model import JobClass, JobStatus
 from .resources import ZERO, Vector
 from .store import CellStore, Delete, Get, KeyValue, ModRevisionIs, Put
-from .views import JobView
+from .views import JobView, complete_views
 
 CLAIM_PAGE = 256  # index entries read per page
 MAX_CLAIM_PAGES = 16  # a claim step reads at most this many pages
@@ -100,7 +100,7 @@ def adopt_orphans(store: CellStore, keys: CellKeys, lease_id: int, held: Contain
         for ckv, r in zip(part, reads, strict=True):
             for kv in r:
                 out.append(JobView(codec.decode_job(kv.key, kv.value), kv.mod_revision, ckv.mod_revision))
-    return out
+    return complete_views(store, keys, out)
 
 
 def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: int, owner: str,
@@ -181,7 +181,7 @@ def claim_entries(store: CellStore, keys: CellKeys, entries: Sequence[KeyValue],
                 claim_now, entry_now = next(reads), next(reads)
                 if not claim_now and entry_now and entry_now[0].mod_revision == qkv.mod_revision:
                     todo.append(qkv)
-    return out
+    return complete_views(store, keys, out)  # a large job's shards: one more read for each
 
 
 def release_claim(store: CellStore, keys: CellKeys, job_id: str, claim_revision: int) -> bool:

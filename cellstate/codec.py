@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from . import resources as res
-from .errors import CorruptValueError, InvalidInputError
+from .errors import CorruptValueError, InvalidInputError, PartialRecordError
 from .model import (
     AllocationRecord,
     Job,
@@ -25,6 +25,11 @@ from .model import (
 )
 
 FORMAT_VERSION = 1
+INLINE_TASKS = 64  # jobs with more tasks keep their bindings in shards (cellstate.shards)
+
+
+def is_sharded(job: Job) -> bool:
+    return job.task_count > INLINE_TASKS
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 
@@ -145,17 +150,23 @@ def job_from_obj(obj: dict[str, Any]) -> Job:
 
 
 def encode_job(r: JobRecord) -> bytes:
+    """A small job's record holds its bindings; a sharded one holds counts (cellstate.shards)."""
+    if is_sharded(r.job):
+        if not r.loaded:
+            raise PartialRecordError(f"job {r.job.id}: its shards were not read; refusing to write counts")
+        bindings: dict[str, Any] = {"nb": len(r.bound), "nd": len(r.done), "ns": r.next_shard}
+    else:
+        bindings = {"bound": r.bound, "done": sorted(r.done)}
     return _dumps({
         "v": FORMAT_VERSION,
         "job": job_to_obj(r.job),
         "status": r.status.value,
-        "bound": r.bound,
+        **bindings,
         "reason": r.reason,
         "sub": r.submitted_at,
         "first": r.first_attempt_at,
         "placed": r.placed_at,
         "fin": r.finished_at,
-        "done": sorted(r.done),
         "fails": r.failures,
         "qs": r.queue_seq,
         "why": r.refusal,
@@ -169,9 +180,14 @@ def decode_job(key: str, raw: bytes) -> JobRecord:
             job = job_from_obj(obj["job"])
         except InvalidInputError as exc:
             raise CorruptValueError(key, str(exc)) from None
-        return JobRecord(job, JobStatus(obj["status"]), dict(obj["bound"]), set(obj.get("done", ())),
-                         obj.get("reason", ""), obj.get("sub", 0.0), obj.get("first"), obj.get("placed"),
-                         obj.get("fin"), obj.get("fails", 0), obj.get("qs", ""), obj.get("why"))
+        rec = JobRecord(job, JobStatus(obj["status"]), {}, set(), obj.get("reason", ""), obj.get("sub", 0.0),
+                        obj.get("first"), obj.get("placed"), obj.get("fin"), obj.get("fails", 0), obj.get("qs", ""),
+                        obj.get("why"))
+        if is_sharded(job):  # bindings live in shards: attach_shards fills them from the same read
+            rec.shard_counts, rec.next_shard, rec.loaded = (int(obj["nb"]), int(obj["nd"])), int(obj["ns"]), False
+        else:
+            rec.bound, rec.done = dict(obj["bound"]), set(obj.get("done", ()))
+        return rec
 
 
 def encode_obj(obj: dict[str, Any]) -> bytes:

@@ -26,6 +26,7 @@ from . import codec
 from . import resources as res
 from .claims import progress_entry
 from .clock import Clock, RealClock
+from .codec import is_sharded
 from .errors import (
     CommitOutcomeUnknown,
     GangTooLargeError,
@@ -35,11 +36,15 @@ from .errors import (
 )
 from .keys import CellKeys
 from .model import Claim, ConflictMode, JobStatus, TransactionMode
+from .shards import attach_shards, encode_shard, group_by_job
 from .store import CellStore, Delete, Get, ModRevisionIs, Put
 from .validation import DEFAULT_MAX_TASKS_PER_MACHINE, Refusal, RefusalKind, validate_claims
 from .views import JobView, MachineView, machine_views_from_kvs
 
 MAX_ROUNDS_PER_CHUNK = 16
+# A chunk's estimated request stays under this fraction of the store's request limit:
+# the estimate is close, not exact, and the views it is made from may grow meanwhile.
+REQUEST_BYTES_BUDGET = 0.7
 SETTLE_ATTEMPTS = 50
 
 
@@ -78,17 +83,45 @@ class Plan:
     fences: dict[str, int] = field(default_factory=dict)
 
 
-def txn_ops_cost(n_machines: int, n_jobs: int) -> int:
+def txn_ops_cost(n_machines: int, n_jobs: int, n_sharded: int = 0) -> int:
     """Ops one commit txn needs, the largest of its three parts:
     compares: 2 per machine (spec, alloc) + 2 per job (record, claim);
-    failure reads: the same keys;
-    success: 1 put per machine + 1 put per job + 2 deletes (queue entry, claim) per job it completes."""
-    return max(2 * n_machines + 2 * n_jobs, n_machines + 3 * n_jobs)
+    failure reads: the same keys, + 1 per sharded job (its shards);
+    success: 1 put per machine + per job its record and 2 deletes (queue entry, claim) when
+    it completes, else 1 put resetting its queue entry's claim count; + 1 new shard per
+    sharded job."""
+    return max(2 * n_machines + 2 * n_jobs + n_sharded, n_machines + 3 * n_jobs + n_sharded)
 
 
-def max_gang_machines(max_txn_ops: int) -> int:
+def max_gang_machines(max_txn_ops: int, sharded: bool = False) -> int:
     """The widest all-or-nothing job one txn can commit: it must span at most this many machines."""
-    return max(0, (max_txn_ops - 2) // 2)
+    return max(0, (max_txn_ops - 2 - sharded) // 2)
+
+
+class _TxnSizer:
+    """Estimated bytes a txn writes for each machine, job and claim of a plan (keys,
+    values, framing), cheap enough for every commit: counts, not encodings."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self._machines: dict[str, int] = {}
+
+    def machine(self, mid: str) -> int:
+        size = self._machines.get(mid)
+        if size is None:
+            alloc = self.plan.machines[mid].alloc
+            sample = len(next(iter(alloc.tasks))) if alloc.tasks else 0
+            size = self._machines[mid] = 3 * len(mid) + 160 + len(alloc.tasks) * (sample + 30)
+        return size
+
+    def job(self, jid: str) -> int:
+        job = self.plan.jobs[jid].record.job
+        inline = 0 if is_sharded(job) else job.task_count * (2 * len(job.id) + 150)
+        return 5 * len(jid) + 600 + 250 * len(job.groups) + inline
+
+    @staticmethod
+    def claim(c: Claim) -> int:  # its allocation entry, and its shard entry
+        return 2 * len(c.task_id) + len(c.machine_id) + 50
 
 
 class CommitEngine:
@@ -132,19 +165,25 @@ class CommitEngine:
     def _check_gangs(self, plan: Plan, by_job: dict[str, set[str]]) -> None:
         limit = self.store.limits.max_txn_ops
         for jid, ms in by_job.items():
-            if plan.jobs[jid].record.job.mode is TransactionMode.ALL_OR_NOTHING and len(ms) > max_gang_machines(limit):
+            job = plan.jobs[jid].record.job
+            widest = max_gang_machines(limit, is_sharded(job))
+            if job.mode is TransactionMode.ALL_OR_NOTHING and len(ms) > widest:
                 raise GangTooLargeError(
                     f"gang job {jid} spans {len(ms)} machines; one txn holds at most "
-                    f"{max_gang_machines(limit)} machines with max_txn_ops={limit}")
+                    f"{widest} machines with max_txn_ops={limit}")
 
     # -- chunking -------------------------------------------------------------
 
     def _chunks(self, plan: Plan, jobs_machines: dict[str, set[str]]) -> list[list[Claim]]:
-        """Group claims into txn-sized chunks; a gang job's claims never straddle two."""
+        """Group claims into chunks that fit one txn by ops AND by bytes.
+
+        A gang job's claims never straddle two chunks. An incremental job's claims go in
+        machine order, so each machine's allocation record is rewritten once per commit,
+        not once per chunk (a record of hundreds of tasks rewritten per chunk is what made
+        a large job write 100x its final size)."""
         limit = self.store.limits.max_txn_ops
-        n_machines = len(set().union(*jobs_machines.values())) if jobs_machines else 0
-        if txn_ops_cost(n_machines, len(jobs_machines)) <= limit:
-            return [list(plan.claims)] if plan.claims else []
+        budget = int(self.store.limits.max_request_bytes * REQUEST_BYTES_BUDGET)
+        sizer = _TxnSizer(plan)
         by_job: dict[str, list[Claim]] = defaultdict(list)
         for c in plan.claims:
             by_job[c.job_id].append(c)
@@ -152,31 +191,43 @@ class CommitEngine:
         cur: list[Claim] = []
         cur_m: set[str] = set()
         cur_j: set[str] = set()
+        cur_bytes = cur_s = 0
 
         def flush():
-            nonlocal cur, cur_m, cur_j
+            nonlocal cur, cur_m, cur_j, cur_bytes, cur_s
             if cur:
                 chunks.append(cur)
-            cur, cur_m, cur_j = [], set(), set()
+            cur, cur_m, cur_j, cur_bytes, cur_s = [], set(), set(), 0, 0
 
         for jid, claims in by_job.items():
-            gang = plan.jobs[jid].record.job.mode is TransactionMode.ALL_OR_NOTHING
-            if gang:
+            job = plan.jobs[jid].record.job
+            sh = int(is_sharded(job))
+            if job.mode is TransactionMode.ALL_OR_NOTHING:
                 ms = {c.machine_id for c in claims}
-                if txn_ops_cost(len(cur_m | ms), len(cur_j) + 1) > limit:
+                extra = sizer.job(jid) + sum(sizer.machine(m) for m in ms - cur_m) + sum(map(sizer.claim, claims))
+                if txn_ops_cost(len(cur_m | ms), len(cur_j) + 1, cur_s + sh) > limit or cur_bytes + extra > budget:
                     flush()
                 cur += claims
                 cur_m |= ms
                 cur_j.add(jid)
+                cur_bytes += extra
+                cur_s += sh
                 continue
-            for c in claims:
+            for c in sorted(claims, key=lambda c: c.machine_id):
                 new_m = c.machine_id not in cur_m
                 new_j = jid not in cur_j
-                if txn_ops_cost(len(cur_m) + new_m, len(cur_j) + new_j) > limit:
+                extra = sizer.claim(c) + (sizer.machine(c.machine_id) if new_m else 0) + (sizer.job(jid) if new_j else 0)
+                cost = txn_ops_cost(len(cur_m) + new_m, len(cur_j) + new_j, cur_s + sh * new_j)
+                if cur and (cost > limit or cur_bytes + extra > budget):
                     flush()
+                    new_m = new_j = True
+                    extra = sizer.claim(c) + sizer.machine(c.machine_id) + sizer.job(jid)
                 cur.append(c)
                 cur_m.add(c.machine_id)
-                cur_j.add(jid)
+                cur_bytes += extra
+                if new_j:
+                    cur_j.add(jid)
+                    cur_s += sh
         flush()
         return chunks
 
@@ -327,6 +378,12 @@ class CommitEngine:
             view = jobs[jid]
             rec = view.record.copy()
             rec.bound.update(bound)
+            sharded = is_sharded(rec.job)
+            if sharded:  # this txn's bindings go in a shard of their own (cellstate.shards)
+                success.append(Put(keys.bind(jid, rec.next_shard), encode_shard(bound, ())))
+                for tid in bound:
+                    rec.shard_of[tid] = rec.next_shard
+                rec.next_shard += 1
             if rec.first_attempt_at is None:
                 rec.first_attempt_at = now
             was = rec.status
@@ -341,6 +398,8 @@ class CommitEngine:
             compares.append(ModRevisionIs(jk, view.revision))
             success.append(Put(jk, codec.encode_job(rec)))
             failure.append(Get(jk))
+            if sharded:
+                failure.append(Get(keys.bind_prefix(jid), prefix=True))
             if jid in fences:
                 compares.append(ModRevisionIs(keys.claim(jid), fences[jid]))
                 failure.append(Get(keys.claim(jid)))
@@ -371,17 +430,27 @@ class CommitEngine:
                 self.clock.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            fresh = {}
-            for r in result.reads:
-                for kv in r:
-                    if kv.key.startswith(self.keys.jobs_prefix):
-                        fresh[self.keys.last_segment(kv.key)] = codec.decode_job(kv.key, kv.value)
+            fresh = {jid: v.record for jid, v in self._jobs_from_reads(result.reads).items()}
             landed = all(
                 c.job_id in fresh and fresh[c.job_id].bound.get(c.task_id) == c.machine_id
                 and jobs[c.job_id].record.bound.get(c.task_id) != c.machine_id
                 for c in claims)
             return landed, result
         raise StoreUnavailableError("could not settle an unknown commit outcome: the store stayed unreachable")
+
+    def _jobs_from_reads(self, reads) -> dict[str, JobView]:
+        """Job records in a txn's reads, each with its shards (read in the same txn)."""
+        job_kvs, shard_kvs = [], []
+        for r in reads:
+            for kv in r:
+                if kv.key.startswith(self.keys.jobs_prefix):
+                    job_kvs.append(kv)
+                elif kv.key.startswith(self.keys.bind_root):
+                    shard_kvs.append(kv)
+        shards = group_by_job(shard_kvs)
+        return {self.keys.last_segment(kv.key): JobView(
+            attach_shards(codec.decode_job(kv.key, kv.value), shards.get(self.keys.last_segment(kv.key), ())),
+            kv.mod_revision) for kv in job_kvs}
 
     def _refresh(self, reads, machines: dict[str, MachineView], jobs: dict[str, JobView]) -> set[str]:
         """Fold fresh reads into the views; returns the machines that changed."""
@@ -392,9 +461,7 @@ class CommitEngine:
                     spec_kvs.append(kv)
                 elif kv.key.startswith(self.keys.alloc_prefix):
                     alloc_kvs.append(kv)
-                elif kv.key.startswith(self.keys.jobs_prefix):
-                    jid = self.keys.last_segment(kv.key)
-                    jobs[jid] = JobView(codec.decode_job(kv.key, kv.value), kv.mod_revision)
+        jobs.update(self._jobs_from_reads(reads))
         fresh = machine_views_from_kvs(self.keys, spec_kvs, alloc_kvs)
         changed: set[str] = set()
         for mid, view in fresh.items():

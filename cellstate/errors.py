@@ -9,6 +9,9 @@
     │   ├── TraceFormatError       a malformed trace row (names file, line and field)
     │   └── FutureRevisionError    a compaction asked for a revision the store has not reached
     ├── CorruptValueError          a stored value that cannot be decoded
+    ├── ContentionError            an update kept conflicting past its bound of rounds
+    ├── PartialRecordError         a sharded job record written without its shards read (a bug)
+    ├── SchemaMismatchError        the cell was written in another key layout
     ├── TxnLimitError              a txn over the store's ops-per-txn or request-size limit
     │   └── GangTooLargeError      an all-or-nothing plan that cannot fit in one txn
     ├── CompactedError             a watch or read asked for a compacted revision
@@ -54,6 +57,18 @@ class CorruptValueError(CellError):
     def __init__(self, key: str, problem: str):
         self.key = key
         super().__init__(f"cannot decode value at {key!r}: {problem}")
+
+
+class ContentionError(CellError):
+    pass
+
+
+class PartialRecordError(CellError):
+    pass
+
+
+class SchemaMismatchError(CellError):
+    pass
 
 
 class TxnLimitError(CellError):

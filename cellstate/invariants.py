@@ -18,6 +18,7 @@ from . import resources as res
 from .errors import CorruptValueError
 from .keys import CellKeys
 from .model import JobStatus
+from .shards import attach_shards, group_by_job
 from .store import CellStore, Get
 
 
@@ -36,9 +37,10 @@ class CheckReport:
 
 def check_store(store: CellStore, keys: CellKeys, expected_jobs: Iterable[str] | None = None) -> CheckReport:
     prefixes = [keys.spec_prefix, keys.alloc_prefix, keys.jobs_prefix, keys.queue_prefix(), keys.claims_prefix,
-                keys.parked_prefix()]
+                keys.parked_prefix(), keys.bind_root]
     result = store.txn([], [Get(p, prefix=True) for p in prefixes])
-    spec_kvs, alloc_kvs, job_kvs, queue_kvs, claim_kvs, parked_kvs = result.reads
+    spec_kvs, alloc_kvs, job_kvs, queue_kvs, claim_kvs, parked_kvs, shard_kvs = result.reads
+    shards = group_by_job(shard_kvs)
     rep = CheckReport(revision=result.revision)
     v = rep.violations
 
@@ -83,6 +85,7 @@ def check_store(store: CellStore, keys: CellKeys, expected_jobs: Iterable[str] |
     for kv in job_kvs:
         try:
             rec = codec.decode_job(kv.key, kv.value)
+            attach_shards(rec, shards.pop(rec.job.id, ()))
         except CorruptValueError as exc:
             v.append(str(exc))
             continue
@@ -110,6 +113,8 @@ def check_store(store: CellStore, keys: CellKeys, expected_jobs: Iterable[str] |
     for tid, mid in where.items():
         if job_bound.get(tid) != mid:
             v.append(f"task {tid} sits on {mid} but its job does not record that binding")
+    for jid in shards:
+        v.append(f"binding shards of missing job {jid}")
     for jid in (queued | parked) - jobs_seen:
         v.append(f"queue entry for missing job {jid}")
     for kv in claim_kvs:

@@ -2,7 +2,10 @@
 
     /<cell>/node/spec/<machine>     Machine: capacity, labels, state
     /<cell>/node/alloc/<machine>    AllocationRecord; its mod_revision is the machine's sequence number
-    /<cell>/jobs/<job>              JobRecord: spec, status, bindings, traceparent
+    /<cell>/schema                  the key layout's version; a cell in another layout is refused
+    /<cell>/jobs/<job>              JobRecord: spec, status, traceparent; bindings inline for small jobs,
+                                    counts for large ones
+    /<cell>/bind/<job>/<shard>      a large job's bindings, one shard per commit txn (cellstate.shards)
     /<cell>/queue/<class>/<pp>/<seq>/<job>   pending index: pp = 11 - priority, so a range reads
                                     highest priority first, then seq (submission order): first come,
                                     first served within a priority
@@ -73,6 +76,20 @@ class CellKeys:
 
     def job(self, job_id: str) -> str:
         return self.jobs_prefix + job_id
+
+    @property
+    def bind_root(self) -> str:
+        return f"/{self.cell}/bind/"
+
+    def bind_prefix(self, job_id: str) -> str:
+        return f"/{self.cell}/bind/{job_id}/"
+
+    def bind(self, job_id: str, shard: int) -> str:
+        return f"/{self.cell}/bind/{job_id}/{shard:06d}"
+
+    @property
+    def schema(self) -> str:
+        return f"/{self.cell}/schema"
 
     def claim(self, job_id: str) -> str:
         return self.claims_prefix + job_id

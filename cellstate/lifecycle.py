@@ -11,10 +11,12 @@ from collections.abc import Iterable, Mapping
 
 from . import codec
 from .claims import index_entry_for_new_job
-from .errors import InvalidInputError
+from .errors import ContentionError, InvalidInputError
 from .keys import CellKeys
 from .model import TERMINAL_STATUSES, JobRecord, JobStatus, TaskOutcome
+from .shards import encode_shard
 from .store import CellStore, Delete, Get, ModRevisionIs, Put
+from .views import read_job_view
 
 MAX_RELEASE_ROUNDS = 32
 
@@ -35,23 +37,23 @@ def release_tasks(store: CellStore, keys: CellKeys, job_id: str, task_ids: Itera
     rounds = 0
     while rounds < MAX_RELEASE_ROUNDS:
         rounds += 1
-        jkv = store.get(keys.job(job_id))
-        if jkv is None:
+        view = read_job_view(store, keys, job_id)
+        if view is None:
             raise InvalidInputError(f"job {job_id!r} does not exist")
-        rec = codec.decode_job(jkv.key, jkv.value)
+        rec, job_key = view.record, keys.job(job_id)
         by_machine: dict[str, list[str]] = defaultdict(list)
         for tid in wanted:
             mid = rec.bound.get(tid)
             if mid is not None and (on_machine is None or on_machine.get(tid) == mid):
                 by_machine[mid].append(tid)
         if not by_machine:
-            return jkv.mod_revision
-        # One txn touches at most max_txn_ops - 3 machines (+ the job put, claim delete and
-        # queue put); larger releases go in several txns, each consistent on its own.
-        mids = sorted(by_machine)[: max(1, store.limits.max_txn_ops - 3)]
+            return view.revision
+        # One txn touches machines + shards + 3 keys (the job put and its queue ops) at most
+        # max_txn_ops; larger releases go in several txns, each consistent on its own.
+        mids = _release_batch(rec, by_machine, store.limits.max_txn_ops - 3)
         by_machine = {m: by_machine[m] for m in mids}
         reads = store.txn([], [Get(keys.alloc(m)) for m in mids]).reads
-        compares = [ModRevisionIs(jkv.key, jkv.mod_revision)]
+        compares = [ModRevisionIs(job_key, view.revision)]
         success = []
         for mid, r in zip(mids, reads, strict=True):
             if not r:
@@ -64,14 +66,49 @@ def release_tasks(store: CellStore, keys: CellKeys, job_id: str, task_ids: Itera
         for tid in released:
             del new.bound[tid]
         success += _job_transition(keys, new, released, outcome, now)
-        success.append(Put(jkv.key, codec.encode_job(new)))
+        success += _shard_rewrites(keys, new, released)
+        success.append(Put(job_key, codec.encode_job(new)))
         result = store.txn(compares, success)
         if result.succeeded:
             wanted -= {t for tids in by_machine.values() for t in tids}
             rounds = 0  # progress: the bound is on conflicts in a row
             if not wanted:
                 return result.revision
-    raise RuntimeError(f"release of {job_id} kept conflicting for {MAX_RELEASE_ROUNDS} rounds")
+    raise ContentionError(f"release of {job_id} kept conflicting for {MAX_RELEASE_ROUNDS} rounds")
+
+
+def _release_batch(rec: JobRecord, by_machine: Mapping[str, list[str]], room: int) -> list[str]:
+    """Machines to release in one txn: each costs its allocation put, plus the shards its
+    tasks live in that the batch does not touch yet."""
+    chosen: list[str] = []
+    shards: set[int] = set()
+    for mid in sorted(by_machine):
+        more = {rec.shard_of[t] for t in by_machine[mid] if t in rec.shard_of} - shards
+        if chosen and len(chosen) + 1 + len(shards) + len(more) > room:
+            break
+        chosen.append(mid)
+        shards |= more
+    return chosen
+
+
+def _shard_rewrites(keys: CellKeys, rec: JobRecord, released: list[str]) -> list[Put | Delete]:
+    """A sharded job's shards that held released tasks, rewritten (or deleted when empty)."""
+    touched = {rec.shard_of[t] for t in released if t in rec.shard_of}
+    if not touched:
+        return []
+    bound: dict[int, dict[str, str]] = {s: {} for s in touched}
+    done: dict[int, list[str]] = {s: [] for s in touched}
+    for tid, seq in rec.shard_of.items():
+        if seq in touched:
+            if tid in rec.bound:
+                bound[seq][tid] = rec.bound[tid]
+            elif tid in rec.done:
+                done[seq].append(tid)
+    for tid in released:  # rescheduled tasks leave their shard; a new commit writes a new one
+        if tid not in rec.done:
+            rec.shard_of.pop(tid, None)
+    return [Put(keys.bind(rec.job.id, s), encode_shard(bound[s], done[s])) if bound[s] or done[s]
+            else Delete(keys.bind(rec.job.id, s)) for s in sorted(touched)]
 
 
 def _job_transition(keys: CellKeys, rec: JobRecord, released: list[str], outcome: TaskOutcome,

@@ -18,14 +18,19 @@ from .errors import CompactedError, StoreUnavailableError
 from .keys import CellKeys
 from .model import AllocationRecord, Machine, MachineState
 from .resources import NUM_RESOURCES
+from .schema import check_schema
 from .store import CellStore, EventType, Get, Watch, WatchEvent
+from .validation import DEFAULT_MAX_TASKS_PER_MACHINE
 from .views import MachineView
 
 
 class LocalCellCopy:
-    def __init__(self, store: CellStore, keys: CellKeys):
+    def __init__(self, store: CellStore, keys: CellKeys, max_tasks: int = DEFAULT_MAX_TASKS_PER_MACHINE):
         self.store = store
         self.keys = keys
+        # A machine at its task limit is unschedulable in the columns, so the kernels stop
+        # picking it before the commit validator has to refuse the claim.
+        self.max_tasks = max_tasks
         self.resyncs = 0
         self.reconnects = 0
         self._watch: Watch | None = None
@@ -39,8 +44,9 @@ class LocalCellCopy:
             self._watch.close()
             self._watch = None
         result = self.store.txn([], [Get(self.keys.spec_prefix, prefix=True),
-                                     Get(self.keys.alloc_prefix, prefix=True)])
-        spec_kvs, alloc_kvs = result.reads
+                                     Get(self.keys.alloc_prefix, prefix=True), Get(self.keys.schema)])
+        spec_kvs, alloc_kvs, schema_kvs = result.reads
+        check_schema(self.keys, schema_kvs[0] if schema_kvs else None, cell_has_data=bool(spec_kvs))
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
         self.machines: list[Machine] = []
@@ -100,8 +106,8 @@ class LocalCellCopy:
             return
         self.machines[i] = m
         self.capacity[i] = m.capacity
-        self.schedulable[i] = m.state is MachineState.UP
         self.spec_rev[i] = rev
+        self._update_schedulable(i)
         self.dirty.add(i)
 
     def _apply_alloc(self, key: str, value: bytes, rev: int) -> None:
@@ -113,7 +119,13 @@ class LocalCellCopy:
         self.allocs[i] = rec
         self.used[i] = rec.used
         self.alloc_rev[i] = rev
+        self._update_schedulable(i)
         self.dirty.add(i)
+
+    def _update_schedulable(self, i: int) -> None:
+        m = self.machines[i]
+        self.schedulable[i] = m is not None and m.state is MachineState.UP \
+            and len(self.allocs[i].tasks) < self.max_tasks
 
     # -- keeping fresh --------------------------------------------------------
 
@@ -160,7 +172,6 @@ class LocalCellCopy:
             if view.spec_revision > self.spec_rev[i]:
                 self.machines[i] = view.machine
                 self.capacity[i] = view.machine.capacity
-                self.schedulable[i] = view.machine.state is MachineState.UP
                 self.spec_rev[i] = view.spec_revision
                 self.dirty.add(i)
             if view.alloc_revision > self.alloc_rev[i]:
@@ -168,6 +179,7 @@ class LocalCellCopy:
                 self.used[i] = view.alloc.used
                 self.alloc_rev[i] = view.alloc_revision
                 self.dirty.add(i)
+            self._update_schedulable(i)
 
     # -- reading --------------------------------------------------------------
 

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from . import codec
-from .errors import InvalidInputError, UnknownMachineError
+from .errors import ContentionError, InvalidInputError, UnknownMachineError
 from .keys import CellKeys
 from .model import Machine, MachineState
+from .schema import ensure_schema
 from .store import CellStore, Get, ModRevisionIs, Put
 
 
@@ -17,6 +18,7 @@ def add_machines(store: CellStore, keys: CellKeys, machines: Sequence[Machine]) 
     ids = [m.id for m in machines]
     if len(set(ids)) != len(ids):
         raise InvalidInputError("duplicate machine ids in one request")
+    ensure_schema(store, keys)
     rev = 0
     per_txn = store.limits.max_txn_ops
     for start in range(0, len(machines), per_txn):
@@ -40,4 +42,4 @@ def set_machine_state(store: CellStore, keys: CellKeys, machine_id: str, state: 
         result = store.txn([ModRevisionIs(kv.key, kv.mod_revision)], [Put(kv.key, codec.encode_machine(m))])
         if result.succeeded:
             return result.revision
-    raise RuntimeError(f"machine {machine_id}: state change kept conflicting")
+    raise ContentionError(f"machine {machine_id}: state change kept conflicting")

@@ -205,6 +205,12 @@ class JobRecord:
     failures: int = 0  # task failures so far, against job.max_failures
     queue_seq: str = ""  # submission sequence: orders the queue first come, first served
     refusal: dict | None = None  # the structured reason beside `reason` (validation.Refusal.to_obj or counts)
+    # Sharded jobs (cellstate.shards): the next shard number, the (bound, done) counts the
+    # stored record carries, which shard holds each task, and whether bound/done were read.
+    next_shard: int = 0
+    shard_counts: tuple[int, int] = (0, 0)
+    shard_of: dict[str, int] = field(default_factory=dict)
+    loaded: bool = True
 
     def unbound_tasks(self) -> list[tuple[str, int, TaskGroup]]:
         return [t for t in self.job.tasks() if t[0] not in self.bound and t[0] not in self.done]
@@ -216,7 +222,7 @@ class JobRecord:
     def copy(self) -> JobRecord:
         return JobRecord(self.job, self.status, dict(self.bound), set(self.done), self.reason, self.submitted_at,
                          self.first_attempt_at, self.placed_at, self.finished_at, self.failures, self.queue_seq,
-                         self.refusal)
+                         self.refusal, self.next_shard, self.shard_counts, dict(self.shard_of), self.loaded)
 
 
 @dataclass(slots=True)

@@ -46,6 +46,18 @@ def _expired(kv: KeyValue, now: float, retention_s: float) -> str | None:
     return None
 
 
+def purge_job(store: CellStore, keys: CellKeys, kv: KeyValue, jid: str) -> bool:
+    """Delete a job record read as `kv`, and its binding shards first, each txn guarded by
+    the record's revision (a record changed since the read is left alone)."""
+    shard_keys = [s.key for s in store.get_prefix(keys.bind_prefix(jid))[0]]
+    guard = [ModRevisionIs(kv.key, kv.mod_revision)]
+    per_txn = max(1, store.limits.max_txn_ops - 1)
+    for start in range(0, len(shard_keys), per_txn):
+        if not store.txn(guard, [Delete(k) for k in shard_keys[start:start + per_txn]]).succeeded:
+            return False
+    return store.txn(guard, [Delete(kv.key)]).succeeded
+
+
 @dataclass
 class RetentionSweep:
     """Walks the jobs prefix a few pages per step, deleting terminal jobs past retention."""
@@ -74,8 +86,7 @@ class RetentionSweep:
                 except CorruptValueError:
                     self.corrupt += 1  # the invariant checker reports it; retention must move on
                     jid = None
-                if jid is not None and store.txn([ModRevisionIs(kv.key, kv.mod_revision)],
-                                                 [Delete(kv.key)]).succeeded:
+                if jid is not None and purge_job(store, keys, kv, jid):
                     on_purged(jid)
                 self.cursor = kv.key
             if len(page) < self.page_size:

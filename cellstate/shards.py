@@ -21,15 +21,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
+from . import codec
+from .codec import INLINE_TASKS, is_sharded
 from .errors import CorruptValueError
-from .model import Job, JobRecord
+from .model import JobRecord
 from .store import KeyValue
 
-INLINE_TASKS = 64
-
-
-def is_sharded(job: Job) -> bool:
-    return job.task_count > INLINE_TASKS
+__all__ = ["INLINE_TASKS", "attach_shards", "encode_shard", "group_by_job", "is_sharded", "job_of_shard"]
 
 
 def encode_shard(bound: Mapping[str, str], done: Iterable[str]) -> bytes:
@@ -56,8 +54,6 @@ def group_by_job(kvs: Iterable[KeyValue]) -> dict[str, list[KeyValue]]:
 
 def attach_shards(rec: JobRecord, kvs: Iterable[KeyValue]) -> JobRecord:
     """Fill a sharded record's bindings from its shards (read in the same txn)."""
-    from . import codec  # codec imports this module's INLINE_TASKS
-
     if not is_sharded(rec.job):
         return rec
     bound: dict[str, str] = {}

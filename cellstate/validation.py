@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from . import resources as res
+from .errors import PartialRecordError
 from .model import (
     GPU_MODEL_LABEL,
     Claim,
@@ -134,6 +135,8 @@ def machine_refusal(group: TaskGroup, view: MachineView, extra_used: Sequence[in
 
 
 def _task_refusal(claim: Claim, rec: JobRecord) -> tuple[Refusal | None, TaskGroup | None]:
+    if not rec.loaded:  # its bindings were not read: "not bound yet" cannot be known
+        raise PartialRecordError(f"job {rec.job.id}: validated without its shards")
     parsed = parse_task_id(claim.task_id)
     job = rec.job
     if parsed is None or parsed[0] != job.id or not 0 <= parsed[1] < len(job.groups) \

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from . import codec
 from .keys import CellKeys
 from .model import AllocationRecord, JobRecord, Machine
+from .shards import attach_shards
 from .store import Get, KeyValue
 
 
@@ -59,7 +60,27 @@ def read_machine_views(store, keys: CellKeys, machine_ids: list[str]) -> dict[st
 
 
 def read_job_view(store, keys: CellKeys, job_id: str) -> JobView | None:
-    kv = store.get(keys.job(job_id))
-    if kv is None:
+    """A job record with its shards, read in one txn (one revision)."""
+    job_kvs, shard_kvs = store.txn([], job_read_ops(keys, job_id)).reads
+    if not job_kvs:
         return None
-    return JobView(codec.decode_job(kv.key, kv.value), kv.mod_revision)
+    kv = job_kvs[0]
+    return JobView(attach_shards(codec.decode_job(kv.key, kv.value), shard_kvs), kv.mod_revision)
+
+
+def job_read_ops(keys: CellKeys, job_id: str) -> list[Get]:
+    """What reading one whole job takes: its record and its shards (none for a small job)."""
+    return [Get(keys.job(job_id)), Get(keys.bind_prefix(job_id), prefix=True)]
+
+
+def complete_views(store, keys: CellKeys, views: list[JobView]) -> list[JobView]:
+    """Views whose sharded records were read without their shards, re-read whole."""
+    out = []
+    for view in views:
+        if view.record.loaded:
+            out.append(view)
+            continue
+        fresh = read_job_view(store, keys, view.record.job.id)
+        if fresh is not None:
+            out.append(JobView(fresh.record, fresh.revision, view.claim_revision))
+    return out

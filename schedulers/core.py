@@ -36,6 +36,7 @@ from cellsched.cellstate.claims import (
     release_claim,
 )
 from cellsched.cellstate.clock import Clock
+from cellsched.cellstate.codec import is_sharded
 from cellsched.cellstate.commit import CommitEngine, CommitResult, Plan, max_gang_machines
 from cellsched.cellstate.errors import LeaseNotFoundError, StoreUnavailableError
 from cellsched.cellstate.keys import CellKeys
@@ -101,6 +102,9 @@ def smallest_need(rec: JobRecord) -> Vector:
     return tuple(need) if need is not None else tuple(0 for _ in rec.job.groups[0].request)
 
 
+MAX_LOOP_ERRORS_IN_A_ROW = 5
+
+
 class Scheduler:
     def __init__(self, name: str, store: CellStore, keys: CellKeys, settings: SchedulerSettings, clock: Clock,
                  decide_fn: DecideFn | None = None):
@@ -111,14 +115,15 @@ class Scheduler:
         self.clock = clock
         self.decide_fn: DecideFn = decide_fn or decide_job
         self.policy = settings.policy
-        self.engine = CommitEngine(store, keys, settings.conflict_mode, clock, settings.txns_in_flight)
+        self.engine = CommitEngine(store, keys, settings.conflict_mode, clock, settings.txns_in_flight,
+                                   settings.max_tasks_per_machine)
         # With txns in flight, claim txns go out concurrently too, and the next batch is claimed
         # in the background while this one is decided and committed (_start_prefetch).
         pipelined = settings.txns_in_flight > 1
         self._claim_pool = ThreadPoolExecutor(settings.txns_in_flight, f"{name}-claim") if pipelined else None
         self._prefetch_pool = ThreadPoolExecutor(1, f"{name}-prefetch") if pipelined else None
         self._prefetch: tuple[int, Future] | None = None  # (lease id, claim_jobs future)
-        self.copy = LocalCellCopy(store, keys)
+        self.copy = LocalCellCopy(store, keys, settings.max_tasks_per_machine)
         self.columns = CopyColumns(self.copy, settings.array_backend)
         self.held: dict[str, HeldJob] = {}  # insertion order = claim order = priority order
         self._metrics = SchedulerMetrics(started_at=clock.now())
@@ -146,9 +151,11 @@ class Scheduler:
         def done() -> bool:
             return stop.is_set() if isinstance(stop, threading.Event) else self.clock.now() >= stop
 
+        failed_in_a_row = 0
         while not done():
             try:
                 worked = self.step()
+                failed_in_a_row = 0
             except StoreUnavailableError:
                 # Held jobs stay held: their next commit is validated against the job
                 # records it compares, so a chunk that landed before the outage is seen.
@@ -157,6 +164,14 @@ class Scheduler:
                 worked = False
             except LeaseNotFoundError:  # expired between our checks: forget what it fenced
                 self._lose_lease(Outcome())
+                worked = False
+            except Exception:
+                # Not one job's fault (those are parked in step): the loop's own state may be
+                # bad. Retry a few times; then let it die, so its process restarts fresh.
+                self._metrics.loop_errors += 1
+                failed_in_a_row += 1
+                if failed_in_a_row >= MAX_LOOP_ERRORS_IN_A_ROW:
+                    raise
                 worked = False
             if not worked:
                 self.clock.sleep(self.settings.idle_poll_s)
@@ -342,11 +357,12 @@ class Scheduler:
             return decision
         spans = len({c.machine_id for c in decision.claims})
         limit = self.store.limits.max_txn_ops
-        if spans <= max_gang_machines(limit):
+        widest = max_gang_machines(limit, is_sharded(rec.job))
+        if spans <= widest:
             return decision
         self.columns.unassume(decision.claims)
         return Decision([], len(decision.claims),
-                        f"gang spans {spans} machines; one txn holds at most {max_gang_machines(limit)} "
+                        f"gang spans {spans} machines; one txn holds at most {widest} "
                         f"with max_txn_ops={limit}", decision.tasks_decided)
 
     # -- claims, sync, lease --------------------------------------------------------

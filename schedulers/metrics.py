@@ -45,6 +45,7 @@ class SchedulerMetrics:
     jobs_parked_no_progress: int = 0  # parked after max_retries conflicted attempts
     lease_losses: int = 0
     store_errors: int = 0  # iterations cut short by an unreachable store
+    loop_errors: int = 0  # iterations cut short by anything else (a bug; after 5 in a row the loop exits)
     jobs_lost_to_lease: int = 0
     wait_first_attempt_s: list[float] = field(default_factory=list)
     wait_placed_s: list[float] = field(default_factory=list)
@@ -104,6 +105,7 @@ class SchedulerMetrics:
             "jobs_parked_no_progress": self.jobs_parked_no_progress,
             "lease_losses": self.lease_losses,
             "store_errors": self.store_errors,
+            "loop_errors": self.loop_errors,
             "jobs_lost_to_lease": self.jobs_lost_to_lease,
             "wait_first_attempt_p50_s": percentile(self.wait_first_attempt_s, 50),
             "wait_first_attempt_p99_s": percentile(self.wait_first_attempt_s, 99),

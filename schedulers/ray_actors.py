@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import ray
 
 from cellsched.cellstate.clock import RealClock
+from cellsched.cellstate.errors import StoreUnavailableError
 from cellsched.cellstate.faults import AfterSendStore
 from cellsched.cellstate.housekeeping import Housekeeper
 from cellsched.cellstate.keys import CellKeys
@@ -32,6 +33,7 @@ from .core import Scheduler
 from .settings import SchedulerSettings
 
 NAMESPACE = "cellsched"
+WATCH_IDLE_S = 60.0  # a live local copy polls its watch every step, far more often
 STORE_HOST_NAME = "cellsched-store"
 
 
@@ -41,6 +43,7 @@ class StoreHost:
     def __init__(self, limits: StoreLimits | None = None):
         self.store = MemoryStore(limits or StoreLimits())
         self.watches: dict[int, Watch] = {}
+        self.last_read: dict[int, float] = {}
         self.next_watch = 0
 
     def limits(self) -> StoreLimits:
@@ -50,17 +53,31 @@ class StoreHost:
         return self.store.txn(compares, success, failure)
 
     def watch_open(self, prefix: str, start_revision: int) -> int:
+        self._close_idle_watches()
         self.next_watch += 1
         self.watches[self.next_watch] = self.store.watch(prefix, start_revision)
+        self.last_read[self.next_watch] = time.monotonic()
         return self.next_watch
 
     def watch_get(self, watch_id: int) -> list[WatchEvent]:
-        return self.watches[watch_id].get(0.0)
+        w = self.watches.get(watch_id)
+        if w is None:  # closed as idle: the reader reopens from its last revision
+            raise StoreUnavailableError(f"watch {watch_id} was closed after {WATCH_IDLE_S:.0f} s unread")
+        self.last_read[watch_id] = time.monotonic()
+        return w.get(0.0)
 
     def watch_close(self, watch_id: int) -> None:
         w = self.watches.pop(watch_id, None)
+        self.last_read.pop(watch_id, None)
         if w is not None:
             w.close()
+
+    def _close_idle_watches(self) -> None:
+        """A scheduler incarnation that died never closes its watch; its queue would grow
+        with every write for ever. Watches unread for WATCH_IDLE_S are closed."""
+        now = time.monotonic()
+        for wid in [w for w, t in self.last_read.items() if now - t > WATCH_IDLE_S]:
+            self.watch_close(wid)
 
     def grant_lease(self, ttl_s: int) -> int:
         return self.store.grant_lease(ttl_s)
@@ -140,6 +157,7 @@ class StoreSpec:
 # gen-0 threshold (700) runs a collection every few hundred allocations. 50,000 measured
 # about +5% pods/s in loadtests.bench_schedulers (docs/benchmarks.md).
 SCHEDULER_GC_THRESHOLD = 50_000
+LOOP_DIED_EXIT_CODE = 70
 
 
 class SchedulerActor:
@@ -153,12 +171,34 @@ class SchedulerActor:
         self._thread = threading.Thread(target=self._loop, name=f"{name}-loop", daemon=True)
         self._error: str | None = None
         self._thread.start()  # a restarted incarnation resumes at once
+        try:
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+        except ValueError:  # not the main thread: Ray's own shutdown path then applies
+            pass
 
     def _loop(self) -> None:
         try:
             self.scheduler.run(self._stop)
-        except Exception as exc:  # surfaced through status(); the actor stays inspectable
+        except BaseException as exc:
+            # run() survives anything one job or one outage can throw; reaching here means the
+            # loop itself is broken. A live process with a dead loop would never be restarted,
+            # so release the claims (revoking the lease) and exit: Ray restarts the actor.
             self._error = repr(exc)
+            self._close_quietly()
+            os._exit(LOOP_DIED_EXIT_CODE)
+
+    def _close_quietly(self) -> None:
+        try:
+            self.scheduler.close()
+        except Exception:  # the store may be what broke; the lease then expires on its own
+            pass
+
+    def _on_sigterm(self, _signum, _frame) -> None:
+        """A rolling restart: stop, release our claims at once (not after the lease TTL), exit."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._close_quietly()
+        os._exit(0)
 
     def _after_send(self, success, _result) -> None:
         if self._crash_after_send and any("/node/alloc/" in op.key for op in success):
@@ -174,9 +214,13 @@ class SchedulerActor:
                 "alive": self._thread.is_alive(), "error": self._error, "metrics": self.scheduler.metrics()}
 
     def stop(self) -> dict:
+        """Stop the loop and release every claim (the lease is revoked), so the jobs it held
+        are claimable at once."""
         self._stop.set()
         self._thread.join(timeout=30)
-        return self.status()
+        status = self.status()
+        self._close_quietly()
+        return status
 
 
 class HousekeeperActor:
@@ -195,11 +239,14 @@ class HousekeeperActor:
 
     def _loop(self) -> None:
         while not self._stop.wait(min(5.0, self.keeper.every_s)):
-            try:
-                self.evicted += self.monitor.tick().evicted_tasks
-                self.keeper.tick()
-            except Exception as exc:  # keep running; the next tick retries
-                self._error = repr(exc)
+            for step in (self._monitor_tick, self.keeper.tick):  # one failing never skips the other
+                try:
+                    step()
+                except Exception as exc:  # keep running; the next tick retries
+                    self._error = repr(exc)
+
+    def _monitor_tick(self) -> None:
+        self.evicted += self.monitor.tick().evicted_tasks
 
     def status(self) -> dict:
         return {"purged": self.keeper.purged, "compactions": self.keeper.compactions, "evicted": self.evicted,

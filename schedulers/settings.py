@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from cellsched import gpu
 from cellsched.cellstate.model import ConflictMode, JobClass, TransactionMode
+from cellsched.cellstate.validation import DEFAULT_MAX_TASKS_PER_MACHINE
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,7 @@ class SchedulerSettings:
     lease_ttl_s: int = 10
     max_retries: int = 5  # conflicted attempts in a row without progress before a job is parked
     parked_retry_s: float = 10.0  # look at parked jobs at least this often, even if nothing freed
+    max_tasks_per_machine: int = DEFAULT_MAX_TASKS_PER_MACHINE  # enforced at commit (cellstate.validation)
     parked_pages: int = 8  # parked-index pages read per look (CLAIM_PAGE entries each)
     idle_poll_s: float = 0.5  # how long run() waits when there was nothing to do
     seed: int = 0  # mixed into every (job id, attempt) seed; 0 = the plain (job id, attempt) seed

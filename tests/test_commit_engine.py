@@ -91,7 +91,8 @@ def test_commit_chunks_plans_larger_than_one_txn(store):
     jobs = submit(store, keys, job)
     out = CommitEngine(store, keys).commit(Plan(claims_for(job, [f"m{i}" for i in range(40)]),
                                                 views(store, keys, 40), jobs))
-    # 40 machines + 1 job per txn cost 2*M + 1 <= 16 ops -> at most 7 machines a txn -> 6 txns.
+    # M machines + 1 job cost 2*M + 2 <= 16 ops (compares: spec and alloc per machine, the job
+    # record and its claim) -> at most 7 machines a txn -> 6 txns.
     assert len(out.committed) == 40 and out.stats.txns == 6
     assert out.jobs["big"].record.status is JobStatus.PLACED
     assert check_store(store, keys).ok
