@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 
 from cellsched import gpu
-from cellsched.cellstate import codec
 from cellsched.cellstate.commit import CommitEngine, Plan
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
@@ -29,7 +28,7 @@ from cellsched.cellstate.traces.google2011 import (
 )
 from cellsched.cellstate.traces.sample import default_trace_dir, shared_trace_dir
 from cellsched.cellstate.traces.to_model import trace_job, trace_machine
-from cellsched.cellstate.views import JobView
+from cellsched.cellstate.views import read_job_view
 from cellsched.schedulers.decide import CopyColumns, decide_job, decision_seed
 
 
@@ -61,8 +60,7 @@ def run_demo(max_jobs: int = 3000, seed: int = 1) -> int:
     for k, job in enumerate(jobs):
         copy.poll()
         columns.refresh()
-        kv = store.get(keys.job(job.id))
-        view = JobView(codec.decode_job(kv.key, kv.value), kv.mod_revision)
+        view = read_job_view(store, keys, job.id)
         claims = decide_job(columns.columns, columns.index, view.record, gpu.RANDOM_FIRST_FIT,
                             decision_seed(seed, job.id, 0)).claims
         if claims:

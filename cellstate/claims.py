@@ -105,13 +105,15 @@ def adopt_orphans(store: CellStore, keys: CellKeys, lease_id: int, held: Contain
 
 def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: int, owner: str,
                limit: int, executor: Executor | None = None, in_flight: int = 1,
-               held: Container[str] = frozenset(), crash_limit: int = DEFAULT_CRASH_LIMIT) -> list[JobView]:
+               held: Container[str] = frozenset(), crash_limit: int = DEFAULT_CRASH_LIMIT,
+               adopt: bool = True) -> list[JobView]:
     """Claim up to `limit` pending jobs of a class: highest priority first, then first come.
 
-    Orphans of `lease_id` are adopted first. With an `executor`, up to `in_flight` claim
-    txns (disjoint sets of jobs) are sent at once.
+    With `adopt`, orphans of `lease_id` are adopted first (that reads every claim key: the
+    scheduler asks only after a claim call of its own was cut short). With an `executor`,
+    up to `in_flight` claim txns (disjoint sets of jobs) are sent at once.
     """
-    out = adopt_orphans(store, keys, lease_id, held)
+    out = adopt_orphans(store, keys, lease_id, held) if adopt else []
     after = ""
     for _ in range(MAX_CLAIM_PAGES):
         if len(out) >= limit:

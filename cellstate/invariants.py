@@ -1,4 +1,4 @@
-"""DESIGN §3's invariants, checked on a store at any moment.
+"""The cell's invariants (docs/architecture.md, "The commit protocol"), checked on a store at any moment.
 
 - no machine's used vector exceeds its capacity (no overcommit);
 - a task is bound to at most one machine;

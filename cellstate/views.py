@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from . import codec
 from .keys import CellKeys
 from .model import AllocationRecord, JobRecord, Machine
-from .shards import attach_shards
+from .shards import attach_shards, group_by_job
 from .store import Get, KeyValue
 
 
@@ -66,6 +66,16 @@ def read_job_view(store, keys: CellKeys, job_id: str) -> JobView | None:
         return None
     kv = job_kvs[0]
     return JobView(attach_shards(codec.decode_job(kv.key, kv.value), shard_kvs), kv.mod_revision)
+
+
+def job_records(job_kvs: list[KeyValue], shard_kvs: list[KeyValue]) -> list[JobRecord]:
+    """Every job record of a whole-cell read, with its shards (read in the same txn)."""
+    shards = group_by_job(shard_kvs)
+    out = []
+    for kv in job_kvs:
+        rec = codec.decode_job(kv.key, kv.value)
+        out.append(attach_shards(rec, shards.get(rec.job.id, ())))
+    return out
 
 
 def job_read_ops(keys: CellKeys, job_id: str) -> list[Get]:

@@ -34,6 +34,7 @@ from cellsched.cellstate.traces.google2011 import (
     read_task_attempts,
 )
 from cellsched.cellstate.traces.to_model import trace_job, trace_machine
+from cellsched.cellstate.views import job_records
 
 GPU_MODEL = "h100"
 
@@ -187,11 +188,11 @@ class ReplayDriver:
 
     def _scan(self, now: float, durations: dict[str, list[float | None]]) -> None:
         reads = self.store.txn([], [Get(self.keys.jobs_prefix, prefix=True),
-                                    Get(self.keys.alloc_prefix, prefix=True)]).reads
+                                    Get(self.keys.alloc_prefix, prefix=True),
+                                    Get(self.keys.bind_root, prefix=True)]).reads
         p = self.progress
         p.parked_jobs = p.bound_tasks = 0
-        for kv in reads[0]:
-            rec = codec.decode_job(kv.key, kv.value)
+        for rec in job_records(reads[0], reads[2]):
             if rec.status in (JobStatus.PLACED, JobStatus.FINISHED):
                 self.placed_ids.add(rec.job.id)
             elif rec.status is JobStatus.PARKED:

@@ -1,4 +1,4 @@
-"""The scheduler loop (DESIGN §4), plain Python: no Ray, time from a Clock.
+"""The scheduler loop (docs/architecture.md, "The path of one job"), plain Python: no Ray, time from a Clock.
 
 One iteration, split in two so a discrete-event simulation can put the think time
 between them (Omega §4: a decision reads the cell at t and commits at t + think):
@@ -130,6 +130,7 @@ class Scheduler:
         self._lease_id = 0
         self._lease_refreshed_at = 0.0
         self._freed = False  # capacity freed since parked jobs were last retried
+        self._orphans_possible = False  # a claim call was cut short: look for claims we hold unknowingly
         self._parked_tried_at = clock.now()
         # Attempts per job survive parking and re-claiming, so a retry never reuses a seed.
         self._attempts: dict[str, int] = {}
@@ -210,7 +211,9 @@ class Scheduler:
             try:
                 decision = self.decide_fn(self.columns.columns, self.columns.index, rec, self.policy, seed)
             except Exception as exc:  # one job's bug must not stop the loop: park it with the error
-                self.columns.restore(set(self.copy.ids))
+                # Rows earlier jobs of the batch assumed keep their assumptions (at worst they
+                # also keep some of this job's: conservative); every other row goes back.
+                self.columns.restore(set(self.copy.ids) - attempt.assumed)
                 attempt.crashed[jid] = f"scheduler error while deciding: {exc!r}"
                 continue
             decision = self._fit_gang_in_one_txn(rec, decision)
@@ -379,6 +382,9 @@ class Scheduler:
         except LeaseNotFoundError:  # expired since _keep_lease: the next step starts a new one
             self._lose_lease(Outcome())
             return
+        except StoreUnavailableError:
+            self._orphans_possible = True
+            raise
         self._hold(views)
 
     def _parked_due(self) -> bool:
@@ -394,8 +400,12 @@ class Scheduler:
             self.held.setdefault(view.record.job.id, HeldJob(view, view.claim_revision))
 
     def _claim_jobs(self, lease_id: int, room: int) -> list[JobView]:
+        # Orphans (claims of our lease we do not know we hold) exist only after a claim call
+        # of ours was cut short, so only then is every claim key read to find them.
+        adopt, self._orphans_possible = self._orphans_possible, False
         return claim_jobs(self.store, self.keys, self.settings.job_class, lease_id, self.name, room,
-                          executor=self._claim_pool, in_flight=self.settings.txns_in_flight, held=self.held)
+                          executor=self._claim_pool, in_flight=self.settings.txns_in_flight, held=self.held,
+                          adopt=adopt)
 
     def _claim_parked(self, lease_id: int, room: int) -> list[JobView]:
         """Capacity freed since we last looked: claim the parked jobs whose recorded need
@@ -435,6 +445,9 @@ class Scheduler:
         self._prefetch = None
         try:
             views = fut.result()  # a StoreUnavailableError surfaces here, as from a plain claim
+        except StoreUnavailableError:
+            self._orphans_possible = True
+            raise
         except LeaseNotFoundError:
             if lease_id == self._lease_id:
                 self._lose_lease(Outcome())

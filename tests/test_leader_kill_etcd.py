@@ -13,7 +13,6 @@ import time
 
 import pytest
 
-from cellsched.cellstate import codec
 from cellsched.cellstate.commit import CommitEngine, Plan
 from cellsched.cellstate.errors import CommitOutcomeUnknown, StoreUnavailableError
 from cellsched.cellstate.etcd_store import EtcdStore
@@ -23,7 +22,7 @@ from cellsched.cellstate.machines import add_machines
 from cellsched.cellstate.model import Claim, Job, Machine, TaskGroup
 from cellsched.cellstate.store import Get, Put
 from cellsched.cellstate.submission import submit_jobs
-from cellsched.cellstate.views import read_job_view, read_machine_views
+from cellsched.cellstate.views import job_records, read_job_view, read_machine_views
 
 TASK = (100, 100, 0)
 
@@ -115,8 +114,9 @@ def test_leader_kill_commits_resume_and_nothing_is_bound_twice(etcd_three):
     assert dropped >= 5
     # Every acknowledged placement is still in the store, exactly where it was acked.
     bound = {}
-    for kv in after.txn([], [Get(keys.jobs_prefix, prefix=True)]).reads[0]:
-        bound.update(codec.decode_job(kv.key, kv.value).bound)
+    for rec in job_records(*after.txn([], [Get(keys.jobs_prefix, prefix=True),
+                                           Get(keys.bind_root, prefix=True)]).reads):
+        bound.update(rec.bound)
     missing = [(t, m) for t, m in acked if bound.get(t) != m]
     assert not missing, missing[:5]
     assert len({t for t, _ in acked}) == len(acked), "a task was acknowledged twice"

@@ -23,6 +23,7 @@ from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
 from cellsched.cellstate.model import JobClass, JobStatus, TransactionMode
 from cellsched.cellstate.store import Get
+from cellsched.cellstate.views import job_records
 from cellsched.gpu import reference
 from cellsched.loadtests.replay import ReplayDriver, google_workload
 from cellsched.schedulers import ray_actors
@@ -34,10 +35,10 @@ PARKED_RETRY_S = 2.0
 
 def final_state(store, keys):
     reads = store.txn([], [Get(keys.spec_prefix, prefix=True), Get(keys.alloc_prefix, prefix=True),
-                           Get(keys.jobs_prefix, prefix=True)]).reads
+                           Get(keys.jobs_prefix, prefix=True), Get(keys.bind_root, prefix=True)]).reads
     machines = {keys.last_segment(kv.key): codec.decode_machine(kv.key, kv.value) for kv in reads[0]}
     allocs = {keys.last_segment(kv.key): codec.decode_alloc(kv.key, kv.value) for kv in reads[1]}
-    jobs = [codec.decode_job(kv.key, kv.value) for kv in reads[2]]
+    jobs = job_records(reads[2], reads[3])
     return machines, allocs, jobs
 
 

@@ -1,0 +1,120 @@
+"""More of the shared rule: schema refusal, one job's commit error isolated, bounded claim
+reads, claims released on close, idle watches of dead incarnations closed."""
+
+from __future__ import annotations
+
+import pytest
+
+from cellsched.cellstate import codec
+from cellsched.cellstate.claims import claim_jobs
+from cellsched.cellstate.clock import SimClock
+from cellsched.cellstate.commit import CommitEngine
+from cellsched.cellstate.errors import SchemaMismatchError, StoreUnavailableError, TxnLimitError
+from cellsched.cellstate.invariants import check_store
+from cellsched.cellstate.keys import CellKeys
+from cellsched.cellstate.local_copy import LocalCellCopy
+from cellsched.cellstate.memory_store import MemoryStore
+from cellsched.cellstate.model import JobClass, JobStatus, Machine
+from cellsched.cellstate.store import Get, Put
+from cellsched.cellstate.submission import submit_jobs
+from cellsched.cellstate.views import read_job_view
+from cellsched.schedulers.core import Scheduler
+from cellsched.schedulers.settings import BATCH
+
+from .cellfactory import make_cell, make_job
+
+
+def test_cell_in_another_layout_is_refused_with_a_message():
+    store = MemoryStore()
+    keys = make_cell(store, 1)
+    store.put(keys.schema, codec.encode_obj({"layout": 1}))
+    with pytest.raises(SchemaMismatchError, match="layout 1; this cellsched reads layout 2"):
+        LocalCellCopy(store, keys)
+
+
+def test_cell_written_before_the_schema_key_is_refused():
+    store = MemoryStore()
+    keys = CellKeys("old")
+    store.put(keys.spec("m0"), codec.encode_machine(Machine("m0", (1000, 1000, 0))))  # as layout 1 wrote it
+    with pytest.raises(SchemaMismatchError, match="no /old/schema key"):
+        Scheduler("b0", store, keys, BATCH, SimClock())
+
+
+class RaisingEngine(CommitEngine):
+    """Raises as a store would on a txn it cannot take, for plans that touch job `poison`."""
+
+    def commit(self, plan):
+        if any(c.job_id == "poison" for c in plan.claims):
+            raise TxnLimitError("injected: this job's txn is over the request limit")
+        return super().commit(plan)
+
+
+def test_a_job_whose_commit_raises_is_parked_and_its_batch_mates_place():
+    clock = SimClock()
+    store = MemoryStore(clock=clock)
+    keys = make_cell(store, 4)
+    submit_jobs(store, keys, [make_job("poison", 1), make_job("ok1", 1), make_job("ok2", 1)], now=0.0)
+    s = Scheduler("b0", store, keys, BATCH, clock)
+    s.engine = RaisingEngine(store, keys)
+    assert s.step()
+    recs = {j: read_job_view(store, keys, j).record for j in ("poison", "ok1", "ok2")}
+    assert recs["poison"].status is JobStatus.PARKED and "TxnLimitError" in recs["poison"].reason
+    assert recs["ok1"].status is recs["ok2"].status is JobStatus.PLACED
+    rep = check_store(store, keys)
+    assert rep.ok, rep.violations
+
+
+class ReadCounter(MemoryStore):
+    def __init__(self):
+        super().__init__()
+        self.keys_read = 0
+
+    def txn(self, compares, success, failure=()):
+        result = super().txn(compares, success, failure)
+        self.keys_read += sum(len(r) for r in result.reads)
+        return result
+
+
+@pytest.mark.parametrize("queued", [1_000, 20_000])
+def test_claim_step_reads_are_bounded_by_the_batch_not_the_queue(queued):
+    store = ReadCounter()
+    keys = make_cell(store, 1)
+    submit_jobs(store, keys, [make_job(f"j{i:05d}", 1) for i in range(queued)], now=0.0)
+    lease = store.grant_lease(30)
+    store.keys_read = 0
+    got = claim_jobs(store, keys, JobClass.BATCH, lease, "a", limit=128)
+    assert len(got) == 128
+    # One page of the queue (256 entries) and the 128 claimed job records, whatever the queue's length.
+    assert store.keys_read <= 256 + 128
+
+
+def test_closing_a_scheduler_releases_its_claims_at_once():
+    clock = SimClock()
+    store = MemoryStore(clock=clock)
+    keys = make_cell(store, 1, cpu=1000)
+    submit_jobs(store, keys, [make_job(f"w{i}", 1) for i in range(3)], now=0.0)
+    s = Scheduler("b0", store, keys, BATCH, clock)
+    s._claim(s._keep_lease())
+    assert len(store.get_prefix(keys.claims_prefix)[0]) == 3
+    s.close()  # what stop() and SIGTERM run in the actor
+    assert store.get_prefix(keys.claims_prefix)[0] == []
+
+
+def test_store_host_closes_watches_left_unread_by_dead_incarnations(monkeypatch):
+    from cellsched.schedulers import ray_actors
+
+    host = ray_actors.StoreHost()
+    dead = host.watch_open("/c/node/", 1)
+    live = host.watch_open("/c/node/", 1)
+    now = [1000.0]
+    monkeypatch.setattr(ray_actors.time, "monotonic", lambda: now[0])
+    host.last_read = dict.fromkeys(host.last_read, now[0])
+    now[0] += ray_actors.WATCH_IDLE_S / 2
+    host.store.txn([], [Put("/c/node/spec/m0", b"{}")])
+    assert host.watch_get(live)  # the live one keeps reading
+    now[0] += ray_actors.WATCH_IDLE_S / 2 + 1
+    host.watch_open("/c/node/", 1)  # any open sweeps the idle ones
+    assert dead not in host.watches and live in host.watches
+    with pytest.raises(StoreUnavailableError, match="closed"):
+        host.watch_get(dead)
+    assert host.store.txn([], [Get("/c/node/", prefix=True)]).reads[0]
