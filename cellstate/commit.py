@@ -304,7 +304,7 @@ class CommitEngine:
         recheck: set[str] = set()  # machines refreshed by this chunk's last failure
         for _ in range(MAX_ROUNDS_PER_CHUNK):
             changed = foreign if self.conflict_mode is ConflictMode.SEQUENCE else frozenset()
-            pending, refused = validate_claims(pending, machines, jobs, self.max_tasks_per_machine, changed)
+            pending, refused = self._validate_claims(pending, machines, jobs, changed)
             out.conflicted += refused
             if recheck:
                 out.stats.recommitted += sum(1 for c in pending if c.machine_id in recheck)
@@ -333,6 +333,12 @@ class CommitEngine:
         for c in pending:
             out.conflicted.append((c, Refusal(RefusalKind.GAVE_UP, c.machine_id,
                                               detail=f"{MAX_ROUNDS_PER_CHUNK} rounds of conflicts")))
+
+    def _validate_claims(self, claims: list[Claim], machines: Mapping[str, MachineView],
+                         jobs: Mapping[str, JobView], changed) -> tuple[list[Claim], list[tuple[Claim, Refusal]]]:
+        """The shared rule (cellstate.validation); its one call site, so a test can show that
+        the stress harness catches an engine without it."""
+        return validate_claims(claims, machines, jobs, self.max_tasks_per_machine, changed)
 
     def _drop_unfenced(self, claims: list[Claim], reads, fences: Mapping[str, int],
                        out: CommitResult) -> list[Claim]:
