@@ -76,7 +76,7 @@ class IllegalTransitionError(CellError):
     """A job event that the job's status does not allow (cellstate/job_states.py). Nothing was written."""
 
     def __init__(self, status, event: str, job_id: str = ""):
-        self.status, self.event, self.job_id = status, event, job_id
+        self.job_status, self.event, self.job_id = status, event, job_id
         name = getattr(status, "value", status)
         of = f"job {job_id}: " if job_id else ""
         super().__init__(f"{of}event {event!r} is not allowed in status {name!r}")
