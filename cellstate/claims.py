@@ -21,57 +21,22 @@ from __future__ import annotations
 
 from collections.abc import Container, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
 
 from . import codec
+from .index_entry import IndexEntry, index_entry_for_new_job
+from .job_states import JobEvent, allowed, apply_event
 from .keys import CellKeys
-from .model import JobClass, JobStatus
-from .resources import ZERO, Vector
+from .model import JobClass
+from .resources import Vector
 from .store import CellStore, Delete, Get, KeyValue, ModRevisionIs, Put
 from .views import JobView, complete_views
+
+__all__ = ["IndexEntry", "index_entry_for_new_job", "claim_jobs", "claim_entries", "release_claim", "park_job",
+           "park_for_good", "list_queue", "list_parked", "adopt_orphans"]
 
 CLAIM_PAGE = 256  # index entries read per page
 MAX_CLAIM_PAGES = 16  # a claim step reads at most this many pages
 DEFAULT_CRASH_LIMIT = 3  # claims without progress before a job is parked for good
-
-
-@dataclass(frozen=True, slots=True)
-class IndexEntry:
-    """The value of a /queue/ or /parked/ key."""
-
-    job_id: str
-    claims: int = 0  # claims since the job last made progress
-    need: Vector | None = None  # parked: the smallest request it lacks; None: no automatic retry
-    stuck: bool = False  # parked for good (crashed schedulers); only an operator un-parks it
-
-    def encode(self) -> bytes:
-        obj: dict = {"job": self.job_id}
-        if self.claims:
-            obj["claims"] = self.claims
-        if self.need is not None:
-            obj["need"] = list(self.need)
-        if self.stuck:
-            obj["stuck"] = True
-        return codec.encode_obj(obj)
-
-    @classmethod
-    def decode(cls, kv: KeyValue) -> IndexEntry:
-        obj = codec.decode_obj(kv.key, kv.value)
-        need = obj.get("need")
-        return cls(str(obj["job"]), int(obj.get("claims", 0)), tuple(need) if need is not None else None,
-                   bool(obj.get("stuck", False)))
-
-
-def index_entry_for_new_job(job_id: str) -> bytes:
-    return IndexEntry(job_id).encode()
-
-
-def progress_entry(keys: CellKeys, rec) -> Put:
-    """The write that resets a job's claim count after it made progress. A parked job's
-    entry gets need ZERO: should its holder die, any freed capacity retries it."""
-    if rec.status is JobStatus.PARKED:
-        return Put(keys.parked_of(rec), IndexEntry(rec.job.id, 0, ZERO).encode())
-    return Put(keys.queue_of(rec), IndexEntry(rec.job.id).encode())
 
 
 def list_queue(store: CellStore, keys: CellKeys, job_class: JobClass) -> list[str]:
@@ -173,7 +138,8 @@ def claim_entries(store: CellStore, keys: CellKeys, entries: Sequence[KeyValue],
                     for kv in r:
                         view = JobView(codec.decode_job(kv.key, kv.value), kv.mod_revision, result.revision)
                         if IndexEntry.decode(qkv).claims + 1 > crash_limit:
-                            park_for_good(store, keys, view, qkv.key, crash_limit)
+                            for whole in complete_views(store, keys, [view]):  # a large job's shards
+                                park_for_good(store, keys, whole, crash_limit)
                         else:
                             out.append(view)
                 continue
@@ -198,33 +164,31 @@ def park_job(store: CellStore, keys: CellKeys, view: JobView, reason: str, need:
 
     `need` is the smallest request it lacks: the scheduler retries it only once its copy
     shows that much free somewhere. Fenced: compares the job record and our claim.
-    Returns the new view, or None when the job or the claim changed meanwhile.
+    Returns the new view, or None when the job or the claim changed meanwhile, or the job
+    as read can no longer be parked (placed, finished, failed or cancelled).
     """
     rec = view.record.copy()
-    was = rec.status
-    rec.status, rec.reason, rec.refusal = JobStatus.PARKED, reason, refusal
-    jid = rec.job.id
-    ops = [Put(keys.job(jid), codec.encode_job(rec)), Delete(keys.claim(jid)),
-           Put(keys.parked_of(rec), IndexEntry(jid, 0, need).encode())]
-    if was is JobStatus.PENDING:
-        ops.append(Delete(keys.queue_of(rec)))
-    compares = [ModRevisionIs(keys.job(jid), view.revision), ModRevisionIs(keys.claim(jid), view.claim_revision)]
-    result = store.txn(compares, ops)
-    return JobView(rec, result.revision) if result.succeeded else None
+    if not allowed(rec.status, JobEvent.PARK):
+        return None
+    ops = apply_event(rec, JobEvent.PARK, keys, reason=reason, refusal=refusal, need=need)
+    return _park_txn(store, keys, view, rec, ops)
 
 
-def park_for_good(store: CellStore, keys: CellKeys, view: JobView, entry_key: str, crash_limit: int) -> bool:
-    """Park a job that crashed or hung `crash_limit` schedulers in a row: no automatic retry."""
+def park_for_good(store: CellStore, keys: CellKeys, view: JobView, crash_limit: int) -> bool:
+    """Park a job that crashed or hung `crash_limit` schedulers in a row: no automatic retry.
+    Fenced like park_job; returns whether it was parked."""
     rec = view.record.copy()
-    was = rec.status
-    rec.status = JobStatus.PARKED
-    rec.reason = (f"claimed {crash_limit} times without progress: it crashed or hung the schedulers that "
-                  f"held it; parked until an operator retries it")
-    rec.refusal = {"kind": "crash_limit", "claims": crash_limit}
+    if not allowed(rec.status, JobEvent.PARK):
+        return False
+    reason = (f"claimed {crash_limit} times without progress: it crashed or hung the schedulers that "
+              f"held it; parked until an operator retries it")
+    ops = apply_event(rec, JobEvent.PARK, keys, reason=reason, refusal={"kind": "crash_limit", "claims": crash_limit},
+                      need=None, claims=crash_limit, stuck=True)
+    return _park_txn(store, keys, view, rec, ops) is not None
+
+
+def _park_txn(store: CellStore, keys: CellKeys, view: JobView, rec, ops) -> JobView | None:
     jid = rec.job.id
-    ops = [Put(keys.job(jid), codec.encode_job(rec)), Delete(keys.claim(jid)),
-           Put(keys.parked_of(rec), IndexEntry(jid, crash_limit, None, stuck=True).encode())]
-    if was is JobStatus.PENDING:
-        ops.append(Delete(entry_key))
     compares = [ModRevisionIs(keys.job(jid), view.revision), ModRevisionIs(keys.claim(jid), view.claim_revision)]
-    return store.txn(compares, ops).succeeded
+    result = store.txn(compares, [Put(keys.job(jid), codec.encode_job(rec)), *ops])
+    return JobView(rec, result.revision) if result.succeeded else None

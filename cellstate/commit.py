@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 from . import codec
 from . import resources as res
-from .claims import progress_entry
 from .clock import Clock, RealClock
 from .codec import is_sharded
 from .errors import (
@@ -34,10 +33,11 @@ from .errors import (
     StoreUnavailableError,
     UnknownMachineError,
 )
+from .job_states import JobEvent, apply_event, commit_event
 from .keys import CellKeys
-from .model import Claim, ConflictMode, JobStatus, TransactionMode
+from .model import Claim, ConflictMode, TransactionMode
 from .shards import attach_shards, encode_shard, group_by_job
-from .store import CellStore, Delete, Get, ModRevisionIs, Put
+from .store import CellStore, Get, ModRevisionIs, Put
 from .validation import DEFAULT_MAX_TASKS_PER_MACHINE, Refusal, RefusalKind, validate_claims
 from .views import JobView, MachineView, machine_views_from_kvs
 
@@ -392,13 +392,13 @@ class CommitEngine:
                 rec.next_shard += 1
             if rec.first_attempt_at is None:
                 rec.first_attempt_at = now
-            was = rec.status
-            if rec.fully_bound and was in (JobStatus.PENDING, JobStatus.PARKED):
-                rec.status, rec.placed_at, rec.reason, rec.refusal = JobStatus.PLACED, now, "", None
-                index_key = keys.queue_of(rec) if was is JobStatus.PENDING else keys.parked_of(rec)
-                success += [Delete(index_key), Delete(keys.claim(jid))]
-            elif jid in fences:  # progress: reset the index entry's count of claims without progress
-                success.append(progress_entry(keys, rec))
+            # The validator let only schedulable jobs through (docs/architecture.md, "Job
+            # states"). Binding the last task places the job: its index entry and claim go.
+            # Binding some resets the entry's count of claims without progress; an unfenced
+            # commit (tools, tests) leaves the entry as it is.
+            event = commit_event(rec)
+            if event is JobEvent.PLACE_ALL or jid in fences:
+                success += apply_event(rec, event, keys, now)
             new_jobs[jid] = rec
             jk = keys.job(jid)
             compares.append(ModRevisionIs(jk, view.revision))

@@ -12,6 +12,7 @@
     ├── ContentionError            an update kept conflicting past its bound of rounds
     ├── PartialRecordError         a sharded job record written without its shards read (a bug)
     ├── SchemaMismatchError        the cell was written in another key layout
+    ├── IllegalTransitionError     a job event its status does not allow (cancel a finished job); names both
     ├── TxnLimitError              a txn over the store's ops-per-txn or request-size limit
     │   └── GangTooLargeError      an all-or-nothing plan that cannot fit in one txn
     ├── CompactedError             a watch or read asked for a compacted revision
@@ -69,6 +70,16 @@ class PartialRecordError(CellError):
 
 class SchemaMismatchError(CellError):
     pass
+
+
+class IllegalTransitionError(CellError):
+    """A job event that the job's status does not allow (cellstate/job_states.py). Nothing was written."""
+
+    def __init__(self, status, event: str, job_id: str = ""):
+        self.job_status, self.event, self.job_id = status, event, job_id
+        name = getattr(status, "value", status)
+        of = f"job {job_id}: " if job_id else ""
+        super().__init__(f"{of}event {event!r} is not allowed in status {name!r}")
 
 
 class TxnLimitError(CellError):

@@ -7,13 +7,13 @@ and retries on conflict, so it never races a placement into a wrong `used` vecto
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from . import codec
-from .claims import index_entry_for_new_job
 from .errors import ContentionError, InvalidInputError
+from .job_states import apply_event, release_event
 from .keys import CellKeys
-from .model import TERMINAL_STATUSES, JobRecord, JobStatus, TaskOutcome
+from .model import JobRecord, TaskOutcome
 from .shards import encode_shard
 from .store import CellStore, Delete, Get, ModRevisionIs, Put
 from .views import read_job_view
@@ -27,13 +27,42 @@ def release_tasks(store: CellStore, keys: CellKeys, job_id: str, task_ids: Itera
 
     FINISHED records them as done. EVICTED makes them unbound again, so they are
     rescheduled (a placed job goes back to the queue). FAILED does the same while the
-    job's failures stay within job.max_failures; past it the job FAILS: the failed tasks
-    become terminal, the rest are not rescheduled, and the job leaves the queue.
-    Returns the store revision of the release. Tasks not currently bound are ignored,
-    and with `on_machine` (task id -> machine id) so are tasks now bound elsewhere: an
-    eviction read on one machine must not reach a task re-placed meanwhile.
+    job's failures stay within job.max_failures; past it the job FAILS: the rest are not
+    rescheduled, and the job leaves the queue. The status change is the job state
+    machine's (cellstate/job_states.py). Returns the store revision of the release. Tasks
+    not currently bound are ignored, and with `on_machine` (task id -> machine id) so are
+    tasks now bound elsewhere: an eviction read on one machine must not reach a task
+    re-placed meanwhile.
     """
     wanted = set(task_ids)
+
+    def select(rec: JobRecord) -> list[str]:
+        return [tid for tid in wanted if (mid := rec.bound.get(tid)) is not None
+                and (on_machine is None or on_machine.get(tid) == mid)]
+
+    def transition(new: JobRecord, released: list[str]) -> list[Put | Delete]:
+        return _job_transition(keys, new, released, outcome, now)
+
+    def finished(new: JobRecord, released: list[str]) -> bool:
+        wanted.difference_update(released)
+        return not wanted
+
+    return release_loop(store, keys, job_id, select, transition, finished)
+
+
+def release_loop(store: CellStore, keys: CellKeys, job_id: str, select: Callable[[JobRecord], list[str]],
+                 transition: Callable[[JobRecord, list[str]], list[Put | Delete]],
+                 finished: Callable[[JobRecord, list[str]], bool],
+                 must_write: Callable[[JobRecord], bool] = lambda rec: False) -> int:
+    """The release protocol, for release_tasks and cellstate/cancel.py.
+
+    Each round reads the job whole, takes `select(rec)` (bound tasks to release), writes
+    a batch of them in one txn that compares the job record and each touched allocation
+    record, with `transition(new, released)`'s ops (it updates the new record in place),
+    and retries on conflict. `finished(new, released)` after a txn that landed says
+    whether to stop; `must_write(rec)` asks for a txn even with nothing to release (a
+    status change alone). Returns the store revision of the last write or read.
+    """
     rounds = 0
     while rounds < MAX_RELEASE_ROUNDS:
         rounds += 1
@@ -42,17 +71,15 @@ def release_tasks(store: CellStore, keys: CellKeys, job_id: str, task_ids: Itera
             raise InvalidInputError(f"job {job_id!r} does not exist")
         rec, job_key = view.record, keys.job(job_id)
         by_machine: dict[str, list[str]] = defaultdict(list)
-        for tid in wanted:
-            mid = rec.bound.get(tid)
-            if mid is not None and (on_machine is None or on_machine.get(tid) == mid):
-                by_machine[mid].append(tid)
-        if not by_machine:
+        for tid in select(rec):
+            by_machine[rec.bound[tid]].append(tid)
+        if not by_machine and not must_write(rec):
             return view.revision
         # One txn touches machines + shards + 3 keys (the job put and its queue ops) at most
         # max_txn_ops; larger releases go in several txns, each consistent on its own.
         mids = _release_batch(rec, by_machine, store.limits.max_txn_ops - 3)
         by_machine = {m: by_machine[m] for m in mids}
-        reads = store.txn([], [Get(keys.alloc(m)) for m in mids]).reads
+        reads = store.txn([], [Get(keys.alloc(m)) for m in mids]).reads if mids else []
         compares = [ModRevisionIs(job_key, view.revision)]
         success = []
         for mid, r in zip(mids, reads, strict=True):
@@ -65,14 +92,13 @@ def release_tasks(store: CellStore, keys: CellKeys, job_id: str, task_ids: Itera
         released = [tid for tids in by_machine.values() for tid in tids]
         for tid in released:
             del new.bound[tid]
-        success += _job_transition(keys, new, released, outcome, now)
+        success += transition(new, released)
         success += _shard_rewrites(keys, new, released)
         success.append(Put(job_key, codec.encode_job(new)))
         result = store.txn(compares, success)
         if result.succeeded:
-            wanted -= {t for tids in by_machine.values() for t in tids}
             rounds = 0  # progress: the bound is on conflicts in a row
-            if not wanted:
+            if finished(new, released):
                 return result.revision
     raise ContentionError(f"release of {job_id} kept conflicting for {MAX_RELEASE_ROUNDS} rounds")
 
@@ -113,30 +139,14 @@ def _shard_rewrites(keys: CellKeys, rec: JobRecord, released: list[str]) -> list
 
 def _job_transition(keys: CellKeys, rec: JobRecord, released: list[str], outcome: TaskOutcome,
                     now: float) -> list[Put | Delete]:
-    """Apply a release to the job record in place; return the queue/claim ops it needs."""
-    job = rec.job
-    ops: list[Put | Delete] = []
+    """Apply a release to the job record in place; return the queue/claim ops it needs.
+
+    The task bookkeeping is here (failures counted, finished tasks marked done; a failed
+    task is not done: it did not finish), the status change is the state machine's."""
     if outcome is TaskOutcome.FAILED:
         rec.failures += len(released)
-        if rec.failures > job.max_failures and rec.status not in TERMINAL_STATUSES:
-            rec.done.update(released)
-            was = rec.status
-            rec.status, rec.finished_at = JobStatus.FAILED, now
-            rec.reason = f"{rec.failures} task failures exceed max_failures={job.max_failures}"
-            # The claim, if any, stays: only its holder deletes it (fenced), and its next
-            # commit finds the job no longer schedulable.
-            if was is JobStatus.PENDING:
-                ops.append(Delete(keys.queue_of(rec)))
-            elif was is JobStatus.PARKED:
-                ops.append(Delete(keys.parked_of(rec)))
-            return ops
-    if outcome is TaskOutcome.FINISHED:
+    elif outcome is TaskOutcome.FINISHED:
         rec.done.update(released)
-        if len(rec.done) >= job.task_count and rec.status not in TERMINAL_STATUSES:
-            rec.status, rec.finished_at = JobStatus.FINISHED, now
-        return ops
-    # Failed within policy, or evicted: back to the queue to be placed again.
-    if rec.status is JobStatus.PLACED:
-        rec.status = JobStatus.PENDING
-        ops.append(Put(keys.queue_of(rec), index_entry_for_new_job(job.id)))
-    return ops
+    # FAIL leaves any claim to its holder: only it deletes it (fenced), and its next
+    # commit finds the job no longer schedulable.
+    return apply_event(rec, release_event(rec, outcome), keys, now)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from . import codec
 from .errors import CompactedError, CorruptValueError, InvalidInputError
+from .job_states import JobEvent, allowed, apply_event
 from .keys import CellKeys
-from .model import TERMINAL_STATUSES
 from .store import CellStore, Delete, KeyValue, ModRevisionIs
 
 PAGE_SIZE = 256
@@ -39,23 +39,26 @@ def compact_history(store: CellStore, keep_revisions: int) -> int | None:
 
 
 def _expired(kv: KeyValue, now: float, retention_s: float) -> str | None:
-    """The job id if this record is terminal and past retention, else None."""
+    """The job id if this record may be purged (terminal) and is past retention, else None."""
     rec = codec.decode_job(kv.key, kv.value)
-    if rec.status in TERMINAL_STATUSES and rec.finished_at is not None and rec.finished_at + retention_s <= now:
+    if allowed(rec.status, JobEvent.PURGE) and rec.finished_at is not None and rec.finished_at + retention_s <= now:
         return rec.job.id
     return None
 
 
 def purge_job(store: CellStore, keys: CellKeys, kv: KeyValue, jid: str) -> bool:
     """Delete a job record read as `kv`, and its binding shards first, each txn guarded by
-    the record's revision (a record changed since the read is left alone)."""
+    the record's revision (a record changed since the read is left alone). PURGE is a job
+    event: a record that is not terminal raises IllegalTransitionError, nothing deleted."""
+    rec = codec.decode_job(kv.key, kv.value)
+    ops = apply_event(rec, JobEvent.PURGE, keys)  # terminal jobs hold no index entry: no ops today
     shard_keys = [s.key for s in store.get_prefix(keys.bind_prefix(jid))[0]]
     guard = [ModRevisionIs(kv.key, kv.mod_revision)]
     per_txn = max(1, store.limits.max_txn_ops - 1)
     for start in range(0, len(shard_keys), per_txn):
         if not store.txn(guard, [Delete(k) for k in shard_keys[start:start + per_txn]]).succeeded:
             return False
-    return store.txn(guard, [Delete(kv.key)]).succeeded
+    return store.txn(guard, [*ops, Delete(kv.key)]).succeeded
 
 
 @dataclass

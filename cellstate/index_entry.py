@@ -1,0 +1,45 @@
+"""The value of a job's index entry, /queue/... or /parked/... (docs/architecture.md, "Key schema").
+
+Its own module because two others write it: the claims module (each claim bumps the
+entry's count) and the job state machine (cellstate/job_states.py, which decides which
+entry a job has in each status).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import codec
+from .resources import Vector
+from .store import KeyValue
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """The value of a /queue/ or /parked/ key."""
+
+    job_id: str
+    claims: int = 0  # claims since the job last made progress
+    need: Vector | None = None  # parked: the smallest request it lacks; None: no automatic retry
+    stuck: bool = False  # parked for good (crashed schedulers); only an operator un-parks it
+
+    def encode(self) -> bytes:
+        obj: dict = {"job": self.job_id}
+        if self.claims:
+            obj["claims"] = self.claims
+        if self.need is not None:
+            obj["need"] = list(self.need)
+        if self.stuck:
+            obj["stuck"] = True
+        return codec.encode_obj(obj)
+
+    @classmethod
+    def decode(cls, kv: KeyValue) -> IndexEntry:
+        obj = codec.decode_obj(kv.key, kv.value)
+        need = obj.get("need")
+        return cls(str(obj["job"]), int(obj.get("claims", 0)), tuple(need) if need is not None else None,
+                   bool(obj.get("stuck", False)))
+
+
+def index_entry_for_new_job(job_id: str) -> bytes:
+    return IndexEntry(job_id).encode()
