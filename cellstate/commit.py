@@ -392,8 +392,9 @@ class CommitEngine:
                 rec.next_shard += 1
             if rec.first_attempt_at is None:
                 rec.first_attempt_at = now
-            # The validator let only schedulable jobs through (docs/architecture.md, "Job
-            # states"). Binding the last task places the job: its index entry and claim go.
+            # The validator let only schedulable jobs through
+            # (docs/architecture.md, "Job states"). Binding the last task places the job: its
+            # index entry and claim go.
             # Binding some resets the entry's count of claims without progress; an unfenced
             # commit (tools, tests) leaves the entry as it is.
             event = commit_event(rec)
