@@ -29,6 +29,14 @@ from cellsched.schedulers.decide import Decision, decide_job
 SEED = 11
 
 
+def _findings(out: dict) -> str:
+    """What a failed run found, compactly: first violations, who wrote just before, how."""
+    first = [f"{v['message']} (after a write by {v['after_write_by']}: {v['write']})"
+             for v in out["violations_first_seen"][:5]]
+    return f"{out['violation_count']} distinct violations {out['violation_kinds']}; first: {first}; " \
+           f"overcommitting txns by commit path: {out['overcommit_paths']}"
+
+
 # -- the fault-injecting store ------------------------------------------------------
 
 
@@ -135,7 +143,7 @@ def test_memory_stress_contends_and_keeps_every_invariant():
     assert out["conflicts"] >= MIN_CONFLICTS, out["thresholds"]
     for kind in ("unavailable", "lost_ack", "delay"):
         assert out["faults_injected"][kind] >= MIN_EACH_FAULT, out["faults_injected"]
-    assert out["violation_count"] == 0, out["violations_first_seen"][:5]
+    assert out["violation_count"] == 0, _findings(out)
     assert out["jobs_lost"] == 0, out["jobs_lost_examples"]
     assert out["jobs"] > 0 and out["tasks_placed"] > 0 and out["harness_errors"] == 0, out["harness_error_messages"]
 
@@ -173,6 +181,7 @@ def test_harness_catches_a_broken_engine():
     print(out["violation_kinds"])
     assert out["violation_count"] > 0
     assert "overcommitted" in kinds
+    assert sum(out["overcommit_paths"].values()) > 0  # the audit names the commit path that did it
 
 
 @pytest.mark.etcd
@@ -183,5 +192,5 @@ def test_etcd_three_member_stress_keeps_every_invariant(etcd_three):
                                "tasks_placed", "violation_count", "jobs_lost")})
     assert out["commits"] > 0 and out["faults_injected"]["total"] > 0
     assert out["checks"] >= 2  # periodic and final
-    assert out["violation_count"] == 0, out["violations_first_seen"][:5]
+    assert out["violation_count"] == 0, _findings(out)
     assert out["jobs_lost"] == 0, out["jobs_lost_examples"]

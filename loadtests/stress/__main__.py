@@ -36,6 +36,8 @@ def _table(out: dict) -> str:
     ]
     for kind, n in out["violation_kinds"].items():
         lines.append(f"  {n:5d} x {kind}")
+    for path, n in out["overcommit_paths"].items():
+        lines.append(f"  overcommitting txns {n:4d}: {path}")
     for v in out["violations_first_seen"][:10]:
         lines.append(f"  first: {v['message']}  [after a write by {v['after_write_by']}: {v['write']}; "
                      f"recent faults {v['recent_faults']}]")

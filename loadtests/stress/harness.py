@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from cellsched.schedulers.core import Scheduler
 from cellsched.schedulers.decide import DecideFn
 from cellsched.schedulers.settings import PRESETS, SchedulerSettings, ThinkTime
 
+from .audit import audited
 from .chaos import Chaos
 from .checking import InvariantRecorder, memoized_decoding
 from .workload import JobMaker, build_fleet
@@ -40,22 +42,23 @@ from .workload import JobMaker, build_fleet
 MIN_CONFLICTS = 500
 MIN_EACH_FAULT = 20
 
-# (class, conflict mode, txns in flight), cycled over the schedulers.
+# (class, conflict mode, txns in flight, claim batch), cycled over the schedulers. Batch
+# schedulers claim up to 128 jobs: such a plan needs several txns (chunks) sharing machines.
 ROSTER = (
-    (JobClass.BATCH, ConflictMode.RESOURCE_FIT, 1),
-    (JobClass.BATCH, ConflictMode.SEQUENCE, 3),
-    (JobClass.SERVICE, ConflictMode.RESOURCE_FIT, 2),
-    (JobClass.GPU, ConflictMode.SEQUENCE, 1),
-    (JobClass.BATCH, ConflictMode.RESOURCE_FIT, 4),
-    (JobClass.SERVICE, ConflictMode.SEQUENCE, 1),
-    (JobClass.GPU, ConflictMode.RESOURCE_FIT, 2),
-    (JobClass.BATCH, ConflictMode.SEQUENCE, 1),
+    (JobClass.BATCH, ConflictMode.RESOURCE_FIT, 1, 128),
+    (JobClass.BATCH, ConflictMode.SEQUENCE, 3, 64),
+    (JobClass.SERVICE, ConflictMode.RESOURCE_FIT, 2, 16),
+    (JobClass.GPU, ConflictMode.SEQUENCE, 1, 16),
+    (JobClass.BATCH, ConflictMode.RESOURCE_FIT, 4, 128),
+    (JobClass.SERVICE, ConflictMode.SEQUENCE, 1, 16),
+    (JobClass.GPU, ConflictMode.RESOURCE_FIT, 2, 16),
+    (JobClass.BATCH, ConflictMode.SEQUENCE, 1, 32),
 )
-BACKLOG = {JobClass.BATCH: 20, JobClass.SERVICE: 8, JobClass.GPU: 6}  # queued jobs kept per class
+BACKLOG = {JobClass.BATCH: 80, JobClass.SERVICE: 8, JobClass.GPU: 6}  # queued jobs kept per class
 DEFAULT_THINK = ThinkTime(0.005, 0.0)  # a short think keeps decisions in flight while others commit
 DEFAULT_FAULTS = FaultPlan(p_unavailable=0.02, p_lost_ack=0.02, p_delay=0.05, max_delay_s=0.03)
 
-EngineClass = Callable[..., CommitEngine]  # called like CommitEngine(store, keys, mode, clock, in_flight)
+EngineClass = type[CommitEngine]  # constructed like CommitEngine(store, keys, mode, clock, in_flight)
 
 
 @dataclass
@@ -69,9 +72,8 @@ class _Run:
 
 
 def scheduler_settings(k: int, seed: int, think: ThinkTime) -> SchedulerSettings:
-    job_class, cmode, in_flight = ROSTER[k % len(ROSTER)]
-    base = PRESETS[job_class]
-    return base.with_(conflict_mode=cmode, txns_in_flight=in_flight, claim_batch=min(base.claim_batch, 32),
+    job_class, cmode, in_flight, claim_batch = ROSTER[k % len(ROSTER)]
+    return PRESETS[job_class].with_(conflict_mode=cmode, txns_in_flight=in_flight, claim_batch=claim_batch,
                       idle_poll_s=0.02, parked_retry_s=1.0, seed=seed * 1000 + k + 1, think_time=think,
                       array_backend="numpy")
 
@@ -182,6 +184,8 @@ def run_stress(seed: int, schedulers: int, seconds: float, backend: str = "memor
     maker = JobMaker(random.Random(rng.getrandbits(64)), prefix=f"s{seed}", big_tasks=big_tasks)
     accepted: list[str] = []
     clock = RealClock()
+    overcommit_paths: Counter = Counter()
+    engine = audited(engine_cls or CommitEngine, overcommit_paths, threading.Lock())
     scheds: list[Scheduler] = []
     stores: list[FaultInjectingStore] = []
     for k in range(schedulers):
@@ -189,9 +193,8 @@ def run_stress(seed: int, schedulers: int, seconds: float, backend: str = "memor
         name = f"{settings.job_class.value[:3]}{k}-{settings.conflict_mode.value[:3]}-if{settings.txns_in_flight}"
         st = wrap(name, faults, k)
         sched = Scheduler(name, st, keys, settings, clock, decide_fn=decide_fn)
-        if engine_cls is not None:
-            sched.engine.close()
-            sched.engine = engine_cls(st, keys, settings.conflict_mode, clock, settings.txns_in_flight)
+        sched.engine.close()  # replaced by the (possibly injected) engine, audited
+        sched.engine = engine(st, keys, settings.conflict_mode, clock, settings.txns_in_flight)
         stores.append(st)
         scheds.append(sched)
     submit_store = wrap("submitter", FaultPlan(), schedulers)
@@ -223,6 +226,7 @@ def run_stress(seed: int, schedulers: int, seconds: float, backend: str = "memor
                 s.close()
             final = recorder.check("final")
             out = _result(seed, backend, scheds, stores, recorder, chaos, run, accepted, elapsed, final)
+            out["overcommit_paths"] = dict(overcommit_paths.most_common())
         finally:
             run.stop.set()
             for st in [*stores, submit_store, chaos_store]:
