@@ -6,7 +6,9 @@ a broken engine.
   >= 20 of each fault, with no invariant violation and no job lost;
 - the same seed with the engine's commit-time checks bypassed and a decision function
   that puts claims on full machines reports violations: the harness is not blind;
-- a short run on a 3-member etcd, checked periodically and at the end.
+- a short run on a 3-member etcd, checked periodically and at the end, with threads;
+- and with scheduler actors that are killed (before a send, after a send, anywhere) and
+  restarted by Ray.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import Claim
 from cellsched.cellstate.store import Get, ModRevisionIs, Put
 from cellsched.loadtests.stress import MIN_CONFLICTS, MIN_EACH_FAULT, run_stress
+from cellsched.loadtests.stress.ray_run import run_ray_stress
 from cellsched.schedulers.decide import Decision, decide_job
 
 SEED = 11
@@ -135,7 +138,7 @@ def test_fault_plan_refuses_bad_probabilities():
 
 
 def test_memory_stress_contends_and_keeps_every_invariant():
-    out = run_stress(SEED, schedulers=8, seconds=45, stop_when_met=True, min_seconds=20)
+    out = run_stress(SEED, schedulers=8, seconds=45, stop_when_met=True, min_seconds=15)
     print({k: out[k] for k in ("seconds", "commits", "conflicts", "conflicted_txns", "faults_injected", "checks",
                                "jobs", "tasks_placed", "violation_count", "jobs_lost")})
     assert out["schedulers"] >= 6
@@ -186,7 +189,7 @@ def test_harness_catches_a_broken_engine():
 
 @pytest.mark.etcd
 def test_etcd_three_member_stress_keeps_every_invariant(etcd_three):
-    out = run_stress(SEED, schedulers=6, seconds=10, backend="etcd", etcd_endpoints=etcd_three.endpoints,
+    out = run_stress(SEED, schedulers=6, seconds=8, backend="etcd", etcd_endpoints=etcd_three.endpoints,
                      check_every_s=0.5)
     print({k: out[k] for k in ("seconds", "commits", "conflicts", "faults_injected", "checks", "jobs",
                                "tasks_placed", "violation_count", "jobs_lost")})
@@ -194,3 +197,17 @@ def test_etcd_three_member_stress_keeps_every_invariant(etcd_three):
     assert out["checks"] >= 2  # periodic and final
     assert out["violation_count"] == 0, _findings(out)
     assert out["jobs_lost"] == 0, out["jobs_lost_examples"]
+
+
+@pytest.mark.ray
+@pytest.mark.etcd
+def test_ray_actor_stress_on_three_member_etcd(ray_cluster, etcd_three):
+    out = run_ray_stress(SEED, schedulers=4, seconds=8, etcd_endpoints=etcd_three.endpoints, own_ray=False,
+                         kill_every_s=(0.8, 1.6), check_every_s=0.5)
+    print({k: out[k] for k in ("seconds", "commits", "conflicts", "kills", "restarts_seen", "checks", "jobs",
+                               "tasks_placed", "violation_count", "jobs_lost")})
+    assert out["commits"] > 0 and out["kills"]["total"] > 0 and out["restarts_seen"] > 0
+    assert out["checks"] >= 2
+    assert out["violation_count"] == 0, _findings({**out, "overcommit_paths": "not audited in actors"})
+    assert out["jobs_lost"] == 0, out["jobs_lost_examples"]
+    assert out["harness_errors"] == 0, out["harness_error_messages"]

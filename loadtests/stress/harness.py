@@ -16,139 +16,49 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from cellsched.cellstate import codec
 from cellsched.cellstate.clock import RealClock
 from cellsched.cellstate.commit import CommitEngine
 from cellsched.cellstate.errors import InvalidInputError
 from cellsched.cellstate.faults import FAULT_KINDS, FaultInjectingStore, FaultPlan
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
-from cellsched.cellstate.memory_store import MemoryStore
-from cellsched.cellstate.model import ConflictMode, JobClass, JobStatus
-from cellsched.cellstate.store import CellStore, StoreLimits
-from cellsched.cellstate.submission import list_queue, submit_jobs
 from cellsched.schedulers.core import Scheduler
 from cellsched.schedulers.decide import DecideFn
-from cellsched.schedulers.settings import PRESETS, SchedulerSettings, ThinkTime
+from cellsched.schedulers.settings import ThinkTime
 
 from .audit import audited
 from .chaos import Chaos
 from .checking import InvariantRecorder, memoized_decoding
+from .common import (
+    RunState,
+    jobs_lost,
+    open_store,
+    periodic_checker,
+    record_error,
+    scheduler_settings,
+    submitter,
+)
 from .workload import JobMaker, build_fleet
 
 # The thresholds a 60 s run must reach for the run to count as really contended.
 MIN_CONFLICTS = 500
 MIN_EACH_FAULT = 20
 
-# (class, conflict mode, txns in flight, claim batch), cycled over the schedulers. Batch
-# schedulers claim up to 128 jobs: such a plan needs several txns (chunks) sharing machines.
-ROSTER = (
-    (JobClass.BATCH, ConflictMode.RESOURCE_FIT, 1, 128),
-    (JobClass.BATCH, ConflictMode.SEQUENCE, 3, 64),
-    (JobClass.SERVICE, ConflictMode.RESOURCE_FIT, 2, 16),
-    (JobClass.GPU, ConflictMode.SEQUENCE, 1, 16),
-    (JobClass.BATCH, ConflictMode.RESOURCE_FIT, 4, 128),
-    (JobClass.SERVICE, ConflictMode.SEQUENCE, 1, 16),
-    (JobClass.GPU, ConflictMode.RESOURCE_FIT, 2, 16),
-    (JobClass.BATCH, ConflictMode.SEQUENCE, 1, 32),
-)
-BACKLOG = {JobClass.BATCH: 80, JobClass.SERVICE: 8, JobClass.GPU: 6}  # queued jobs kept per class
 DEFAULT_THINK = ThinkTime(0.005, 0.0)  # a short think keeps decisions in flight while others commit
 DEFAULT_FAULTS = FaultPlan(p_unavailable=0.02, p_lost_ack=0.02, p_delay=0.05, max_delay_s=0.03)
 
 EngineClass = type[CommitEngine]  # constructed like CommitEngine(store, keys, mode, clock, in_flight)
 
 
-@dataclass
-class _Run:
-    store: CellStore  # the raw store (the checker reads it directly)
-    keys: CellKeys
-    recorder: InvariantRecorder
-    stop: threading.Event
-    errors: list[str]
-    error_count: list[int]
-
-
-def scheduler_settings(k: int, seed: int, think: ThinkTime) -> SchedulerSettings:
-    job_class, cmode, in_flight, claim_batch = ROSTER[k % len(ROSTER)]
-    return PRESETS[job_class].with_(conflict_mode=cmode, txns_in_flight=in_flight, claim_batch=claim_batch,
-                      idle_poll_s=0.02, parked_retry_s=1.0, seed=seed * 1000 + k + 1, think_time=think,
-                      array_backend="numpy")
-
-
-def _record_error(run: _Run, where: str, exc: BaseException) -> None:
-    run.error_count[0] += 1
-    if len(run.errors) < 10:
-        run.errors.append(f"{where}: {exc!r}")
-
-
-def _scheduler_loop(run: _Run, sched: Scheduler) -> None:
+def _scheduler_loop(run: RunState, sched: Scheduler) -> None:
     """Scheduler.run, restarted after an unexpected error (recorded: it is a finding)."""
     while not run.stop.is_set():
         try:
             sched.run(run.stop)
         except Exception as exc:
-            _record_error(run, sched.name, exc)
+            record_error(run, sched.name, exc)
             run.stop.wait(0.05)
-
-
-def _submitter(run: _Run, store: CellStore, maker: JobMaker, rng: random.Random, big_live: int,
-               accepted: list[str]) -> None:
-    big: list[str] = []
-    while not run.stop.wait(rng.uniform(0.05, 0.2)):
-        try:
-            jobs = []
-            for cls, target in BACKLOG.items():
-                short = target - len(list_queue(store, run.keys, cls))
-                jobs += [maker.for_class(cls) for _ in range(max(0, short))]
-            live = []
-            for jid in big:
-                kv = store.get(run.keys.job(jid))
-                if kv is not None and codec.decode_job(kv.key, kv.value).status not in (
-                        JobStatus.FINISHED, JobStatus.FAILED):
-                    live.append(jid)
-            big = live
-            if len(big) < big_live:
-                job = maker.big()
-                jobs.append(job)
-                big.append(job.id)
-            if jobs:
-                result = submit_jobs(store, run.keys, jobs, now=time.time())
-                run.recorder.accept(result.accepted)
-                accepted += result.accepted
-        except Exception as exc:
-            _record_error(run, "submitter", exc)
-
-
-def _periodic_checker(run: _Run, every_s: float) -> None:
-    while not run.stop.wait(every_s):
-        run.recorder.check("periodic")
-
-
-def _open_store(backend: str, etcd_endpoints: str | None, members: int):
-    """(store factory, cleanup). Memory: one shared in-process store. Etcd: a fresh cluster
-    (unless endpoints are given) and one client per component, as in a deployment."""
-    if backend == "memory":
-        shared = MemoryStore(StoreLimits())
-        return (lambda: shared), shared, shared.close
-    if backend != "etcd":
-        raise InvalidInputError(f"backend must be 'memory' or 'etcd', got {backend!r}")
-    from cellsched.cellstate.etcd_process import start_etcd_cluster
-    from cellsched.cellstate.etcd_store import EtcdStore
-
-    cluster = None
-    if etcd_endpoints is None:
-        cluster = start_etcd_cluster(members)
-        etcd_endpoints = cluster.endpoints
-    admin = EtcdStore(etcd_endpoints)
-
-    def cleanup():
-        admin.close()
-        if cluster is not None:
-            cluster.stop()
-    return (lambda: EtcdStore(etcd_endpoints)), admin, cleanup
 
 
 def run_stress(seed: int, schedulers: int, seconds: float, backend: str = "memory", *,
@@ -168,10 +78,11 @@ def run_stress(seed: int, schedulers: int, seconds: float, backend: str = "memor
         raise InvalidInputError("need at least one scheduler and a positive duration")
     rng = random.Random(seed)
     keys = CellKeys(cell or f"stress{seed}")
-    connect, raw, cleanup = _open_store(backend, etcd_endpoints, etcd_members)
+    be = open_store(backend, etcd_endpoints, etcd_members)
+    connect, raw = be.connect, be.admin
     per_write = backend == "memory"
     recorder = InvariantRecorder(raw, keys)
-    run = _Run(raw, keys, recorder, threading.Event(), [], [0])
+    run = RunState(raw, keys, recorder, threading.Event(), [], [0])
     write_lock = threading.Lock()
 
     def wrap(source: str, plan: FaultPlan, k: int) -> FaultInjectingStore:
@@ -201,12 +112,12 @@ def run_stress(seed: int, schedulers: int, seconds: float, backend: str = "memor
     chaos_store = wrap("chaos", FaultPlan(), schedulers + 1)
     chaos = Chaos(chaos_store, keys, recorder, seed=rng.getrandbits(64))
     threads = [threading.Thread(target=_scheduler_loop, args=(run, s), name=s.name, daemon=True) for s in scheds]
-    threads.append(threading.Thread(target=_submitter, name="submitter", daemon=True,
+    threads.append(threading.Thread(target=submitter, name="submitter", daemon=True,
                                     args=(run, submit_store, maker, random.Random(rng.getrandbits(64)),
                                           big_live, accepted)))
     threads.append(threading.Thread(target=chaos.run, args=(run.stop,), name="chaos", daemon=True))
     if not per_write:
-        threads.append(threading.Thread(target=_periodic_checker, args=(run, check_every_s), daemon=True))
+        threads.append(threading.Thread(target=periodic_checker, args=(run, check_every_s), daemon=True))
     with memoized_decoding():
         started = time.monotonic()
         try:
@@ -232,7 +143,7 @@ def run_stress(seed: int, schedulers: int, seconds: float, backend: str = "memor
             for st in [*stores, submit_store, chaos_store]:
                 if st.inner is not raw:
                     st.close()
-            cleanup()
+            be.close()
     return out
 
 
@@ -255,27 +166,9 @@ def _met(snap: dict) -> dict:
     return {**got, "met": all(got.values()), "min_conflicts": MIN_CONFLICTS, "min_each_fault": MIN_EACH_FAULT}
 
 
-def _jobs_lost(report, expected: set[str], store: CellStore, keys: CellKeys) -> tuple[int, list[str]]:
-    """Accepted jobs missing from the store, or in no valid state (queued but not in the queue)."""
-    if report is None:
-        return len(expected), sorted(expected)[:5]
-    kvs, _ = store.get_prefix(keys.jobs_prefix)
-    queued = {keys.last_segment(kv.key) for kv in store.get_prefix(keys.queue_prefix())[0]}
-    present, invalid = set(), []
-    for kv in kvs:
-        rec = codec.decode_job(kv.key, kv.value)
-        present.add(rec.job.id)
-        if rec.status in (JobStatus.PENDING, JobStatus.PARKED) and rec.job.id not in queued:
-            invalid.append(rec.job.id)
-        elif rec.status is JobStatus.PLACED and not rec.fully_bound:
-            invalid.append(rec.job.id)
-    lost = sorted((expected - present) | (set(invalid) & expected))
-    return len(lost), lost[:5]
-
-
 def _result(seed, backend, scheds, stores, recorder, chaos, run, accepted, elapsed, final) -> dict:
     snap = _totals(scheds, stores)
-    lost, lost_ids = _jobs_lost(final, recorder.expected, run.store, run.keys)
+    lost, lost_ids = jobs_lost(final, recorder.expected, run.store, run.keys)
     summary = recorder.summary()
     metrics = [s.metrics() for s in scheds]
     cs = chaos.stats
@@ -297,6 +190,7 @@ def _result(seed, backend, scheds, stores, recorder, chaos, run, accepted, elaps
                   "purged_jobs": cs.purged_jobs, "errors": cs.errors, "error_messages": cs.error_messages,
                   "util_p50": sorted(cs.util_samples)[len(cs.util_samples) // 2] if cs.util_samples else None},
         "harness_errors": run.error_count[0], "harness_error_messages": run.errors,
+        "submitter_outages": run.outages,
         "thresholds": _met(snap),
         "per_scheduler": [{k: m[k] for k in ("scheduler", "job_class", "txns", "failed_txns", "committed_claims",
                                              "conflicted_claims", "recommitted_claims", "unknown_outcomes",
