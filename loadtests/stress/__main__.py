@@ -52,7 +52,8 @@ def _table(out: dict) -> str:
         f"thresholds (>= {t['min_conflicts']} conflicts, >= {t['min_each_fault']} of each fault): "
         f"{'met' if t['met'] else 'NOT met'}",
         f"invariant checks {out['checks']}, violating {out['violating_checks']}; "
-        f"distinct violations {out['violation_count']}; jobs lost {out['jobs_lost']}",
+        f"distinct violations {out['violation_count']} (onsets {out['violation_onsets']}); "
+        f"jobs lost {out['jobs_lost']}",
     ]
     for kind, n in out["violation_kinds"].items():
         lines.append(f"  {n:5d} x {kind}")
@@ -60,7 +61,8 @@ def _table(out: dict) -> str:
         lines.append(f"  overcommitting txns {n:4d}: {path}")
     for v in out["violations_first_seen"][:10]:
         lines.append(f"  first: {v['message']}  [after a write by {v['after_write_by']}: {v['write']}; "
-                     f"recent faults {v['recent_faults']}]")
+                     f"its faults in the last 2 s {v['writer_recent_faults']}, "
+                     f"others' {v['others_recent_faults']}]")
     if out["harness_errors"]:
         lines.append(f"scheduler/submitter errors {out['harness_errors']}: {out['harness_error_messages'][:3]}")
     return "\n".join(lines)

@@ -65,7 +65,13 @@ def describe_write(keys: CellKeys, ops: Sequence[Op]) -> str:
 
 def violation_kind(message: str) -> str:
     """A message without its ids and numbers, to group violations by kind."""
-    return re.sub(r"\s+", " ", re.sub(r"[\w.:-]*\d[\w.:/-]*|\([^)]*\)", "#", message)).strip()
+    return re.sub(r"\s+", " ", re.sub(r"[\w.:-]*\d[\w.:/-]*|\([^)]*\)|\[[^]]*\]", "#", message)).strip()
+
+
+def violation_subject(message: str) -> str:
+    """A message without its vectors and counts: the same machine staying overcommitted while
+    its used vector changes is one violation, not one per release."""
+    return re.sub(r"\([^)]*\)|\[[^]]*\]|^\d+ ", "#", message)
 
 
 class InvariantRecorder:
@@ -78,8 +84,10 @@ class InvariantRecorder:
         self._recent: deque[tuple[float, str, str]] = deque(maxlen=RECENT_FAULTS)  # (time, source, kind)
         self.checks = 0
         self.violating_checks = 0
-        self.seen: dict[str, dict] = {}  # message -> context of the first check that saw it
-        self.kinds: dict[str, int] = {}  # violation kind -> distinct messages of that kind
+        self.seen: dict[str, dict] = {}  # subject -> context of the first check that saw it
+        self.kinds: dict[str, int] = {}  # violation kind -> distinct subjects of that kind
+        self.onsets = 0  # subjects that appeared in a check while absent from the one before
+        self._active: set[str] = set()  # subjects the last check reported
         self.last_report = None
 
     # -- what the checker expects -------------------------------------------------
@@ -121,19 +129,24 @@ class InvariantRecorder:
         with self._lock:
             self.checks += 1
             self.last_report = rep
+            subjects = {violation_subject(m): m for m in violations}
+            self.onsets += len(subjects.keys() - self._active)
+            self._active = set(subjects)
             if not violations:
                 return rep
             self.violating_checks += 1
             now = time.monotonic()
-            recent = [f"{src}:{kind}" for t, src, kind in self._recent if now - t <= RECENT_WINDOW_S]
-            for msg in violations:
-                if msg in self.seen:
+            # The writer's own faults just before, and how many others had faults meanwhile.
+            own = [kind for t, src, kind in self._recent if src == source and now - t <= RECENT_WINDOW_S]
+            others = sum(1 for t, src, _ in self._recent if src != source and now - t <= RECENT_WINDOW_S)
+            for subject, msg in subjects.items():
+                if subject in self.seen:
                     continue
                 kind = violation_kind(msg)
                 self.kinds[kind] = self.kinds.get(kind, 0) + 1
-                self.seen[msg] = {"message": msg, "after_write_by": source, "write": write,
-                                  "revision": revision or (rep.revision if rep else 0),
-                                  "check": self.checks, "recent_faults": recent[-8:]}
+                self.seen[subject] = {"message": msg, "after_write_by": source, "write": write,
+                                      "revision": revision or (rep.revision if rep else 0), "check": self.checks,
+                                      "writer_recent_faults": own[-8:], "others_recent_faults": others}
         return rep
 
     # -- results --------------------------------------------------------------------
@@ -142,5 +155,6 @@ class InvariantRecorder:
         with self._lock:
             first = list(self.seen.values())[: self.max_messages]
             return {"violations": [v["message"] for v in first], "violation_count": len(self.seen),
+                    "violation_onsets": self.onsets,
                     "violation_kinds": dict(self.kinds), "violations_first_seen": first,
                     "checks": self.checks, "violating_checks": self.violating_checks}

@@ -176,6 +176,7 @@ def _result(seed, backend, scheds, stores, recorder, chaos, run, accepted, elaps
         "seed": seed, "backend": backend, "schedulers": len(scheds), "seconds": round(elapsed, 1),
         **snap,
         "violations": summary["violations"], "violation_count": summary["violation_count"],
+        "violation_onsets": summary["violation_onsets"],
         "violation_kinds": summary["violation_kinds"], "violations_first_seen": summary["violations_first_seen"],
         "checks": summary["checks"], "violating_checks": summary["violating_checks"],
         "jobs": len(accepted), "jobs_lost": lost, "jobs_lost_examples": lost_ids,

@@ -162,6 +162,7 @@ def run_ray_stress(seed: int, schedulers: int, seconds: float, *, etcd_endpoints
             "variant": "ray-actors", "schedulers": schedulers, "seconds": round(elapsed, 1),
             **seen.totals(), "kills": {**kills, "total": sum(kills.values())}, "restarts_seen": restarts[0],
             "violations": summary["violations"], "violation_count": summary["violation_count"],
+        "violation_onsets": summary["violation_onsets"],
             "violation_kinds": summary["violation_kinds"], "violations_first_seen": summary["violations_first_seen"],
             "checks": summary["checks"], "violating_checks": summary["violating_checks"],
             "jobs": len(accepted), "jobs_lost": lost, "jobs_lost_examples": lost_ids,
