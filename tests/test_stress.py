@@ -137,6 +137,7 @@ def test_fault_plan_refuses_bad_probabilities():
 # -- the harness ----------------------------------------------------------------------
 
 
+@pytest.mark.timeout(240)
 def test_memory_stress_contends_and_keeps_every_invariant():
     out = run_stress(SEED, schedulers=8, seconds=45, stop_when_met=True, min_seconds=15)
     print({k: out[k] for k in ("seconds", "commits", "conflicts", "conflicted_txns", "faults_injected", "checks",
@@ -177,6 +178,7 @@ def overassigning_decide(columns, index, record, policy, seed) -> Decision:
     return decision
 
 
+@pytest.mark.timeout(240)
 def test_harness_catches_a_broken_engine():
     out = run_stress(SEED, schedulers=6, seconds=8, engine_cls=UncheckedCommitEngine,
                      decide_fn=overassigning_decide)
@@ -188,6 +190,7 @@ def test_harness_catches_a_broken_engine():
 
 
 @pytest.mark.etcd
+@pytest.mark.timeout(240)
 def test_etcd_three_member_stress_keeps_every_invariant(etcd_three):
     out = run_stress(SEED, schedulers=6, seconds=8, backend="etcd", etcd_endpoints=etcd_three.endpoints,
                      check_every_s=0.5)
@@ -201,6 +204,7 @@ def test_etcd_three_member_stress_keeps_every_invariant(etcd_three):
 
 @pytest.mark.ray
 @pytest.mark.etcd
+@pytest.mark.timeout(240)
 def test_ray_actor_stress_on_three_member_etcd(ray_cluster, etcd_three):
     out = run_ray_stress(SEED, schedulers=4, seconds=8, etcd_endpoints=etcd_three.endpoints, own_ray=False,
                          kill_every_s=(0.8, 1.6), check_every_s=0.5)

@@ -7,7 +7,9 @@ Each tick does one of:
 - lose: an UP machine goes DOWN; both come back UP a seeded while later;
 - monitor: MachineMonitor (no liveness agents) evicts tasks from DRAINING/DOWN machines;
 - purge: finished and failed jobs with nothing bound leave the store, so the per-write
-  invariant check stays cheap (the checker is told first).
+  invariant check stays cheap (the checker is told first);
+- compact: the store's history is compacted, as the housekeeper does, so the memory
+  store stays small and a scheduler whose watch fell behind must resync its copy.
 Every operation here is an ordinary client of the store; races with commits are the point.
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from cellsched.cellstate import codec
 from cellsched.cellstate.clock import RealClock
@@ -27,10 +29,13 @@ from cellsched.cellstate.machine_health import MachineMonitor
 from cellsched.cellstate.machines import set_machine_state
 from cellsched.cellstate.model import TERMINAL_STATUSES, MachineState, TaskOutcome, job_of_task
 from cellsched.cellstate.store import CellStore, Delete, Get, ModRevisionIs
+from cellsched.cellstate.submission import compact_history
 
 from .checking import InvariantRecorder
 
-ACTIONS = (("release", 0.70), ("drain", 0.07), ("lose", 0.07), ("monitor", 0.12), ("purge", 0.04))
+ACTIONS = (("release", 0.70), ("drain", 0.07), ("lose", 0.07), ("monitor", 0.12), ("purge", 0.03),
+           ("compact", 0.01))
+KEEP_REVISIONS = 200  # compaction keeps this much history: a lagging watch must resync
 
 
 @dataclass
@@ -42,9 +47,16 @@ class ChaosStats:
     ups: int = 0
     evicted_tasks: int = 0
     purged_jobs: int = 0
+    compactions: int = 0
     errors: int = 0
     error_messages: list[str] = field(default_factory=list)
     util_samples: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        out = {k: v for k, v in asdict(self).items() if k != "util_samples"}
+        samples = sorted(self.util_samples)
+        out["util_p50"] = samples[len(samples) // 2] if samples else None
+        return out
 
 
 class Chaos:
@@ -149,6 +161,9 @@ class Chaos:
 
     def _monitor(self) -> None:
         self.stats.evicted_tasks += self.monitor.tick().evicted_tasks
+
+    def _compact(self) -> None:
+        self.stats.compactions += compact_history(self.store, KEEP_REVISIONS) is not None
 
     def _purge(self) -> None:
         kvs, _ = self.store.get_prefix(self.keys.jobs_prefix)

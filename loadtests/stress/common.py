@@ -59,6 +59,16 @@ def record_error(run: RunState, where: str, exc: BaseException) -> None:
         run.errors.append(f"{where}: {exc!r}")
 
 
+def join_all(run: RunState, threads: list[threading.Thread], timeout_s: float = 60.0) -> None:
+    """Join every thread within one shared deadline; one still running is a finding (a hang)."""
+    deadline = time.monotonic() + timeout_s
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    for t in threads:
+        if t.is_alive():
+            record_error(run, t.name, TimeoutError(f"still running {timeout_s:.0f} s after the stop"))
+
+
 def submitter(run: RunState, store: CellStore, maker: JobMaker, rng: random.Random, big_live: int,
                accepted: list[str]) -> None:
     big: list[str] = []

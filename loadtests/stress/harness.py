@@ -33,6 +33,7 @@ from .checking import InvariantRecorder, memoized_decoding
 from .common import (
     RunState,
     jobs_lost,
+    join_all,
     open_store,
     periodic_checker,
     record_error,
@@ -130,8 +131,7 @@ def run_stress(seed: int, schedulers: int, seconds: float, backend: str = "memor
                 ran = time.monotonic() - started
                 if ran >= seconds or (stop_when_met and ran >= min_seconds and _met(snap)["met"]):
                     run.stop.set()
-            for t in threads:
-                t.join(timeout=60)
+            join_all(run, threads)
             elapsed = time.monotonic() - started
             for s in scheds:
                 s.close()
@@ -171,7 +171,6 @@ def _result(seed, backend, scheds, stores, recorder, chaos, run, accepted, elaps
     lost, lost_ids = jobs_lost(final, recorder.expected, run.store, run.keys)
     summary = recorder.summary()
     metrics = [s.metrics() for s in scheds]
-    cs = chaos.stats
     return {
         "seed": seed, "backend": backend, "schedulers": len(scheds), "seconds": round(elapsed, 1),
         **snap,
@@ -186,10 +185,7 @@ def _result(seed, backend, scheds, stores, recorder, chaos, run, accepted, elaps
         "recommitted_claims": sum(m["recommitted_claims"] for m in metrics),
         "store_errors": sum(m["store_errors"] for m in metrics),
         "write_txns": sum(st.write_txns for st in stores),
-        "chaos": {"released_tasks": cs.released_tasks, "failed_tasks": cs.failed_tasks, "drains": cs.drains,
-                  "downs": cs.downs, "ups": cs.ups, "evicted_tasks": cs.evicted_tasks,
-                  "purged_jobs": cs.purged_jobs, "errors": cs.errors, "error_messages": cs.error_messages,
-                  "util_p50": sorted(cs.util_samples)[len(cs.util_samples) // 2] if cs.util_samples else None},
+        "chaos": chaos.stats.summary(),
         "harness_errors": run.error_count[0], "harness_error_messages": run.errors,
         "submitter_outages": run.outages,
         "thresholds": _met(snap),

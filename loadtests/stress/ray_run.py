@@ -32,6 +32,7 @@ from .checking import InvariantRecorder, memoized_decoding
 from .common import (
     RunState,
     jobs_lost,
+    join_all,
     open_store,
     periodic_checker,
     record_error,
@@ -145,8 +146,7 @@ def run_ray_stress(seed: int, schedulers: int, seconds: float, *, etcd_endpoints
                     kills[kind] += 1
                     next_kill = time.monotonic() + rng.uniform(*kill_every_s)
             run.stop.set()
-            for t in threads:
-                t.join(timeout=60)
+            join_all(run, threads)
             finals = ray_actors.get([a.stop.remote() for a in actors.values()], timeout=60)
             for (name, _), st in zip(actors.items(), finals, strict=True):
                 seen.last[(name, st["pid"])] = st["metrics"]
@@ -156,7 +156,6 @@ def run_ray_stress(seed: int, schedulers: int, seconds: float, *, etcd_endpoints
             final = recorder.check("final")
             lost, lost_ids = jobs_lost(final, recorder.expected, be.admin, keys)
         summary = recorder.summary()
-        cs = chaos.stats
         return {
             "seed": seed, "backend": f"etcd-{etcd_members}" if etcd_endpoints is None else "etcd",
             "variant": "ray-actors", "schedulers": schedulers, "seconds": round(elapsed, 1),
@@ -167,8 +166,7 @@ def run_ray_stress(seed: int, schedulers: int, seconds: float, *, etcd_endpoints
             "checks": summary["checks"], "violating_checks": summary["violating_checks"],
             "jobs": len(accepted), "jobs_lost": lost, "jobs_lost_examples": lost_ids,
             "final_bound_tasks": final.bound_tasks if final is not None else None,
-            "chaos": {"released_tasks": cs.released_tasks, "drains": cs.drains, "downs": cs.downs,
-                      "evicted_tasks": cs.evicted_tasks, "purged_jobs": cs.purged_jobs, "errors": cs.errors},
+            "chaos": chaos.stats.summary(),
             "harness_errors": run.error_count[0], "harness_error_messages": run.errors,
         "submitter_outages": run.outages,
         }
