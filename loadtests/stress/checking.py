@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from cellsched.cellstate import codec, invariants
+from cellsched.cellstate.errors import StoreUnavailableError
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.store import CellStore, Delete, Op, Put, TxnResult
@@ -86,6 +87,7 @@ class InvariantRecorder:
         self.violating_checks = 0
         self.seen: dict[str, dict] = {}  # subject -> context of the first check that saw it
         self.kinds: dict[str, int] = {}  # violation kind -> distinct subjects of that kind
+        self.outages = 0  # checks that could not read the store
         self.onsets = 0  # subjects that appeared in a check while absent from the one before
         self._active: set[str] = set()  # subjects the last check reported
         self.last_report = None
@@ -124,6 +126,10 @@ class InvariantRecorder:
         try:
             rep = check_store(self.store, self.keys, expected)
             violations = rep.violations
+        except StoreUnavailableError:  # e.g. an etcd leader change: no reading, no finding
+            with self._lock:
+                self.outages += 1
+            return None
         except Exception as exc:  # a checker that cannot read the cell is itself a finding
             rep, violations = None, [f"checker error: {exc!r}"]
         with self._lock:
@@ -149,6 +155,16 @@ class InvariantRecorder:
                                       "writer_recent_faults": own[-8:], "others_recent_faults": others}
         return rep
 
+    def final_check(self, attempts: int = 20):
+        """The end-of-run check, retried through a store outage."""
+        for _ in range(attempts):
+            before = self.outages
+            rep = self.check("final")
+            if self.outages == before:  # it read the store (and found what it found)
+                return rep
+            time.sleep(0.25)
+        return None
+
     # -- results --------------------------------------------------------------------
 
     def summary(self) -> dict:
@@ -157,4 +173,5 @@ class InvariantRecorder:
             return {"violations": [v["message"] for v in first], "violation_count": len(self.seen),
                     "violation_onsets": self.onsets,
                     "violation_kinds": dict(self.kinds), "violations_first_seen": first,
-                    "checks": self.checks, "violating_checks": self.violating_checks}
+                    "checks": self.checks, "violating_checks": self.violating_checks,
+                    "check_outages": self.outages}

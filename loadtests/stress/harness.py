@@ -135,7 +135,7 @@ def run_stress(seed: int, schedulers: int, seconds: float, backend: str = "memor
             elapsed = time.monotonic() - started
             for s in scheds:
                 s.close()
-            final = recorder.check("final")
+            final = recorder.final_check()
             out = _result(seed, backend, scheds, stores, recorder, chaos, run, accepted, elapsed, final)
             out["overcommit_paths"] = dict(overcommit_paths.most_common())
         finally:
@@ -178,6 +178,7 @@ def _result(seed, backend, scheds, stores, recorder, chaos, run, accepted, elaps
         "violation_onsets": summary["violation_onsets"],
         "violation_kinds": summary["violation_kinds"], "violations_first_seen": summary["violations_first_seen"],
         "checks": summary["checks"], "violating_checks": summary["violating_checks"],
+        "check_outages": summary["check_outages"],
         "jobs": len(accepted), "jobs_lost": lost, "jobs_lost_examples": lost_ids,
         "jobs_placed": sum(m["jobs_placed"] for m in metrics),
         "final_bound_tasks": final.bound_tasks if final is not None else None,

@@ -119,6 +119,7 @@ def run_ray_stress(seed: int, schedulers: int, seconds: float, *, etcd_endpoints
             for t in threads:
                 t.start()
             next_kill = began + rng.uniform(*kill_every_s)
+            offset = rng.randrange(len(KILL_KINDS))
             while not run.stop.wait(0.5):
                 try:
                     now_pids = seen.poll(actors)
@@ -132,15 +133,17 @@ def run_ray_stress(seed: int, schedulers: int, seconds: float, *, etcd_endpoints
                 if time.monotonic() - began >= seconds:
                     break
                 if time.monotonic() >= next_kill:
+                    # Kinds in rotation from a seeded start, victims at random: a short run
+                    # still sees every kind.
+                    kind = KILL_KINDS[(offset + sum(kills.values())) % len(KILL_KINDS)]
                     name = rng.choice(sorted(actors))
-                    kind = rng.choice(KILL_KINDS)
                     if kind == "armed":
                         ray_actors.get(actors[name].arm_crash_after_send.remote(), timeout=STATUS_TIMEOUT_S)
                     elif kind == "sigkill":
                         try:
                             os.kill(pids[name], signal.SIGKILL)
-                        except ProcessLookupError:  # it died meanwhile (an armed crash)
-                            continue
+                        except ProcessLookupError:  # it died meanwhile (an armed crash went off)
+                            pass
                     else:
                         ray_actors.kill_actor(actors[name], no_restart=False)
                     kills[kind] += 1
@@ -153,7 +156,7 @@ def run_ray_stress(seed: int, schedulers: int, seconds: float, *, etcd_endpoints
                 if st["error"]:
                     record_error(run, name, RuntimeError(st["error"]))
             elapsed = time.monotonic() - began
-            final = recorder.check("final")
+            final = recorder.final_check()
             lost, lost_ids = jobs_lost(final, recorder.expected, be.admin, keys)
         summary = recorder.summary()
         return {
@@ -164,6 +167,7 @@ def run_ray_stress(seed: int, schedulers: int, seconds: float, *, etcd_endpoints
         "violation_onsets": summary["violation_onsets"],
             "violation_kinds": summary["violation_kinds"], "violations_first_seen": summary["violations_first_seen"],
             "checks": summary["checks"], "violating_checks": summary["violating_checks"],
+        "check_outages": summary["check_outages"],
             "jobs": len(accepted), "jobs_lost": lost, "jobs_lost_examples": lost_ids,
             "final_bound_tasks": final.bound_tasks if final is not None else None,
             "chaos": chaos.stats.summary(),
