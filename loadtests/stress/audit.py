@@ -33,16 +33,16 @@ def audited(engine_cls: type[CommitEngine], tally: Counter, lock: threading.Lock
             self._started = 0
             return super().commit(plan)
 
-        def _commit_chunk(self, chunk, machines, jobs, out):
+        def _commit_chunk(self, chunk, machines, jobs, out, *rest):
             self._tl.round = 0
             with lock:
                 self._started += 1
                 self._tl.index = self._started
-            return super()._commit_chunk(chunk, machines, jobs, out)
+            return super()._commit_chunk(chunk, machines, jobs, out, *rest)
 
-        def _build_txn(self, claims, machines, jobs):
+        def _build_txn(self, claims, machines, jobs, *rest):
             self._tl.round += 1
-            return super()._build_txn(claims, machines, jobs)
+            return super()._build_txn(claims, machines, jobs, *rest)
 
         def _apply_success(self, claims, machines, jobs, new_allocs, new_jobs, revision, out):
             for mid, rec in new_allocs.items():

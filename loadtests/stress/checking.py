@@ -36,12 +36,15 @@ def memoized_decoding() -> Iterator[None]:
     A check after every write re-reads the whole cell, but a write changes only a few
     records, and decoding is most of a check's cost (measured: about 5x more writes per
     second with the memo). Decoding is a pure function of (key, value bytes), and
-    check_store only reads what it decodes, so a memo keyed by both is exact; a value
+    check_store only reads machines and allocations (a job record it gets as a copy, since
+    it attaches the job's binding shards to it), so a memo keyed by both is exact; a value
     that fails to decode raises every time, as before (lru_cache keeps no exceptions).
     """
     memo = types.SimpleNamespace(**{n: getattr(codec, n) for n in dir(codec) if not n.startswith("__")})
-    for name in ("decode_job", "decode_alloc", "decode_machine"):
+    for name in ("decode_alloc", "decode_machine"):
         setattr(memo, name, functools.lru_cache(maxsize=DECODE_MEMO)(getattr(codec, name)))
+    job = functools.lru_cache(maxsize=DECODE_MEMO)(codec.decode_job)
+    memo.decode_job = lambda key, value: job(key, value).copy()  # the checker fills in shards: a copy each
     saved = invariants.codec
     invariants.codec = memo  # type: ignore[assignment]
     try:

@@ -4,18 +4,20 @@ submitter, the checkers, the store backends and the lost-jobs count."""
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from cellsched.cellstate import codec
+from cellsched.cellstate.claims import list_queue
 from cellsched.cellstate.errors import InvalidInputError, StoreUnavailableError
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import ConflictMode, JobClass, JobStatus
 from cellsched.cellstate.store import CellStore, StoreLimits
-from cellsched.cellstate.submission import list_queue, submit_jobs
+from cellsched.cellstate.submission import submit_jobs
 from cellsched.schedulers.settings import PRESETS, SchedulerSettings, ThinkTime
 
 from .checking import InvariantRecorder
@@ -136,19 +138,16 @@ def open_store(backend: str, etcd_endpoints: str | None, members: int) -> Backen
     return Backend(lambda: EtcdStore(etcd_endpoints), admin, cleanup, etcd_endpoints)
 
 
+_LOST = re.compile(r"^job (\S+) is \w+ but not in the [\w ]+: it would be lost")
+
+
 def jobs_lost(report, expected: set[str], store: CellStore, keys: CellKeys) -> tuple[int, list[str]]:
-    """Accepted jobs missing from the store, or in no valid state (queued but not in the queue)."""
+    """Accepted jobs missing from the store, or in no valid state: those check_store reports
+    as pending/parked without their queue or parked-index entry ("it would be lost")."""
     if report is None:
         return len(expected), sorted(expected)[:5]
     kvs, _ = store.get_prefix(keys.jobs_prefix)
-    queued = {keys.last_segment(kv.key) for kv in store.get_prefix(keys.queue_prefix())[0]}
-    present, invalid = set(), []
-    for kv in kvs:
-        rec = codec.decode_job(kv.key, kv.value)
-        present.add(rec.job.id)
-        if rec.status in (JobStatus.PENDING, JobStatus.PARKED) and rec.job.id not in queued:
-            invalid.append(rec.job.id)
-        elif rec.status is JobStatus.PLACED and not rec.fully_bound:
-            invalid.append(rec.job.id)
-    lost = sorted((expected - present) | (set(invalid) & expected))
+    present = {keys.last_segment(kv.key) for kv in kvs}
+    stranded = {m.group(1) for v in report.violations if (m := _LOST.match(v))}
+    lost = sorted((expected - present) | (stranded & expected))
     return len(lost), lost[:5]

@@ -49,7 +49,7 @@ MIN_EACH_FAULT = 20
 DEFAULT_THINK = ThinkTime(0.005, 0.0)  # a short think keeps decisions in flight while others commit
 DEFAULT_FAULTS = FaultPlan(p_unavailable=0.02, p_lost_ack=0.02, p_delay=0.05, max_delay_s=0.03)
 
-EngineClass = type[CommitEngine]  # constructed like CommitEngine(store, keys, mode, clock, in_flight)
+EngineClass = type[CommitEngine]  # constructed as Scheduler constructs its CommitEngine
 
 
 def _scheduler_loop(run: RunState, sched: Scheduler) -> None:
@@ -106,7 +106,8 @@ def run_stress(seed: int, schedulers: int, seconds: float, backend: str = "memor
         st = wrap(name, faults, k)
         sched = Scheduler(name, st, keys, settings, clock, decide_fn=decide_fn)
         sched.engine.close()  # replaced by the (possibly injected) engine, audited
-        sched.engine = engine(st, keys, settings.conflict_mode, clock, settings.txns_in_flight)
+        sched.engine = engine(st, keys, settings.conflict_mode, clock, settings.txns_in_flight,
+                              settings.max_tasks_per_machine)
         stores.append(st)
         scheds.append(sched)
     submit_store = wrap("submitter", FaultPlan(), schedulers)
