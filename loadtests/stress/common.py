@@ -78,7 +78,9 @@ def submitter(run: RunState, store: CellStore, maker: JobMaker, rng: random.Rand
         try:
             jobs = []
             for cls, target in BACKLOG.items():
-                short = target - len(list_queue(store, run.keys, cls))
+                # Parked jobs wait in their own index: count them too, or the backlog only grows.
+                waiting = len(list_queue(store, run.keys, cls)) + len(store.get_prefix(run.keys.parked_prefix(cls))[0])
+                short = target - waiting
                 jobs += [maker.for_class(cls) for _ in range(max(0, short))]
             live = []
             for jid in big:
