@@ -154,6 +154,10 @@ class ReplayDriver:
     # Remembered across scans: a housekeeper may purge finished jobs from the store.
     placed_ids: set[str] = field(default_factory=set)
     done_per_job: dict[str, int] = field(default_factory=dict)
+    # What submission accepted and refused: "every accepted job is accounted for" is
+    # checked against `accepted`, not against the workload.
+    accepted: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)  # job id -> why
 
     def run(self, until_s: float, on_progress: Callable[[ReplayProgress], None] | None = None,
             progress_every_s: float = 2.0, settle: bool = True) -> ReplayProgress:
@@ -168,7 +172,9 @@ class ReplayDriver:
             t = now - start
             due = [j for off, j in pending if off <= t]
             if due:
-                submit_jobs(self.store, self.keys, due, now=now)
+                submitted = submit_jobs(self.store, self.keys, due, now=now)
+                self.accepted += submitted.accepted
+                self.rejected.update(submitted.rejected)
                 pending = pending[len(due):]
                 self.progress.submitted += len(due)
             try:
