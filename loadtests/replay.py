@@ -167,16 +167,26 @@ class ReplayDriver:
         pending = list(self.workload.arrivals)
         durations = {j.id: [g.duration_s for g in j.groups] for _, j in pending}
         last_progress = 0.0
+        in_doubt: set[str] = set()  # sent in a submission that raised StoreUnavailableError
         while True:
             now = time.time()
             t = now - start
             due = [j for off, j in pending if off <= t]
             if due:
-                submitted = submit_jobs(self.store, self.keys, due, now=now)
-                self.accepted += submitted.accepted
-                self.rejected.update(submitted.rejected)
-                pending = pending[len(due):]
-                self.progress.submitted += len(due)
+                try:
+                    submitted = submit_jobs(self.store, self.keys, due, now=now)
+                except StoreUnavailableError:
+                    # Part of it may be written; submit the same jobs again on the next round.
+                    in_doubt.update(j.id for j in due)
+                else:
+                    pending = pending[len(due):]
+                    self.progress.submitted += len(due)
+                    self.accepted += submitted.accepted
+                    for jid, why in submitted.rejected.items():
+                        if jid in in_doubt:  # our own earlier write, whose ack was lost
+                            self.accepted.append(jid)
+                        else:
+                            self.rejected[jid] = why
             try:
                 self._scan(now, durations)
                 self._release_due(now)

@@ -218,7 +218,10 @@ def _actor_status(actor, timeout_s: float, call: str = "status"):
     try:
         return ray_actors.get(getattr(actor, call).remote(), timeout=timeout_s), None
     except Exception as exc:  # a dead actor, a timeout: either way an actor error
-        return None, f"did not answer {call}(): {type(exc).__name__}: {str(exc)[:200]}"
+        text = " ".join(str(exc).split())
+        if len(text) > 400:  # Ray puts the actor's own traceback, and its cause, last
+            text = f"{text[:150]} ... {text[-250:]}"
+        return None, f"did not answer {call}(): {type(exc).__name__}: {text}"
 
 
 def run_contention(config: ContentionConfig, etcd_endpoints: str,
@@ -240,15 +243,24 @@ def run_contention(config: ContentionConfig, etcd_endpoints: str,
         add_machines(store, keys, workload.machines)
         spec = ray_actors.StoreSpec(etcd=etcd_endpoints)
         actors = [ray_actors.start_scheduler(name, spec, keys.cell, settings) for name, settings in fleet]
-        first_pids = {st["name"]: st["pid"] for st in ray_actors.get([a.status.remote() for a in actors])}
-        log(f"{len(actors)} scheduler actors: {', '.join(name for name, _ in fleet)}")
+        # An actor that fails to start (its constructor raised) is an actor error, not a crash of the run.
+        first_pids, errors = {}, []
+        for (name, _), actor in zip(fleet, actors, strict=True):
+            st, why = _actor_status(actor, timeout_s=120.0)
+            if st is None:
+                errors.append(f"{name}: failed to start: {why}")
+            else:
+                first_pids[name] = st["pid"]
+        log(f"{len(first_pids)} of {len(actors)} scheduler actors up: {', '.join(first_pids)}")
         t0 = time.monotonic()
         driver = ReplayDriver(store, keys, workload)
         progress = driver.run(until_s=config.horizon_s * 3, on_progress=lambda p: log(_progress_line(p)))
         settled = _settle(store, keys, config)
         replay_s = time.monotonic() - t0
-        statuses, errors = [], []
+        statuses = []
         for (name, _), actor in zip(fleet, actors, strict=True):
+            if name not in first_pids:
+                continue  # reported above
             st, why = _actor_status(actor, timeout_s=60.0, call="stop")
             if st is None:
                 errors.append(f"{name}: {why}")
@@ -257,7 +269,7 @@ def run_contention(config: ContentionConfig, etcd_endpoints: str,
             if st.get("error"):
                 errors.append(f"{name}: raised {st['error'][:300]}")
             if st["pid"] != first_pids.get(name):
-                errors.append(f"{name}: died and was restarted (pid {first_pids.get(name)} -> {st['pid']})")
+                errors.append(f"{name}: died and was restarted (pid {first_pids[name]} -> {st['pid']})")
     finally:
         for actor in actors:
             ray_actors.kill_actor(actor, no_restart=True)
