@@ -210,6 +210,18 @@ def violation_kind(violation: str) -> str:
     return next((kind for phrase, kind in _VIOLATION_KINDS if phrase in violation), "other")
 
 
+def violation_examples(violations: list[str], per_kind: int = 3) -> list[str]:
+    """Up to `per_kind` of every kind first (check_store lists overcommits first, and a rarer
+    kind such as a double binding would not be quoted), then the rest up to EXAMPLES."""
+    chosen: dict[str, list[str]] = defaultdict(list)
+    for v in violations:
+        if len(chosen[violation_kind(v)]) < per_kind:
+            chosen[violation_kind(v)].append(v)
+    first = [v for vs in chosen.values() for v in vs]
+    taken = set(first)
+    return (first + [v for v in violations if v not in taken])[:max(EXAMPLES, len(first))]
+
+
 # -- the run --------------------------------------------------------------------------
 
 
@@ -299,7 +311,7 @@ def run_contention(config: ContentionConfig, etcd_endpoints: str,
         "settled": settled,
         "violations": len(report.violations),
         "violation_kinds": dict(Counter(violation_kind(v) for v in report.violations)),
-        "violation_examples": report.violations[:EXAMPLES],
+        "violation_examples": violation_examples(report.violations),
         "jobs_lost": len(lost),
         "lost_examples": lost[:EXAMPLES],
         "actor_errors": len(errors),
@@ -355,7 +367,7 @@ def print_report(result: dict) -> None:
                                    ("actor errors", result["actor_errors"], result["actor_error_messages"]),
                                    ("fittable unplaced", result["fittable_unplaced"], result["fittable_examples"])):
         print(f"{label:18} {count:,}")
-        for e in examples[:EXAMPLES]:
+        for e in examples:
             print(f"    {e}")
     if result["violation_kinds"]:
         print(f"violation kinds: {result['violation_kinds']}")

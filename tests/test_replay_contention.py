@@ -37,6 +37,14 @@ def test_parse_fleet():
             rc.parse_fleet(bad)
 
 
+def test_violation_examples_quote_every_kind():
+    over = [f"machine m{i}: overcommitted, used (2, 0, 0) > capacity (1, 0, 0)" for i in range(20)]
+    twice = "task j/0/0 bound twice: on m1 and m2"
+    examples = rc.violation_examples([*over, twice])
+    assert twice in examples and len(examples) == rc.EXAMPLES
+    assert rc.violation_kind(twice) == "task bound twice" and rc.violation_kind(over[0]) == "overcommitted"
+
+
 def test_missing_data_exits_2(tmp_path, capsys):
     assert rc.main(["--data-dir", str(tmp_path)]) == 2
     assert "no Google 2011 trace" in capsys.readouterr().err
