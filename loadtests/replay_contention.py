@@ -42,6 +42,7 @@ from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
 from cellsched.cellstate.model import JobClass, JobRecord, JobStatus, TransactionMode
+from cellsched.cellstate.shards import attach_shards, group_by_job
 from cellsched.cellstate.store import CellStore, Get
 from cellsched.cellstate.traces.sample import shared_data_dir
 from cellsched.gpu import reference
@@ -52,7 +53,7 @@ from cellsched.schedulers.settings import PRESETS, SchedulerSettings
 DEFAULT_FLEET_SPEC = "batch=3,service=2,gpu=1"
 # The replay never fails or cancels a job, so these are the only states a job may end in.
 VALID_STATUSES = frozenset({JobStatus.PENDING, JobStatus.PARKED, JobStatus.PLACED, JobStatus.FINISHED})
-QUEUED_STATUSES = frozenset({JobStatus.PENDING, JobStatus.PARKED})
+WAITING_STATUSES = frozenset({JobStatus.PENDING, JobStatus.PARKED})
 EXAMPLES = 10  # how many violations, errors and fittable tasks the report quotes
 
 
@@ -108,28 +109,35 @@ class ContentionConfig:
 class FinalState:
     machines: dict
     allocs: dict
-    jobs: list[JobRecord]
-    queued: set[str]
+    jobs: list[JobRecord]  # with their binding shards attached
+    queued: set[str]  # job ids with a queue entry (pending jobs)
+    parked: set[str]  # job ids in the parked index (parked jobs)
     undecodable: list[str]  # job keys whose value cannot be decoded
 
 
 def read_final_state(store: CellStore, keys: CellKeys) -> FinalState:
-    """Machines, allocations, jobs and queue entries, read in one txn (one revision)."""
-    reads = store.txn([], [Get(p, prefix=True) for p in
-                           (keys.spec_prefix, keys.alloc_prefix, keys.jobs_prefix, keys.queue_prefix())]).reads
-    machines = {keys.last_segment(kv.key): codec.decode_machine(kv.key, kv.value) for kv in reads[0]}
-    allocs = {keys.last_segment(kv.key): codec.decode_alloc(kv.key, kv.value) for kv in reads[1]}
+    """Machines, allocations, jobs (with shards), queue and parked index, read in one txn."""
+    prefixes = (keys.spec_prefix, keys.alloc_prefix, keys.jobs_prefix, keys.bind_root, keys.queue_prefix(),
+                keys.parked_prefix())
+    spec_kvs, alloc_kvs, job_kvs, shard_kvs, queue_kvs, parked_kvs = store.txn(
+        [], [Get(p, prefix=True) for p in prefixes]).reads
+    machines = {keys.last_segment(kv.key): codec.decode_machine(kv.key, kv.value) for kv in spec_kvs}
+    allocs = {keys.last_segment(kv.key): codec.decode_alloc(kv.key, kv.value) for kv in alloc_kvs}
+    shards = group_by_job(shard_kvs)
     jobs, undecodable = [], []
-    for kv in reads[2]:
+    for kv in job_kvs:
         try:
-            jobs.append(codec.decode_job(kv.key, kv.value))
+            rec = codec.decode_job(kv.key, kv.value)
+            jobs.append(attach_shards(rec, shards.get(rec.job.id, ())))
         except CorruptValueError:
             undecodable.append(kv.key)
-    return FinalState(machines, allocs, jobs, {keys.last_segment(kv.key) for kv in reads[3]}, undecodable)
+    return FinalState(machines, allocs, jobs, {keys.last_segment(kv.key) for kv in queue_kvs},
+                      {keys.last_segment(kv.key) for kv in parked_kvs}, undecodable)
 
 
 def lost_jobs(accepted: list[str], state: FinalState) -> list[str]:
-    """Accepted jobs that are missing, in no valid state, or queued-status but not queued."""
+    """Accepted jobs that are missing, in no valid state, or waiting without the index
+    entry a scheduler finds them by (pending: the queue; parked: the parked index)."""
     by_id = {r.job.id: r for r in state.jobs}
     lost = []
     for jid in accepted:
@@ -138,8 +146,10 @@ def lost_jobs(accepted: list[str], state: FinalState) -> list[str]:
             lost.append(f"{jid}: missing from the store")
         elif rec.status not in VALID_STATUSES:
             lost.append(f"{jid}: {rec.status.value}")
-        elif rec.status in QUEUED_STATUSES and jid not in state.queued:
-            lost.append(f"{jid}: {rec.status.value} but not in the queue")
+        elif rec.status is JobStatus.PENDING and jid not in state.queued:
+            lost.append(f"{jid}: pending but not in the queue")
+        elif rec.status is JobStatus.PARKED and jid not in state.parked:
+            lost.append(f"{jid}: parked but not in the parked index")
     return lost
 
 
@@ -156,7 +166,7 @@ def unplaced_that_fit(state: FinalState) -> list[str]:
                                 state.machines[m].labels, state.machines[m].schedulable) for m in ids]
     bad = []
     for rec in state.jobs:
-        if rec.status not in QUEUED_STATUSES | {JobStatus.PLACED}:
+        if rec.status not in WAITING_STATUSES | {JobStatus.PLACED}:
             continue
         by_group = defaultdict(list)
         for tid, gi, group in rec.unbound_tasks():
@@ -199,10 +209,14 @@ _VIOLATION_KINDS = (("overcommitted", "overcommitted"), ("bound twice", "task bo
                     ("but the allocation records say", "job and allocation records disagree"),
                     ("its job does not record", "job and allocation records disagree"),
                     ("both bound and done", "task both bound and done"),
-                    ("but not in the queue", "queued status but not queued"),
-                    ("placed but has unbound", "placed with unbound tasks"), ("still queued", "done but still queued"),
+                    ("both in the queue and in the parked index", "both queued and parked"),
+                    ("but not in the queue", "pending but not queued"),
+                    ("but not in the parked index", "parked but not in the parked index"),
+                    ("but still in the parked index", "not parked but in the parked index"),
+                    ("placed but has unbound", "placed with unbound tasks"), ("but still queued", "not pending but queued"),
                     ("finished but still holds", "finished but holds tasks"),
-                    ("accepted jobs are missing", "accepted jobs missing"), ("missing job", "entry for a missing job"),
+                    ("accepted jobs are missing", "accepted jobs missing"),
+                    ("binding shards of missing job", "shards of a missing job"), ("missing job", "entry for a missing job"),
                     ("unknown machine", "allocation for an unknown machine"), ("cannot decode", "corrupt value"))
 
 
