@@ -130,7 +130,8 @@ class Scheduler:
         self._lease_id = 0
         self._lease_refreshed_at = 0.0
         self._freed = False  # capacity freed since parked jobs were last retried
-        self._orphans_possible = False  # a claim call was cut short: look for claims we hold unknowingly
+        self._orphans_possible = False
+        self._parked_cursor = ""  # where the next look at the parked index starts  # a claim call was cut short: look for claims we hold unknowingly
         self._parked_tried_at = clock.now()
         # Attempts per job survive parking and re-claiming, so a retry never reuses a seed.
         self._attempts: dict[str, int] = {}
@@ -413,12 +414,14 @@ class Scheduler:
         a bounded number of pages, and only when something freed, so idle costs nothing."""
         free = self.copy.free_rows()
         out: list[JobView] = []
-        after = ""
         for _ in range(self.settings.parked_pages):
-            page = self.store.get_page(self.keys.parked_prefix(self.settings.job_class), CLAIM_PAGE, after)
+            # A cursor across looks: with more parked jobs than one look reads, every entry
+            # still gets its turn (from the head each time, the tail would starve).
+            page = self.store.get_page(self.keys.parked_prefix(self.settings.job_class), CLAIM_PAGE,
+                                       self._parked_cursor)
+            self._parked_cursor = page[-1].key if len(page) == CLAIM_PAGE else ""
             if not page:
                 break
-            after = page[-1].key
             wanted = []
             for kv in page:
                 entry = IndexEntry.decode(kv)
@@ -426,7 +429,7 @@ class Scheduler:
                         and bool((free >= entry.need).all(axis=1).any()):
                     wanted.append(kv)
             out += claim_entries(self.store, self.keys, wanted, lease_id, self.name, room - len(out))
-            if len(out) >= room or len(page) < CLAIM_PAGE:
+            if len(out) >= room or not self._parked_cursor:
                 break
         return out
 

@@ -160,13 +160,29 @@ SCHEDULER_GC_THRESHOLD = 50_000
 LOOP_DIED_EXIT_CODE = 70
 
 
+def _start_scheduler(name: str, store: CellStore, keys: CellKeys, settings: SchedulerSettings,
+                     patience_s: float = 60.0) -> Scheduler:
+    """Build the scheduler, waiting out a store outage (a leader election while actors start):
+    Ray restarts an actor whose process dies, but not one whose constructor raised."""
+    deadline = time.monotonic() + patience_s
+    delay = 0.1
+    while True:
+        try:
+            return Scheduler(name, store, keys, settings, RealClock())
+        except StoreUnavailableError:
+            if time.monotonic() >= deadline:
+                os._exit(LOOP_DIED_EXIT_CODE)  # let Ray restart us rather than leave a dead actor
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
+
+
 class SchedulerActor:
     def __init__(self, name: str, spec: StoreSpec, cell: str, settings: SchedulerSettings):
         gc.set_threshold(SCHEDULER_GC_THRESHOLD, 10, 10)
         self.name = name
         self._crash_after_send = 0
         store = AfterSendStore(spec.connect(), self._after_send)
-        self.scheduler = Scheduler(name, store, CellKeys(cell), settings, RealClock())
+        self.scheduler = _start_scheduler(name, store, CellKeys(cell), settings)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"{name}-loop", daemon=True)
         self._error: str | None = None

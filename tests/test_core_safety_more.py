@@ -118,3 +118,30 @@ def test_store_host_closes_watches_left_unread_by_dead_incarnations(monkeypatch)
     with pytest.raises(StoreUnavailableError, match="closed"):
         host.watch_get(dead)
     assert host.store.txn([], [Get("/c/node/", prefix=True)]).reads[0]
+
+
+def test_parked_jobs_beyond_one_look_still_get_their_turn():
+    clock = SimClock()
+    store = MemoryStore(clock=clock)
+    keys = make_cell(store, 2, cpu=4000)
+    submit_jobs(store, keys, [make_job("fill", 2, cpu=4000)], now=0.0)
+    s = Scheduler("b0", store, keys, BATCH.with_(parked_pages=1, parked_retry_s=1.0), clock)
+    s.step()
+    # 600 jobs that need more than a whole machine's worth... and one, submitted last, that fits later.
+    submit_jobs(store, keys, [make_job(f"huge{i:03d}", 1, cpu=3900 + i % 50, mem=16384) for i in range(600)],
+                now=1.0)
+    submit_jobs(store, keys, [make_job("zz-small", 1, cpu=500)], now=2.0)
+    while s.step():
+        pass
+    assert read_job_view(store, keys, "zz-small").record.status is JobStatus.PARKED
+    from cellsched.cellstate.lifecycle import release_tasks
+
+    release_tasks(store, keys, "fill", ["fill/0/0"], now=clock.now())
+    store.put(keys.spec("m0"), codec.encode_machine(Machine("m0", (4000, 8192, 0))))  # huge jobs still never fit
+    for _ in range(6):  # one parked-index page per look: the tail comes round within a few looks
+        clock.advance(1.5)
+        s.step()
+        if read_job_view(store, keys, "zz-small").record.status is JobStatus.PLACED:
+            break
+    assert read_job_view(store, keys, "zz-small").record.status is JobStatus.PLACED
+    assert check_store(store, keys).ok
