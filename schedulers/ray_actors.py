@@ -158,6 +158,7 @@ class StoreSpec:
 # about +5% pods/s in loadtests.bench_schedulers (docs/benchmarks.md).
 SCHEDULER_GC_THRESHOLD = 50_000
 LOOP_DIED_EXIT_CODE = 70
+SIGTERM_GRACE_S = 2.0
 
 
 def _start_scheduler(name: str, store: CellStore, keys: CellKeys, settings: SchedulerSettings,
@@ -212,8 +213,8 @@ class SchedulerActor:
     def _on_sigterm(self, _signum, _frame) -> None:
         """A rolling restart: stop, release our claims at once (not after the lease TTL), exit."""
         self._stop.set()
-        self._thread.join(timeout=10)
-        self._close_quietly()
+        self._thread.join(timeout=SIGTERM_GRACE_S)  # a step mid-think may not notice in time
+        self._close_quietly()  # revoking the lease fences whatever that step still commits
         os._exit(0)
 
     def _after_send(self, success, _result) -> None:
