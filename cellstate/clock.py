@@ -11,6 +11,8 @@ import threading
 import time
 from abc import ABC, abstractmethod
 
+from .errors import InvalidInputError
+
 
 class Clock(ABC):
     @abstractmethod
@@ -52,7 +54,7 @@ class SimClock(Clock):
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:
-            raise ValueError("a clock cannot go backwards")
+            raise InvalidInputError("a clock cannot go backwards")
         with self._lock:
             self._now += seconds
 

@@ -1,4 +1,4 @@
-"""Every error the cell store raises, as one tree.
+"""Every error cellsched raises, as one tree (two are defined in their own packages).
 
     CellError
     ├── InvalidInputError          bad input, refused whole before anything is written
@@ -7,9 +7,13 @@
     │   ├── UnknownMachineError    a plan names a machine the store does not have
     │   ├── UnplaceableRequestError a request larger than any machine in the cell
     │   ├── TraceFormatError       a malformed trace row (names file, line and field)
-    │   └── FutureRevisionError    a compaction asked for a revision the store has not reached
+    │   ├── FutureRevisionError    a compaction asked for a revision the store has not reached
+    │   └── DataNotFoundError      a trace or binary not where it was looked for (also a FileNotFoundError)
     ├── CorruptValueError          a stored value that cannot be decoded
     ├── ContentionError            an update kept conflicting past its bound of rounds
+    ├── InternalInvariantError     a check inside the code failed: a bug, never bad input
+    ├── BackendUnavailableError    (gpu.backend) CuPy was forced but no usable CUDA device is present
+    ├── BenchmarkError             (loadtests) a benchmark could not produce its measurement
     ├── PartialRecordError         a sharded job record written without its shards read (a bug)
     ├── SchemaMismatchError        the cell was written in another key layout
     ├── IllegalTransitionError     a job event its status does not allow (cancel a finished job); names both
@@ -54,6 +58,10 @@ class TraceFormatError(InvalidInputError):
         super().__init__(f"{path}:{line}: field {field!r}: {problem}")
 
 
+class DataNotFoundError(InvalidInputError, FileNotFoundError):
+    pass
+
+
 class CorruptValueError(CellError):
     def __init__(self, key: str, problem: str):
         self.key = key
@@ -61,6 +69,10 @@ class CorruptValueError(CellError):
 
 
 class ContentionError(CellError):
+    pass
+
+
+class InternalInvariantError(CellError):
     pass
 
 

@@ -18,6 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import DataNotFoundError, StoreUnavailableError
 from .store import DEFAULT_MAX_TXN_OPS
 
 
@@ -100,7 +101,7 @@ class EtcdCluster:
         while pending:
             m = pending[0]
             if not m.alive:
-                raise RuntimeError(f"etcd member {m.name} exited: {m.log_path.read_text()[-2000:]}")
+                raise StoreUnavailableError(f"etcd member {m.name} exited: {m.log_path.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"http://{m.endpoint}/health", timeout=1) as r:
                     if b'"true"' in r.read():
@@ -109,7 +110,7 @@ class EtcdCluster:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"etcd member {m.name} not healthy after {timeout_s}s")
+                raise StoreUnavailableError(f"etcd member {m.name} not healthy after {timeout_s}s")
             time.sleep(0.05)
 
     def leader(self) -> EtcdMember:
@@ -123,7 +124,7 @@ class EtcdCluster:
                         return m
             except OSError:
                 continue
-        raise RuntimeError("no etcd leader found")
+        raise StoreUnavailableError("no etcd leader found")
 
     def kill(self, m: EtcdMember, sig: int = signal.SIGKILL) -> None:
         if m.process is not None and m.process.poll() is None:
@@ -147,7 +148,7 @@ class EtcdCluster:
 def start_etcd_cluster(members: int = 1, max_txn_ops: int = DEFAULT_MAX_TXN_OPS,
                        extra_args: list[str] | None = None) -> EtcdCluster:
     if etcd_binary() is None:
-        raise FileNotFoundError("etcd is not installed (Debian: apt-get install etcd-server)")
+        raise DataNotFoundError("etcd is not installed (Debian: apt-get install etcd-server)")
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     root = Path(tempfile.mkdtemp(prefix="cellsched-etcd-", dir=base))
     ports = free_ports(2 * members)

@@ -135,10 +135,10 @@ def parse_endpoints(spec: str) -> list[tuple[str, int]]:
         part = part.strip()
         host, sep, port = part.rpartition(":")
         if not sep or not host or not port.isdigit():
-            raise ValueError(f"etcd endpoint {part!r} must look like host:port")
+            raise InvalidInputError(f"etcd endpoint {part!r} must look like host:port")
         out.append((host, int(port)))
     if not out:
-        raise ValueError("no etcd endpoints given")
+        raise InvalidInputError("no etcd endpoints given")
     return out
 
 

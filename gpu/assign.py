@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cellsched.cellstate.errors import InternalInvariantError
+
 from . import kernels
 from .backend import to_host
 from .columns import MachineColumns, derived_columns
@@ -139,7 +141,7 @@ class _Batch:
     def _assume(self, g: int, task: int, machine: int, spec: GroupSpec) -> None:
         new_free = self.free[machine] - np.asarray(spec.request, dtype=np.int64)
         if (new_free < 0).any():  # the invariant the whole module exists to keep
-            raise AssertionError(f"machine {machine} would be overcommitted")
+            raise InternalInvariantError(f"machine {machine} would be overcommitted")
         self.free[machine] = new_free
         self.touched.add(machine)
         self.dirty.add(machine)

@@ -16,6 +16,8 @@ from types import ModuleType
 
 import numpy as np
 
+from cellsched.cellstate.errors import CellError, InvalidInputError
+
 ENV_VAR = "CELLSCHED_ARRAY_BACKEND"
 
 # Below this many (machine, group) pairs the host-to-device copy and kernel launches
@@ -29,7 +31,7 @@ class Backend(Enum):
     CUPY = "cupy"
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(CellError, RuntimeError):
     """CuPy was forced by the setting, but no usable CUDA device is present."""
 
 
@@ -59,7 +61,7 @@ def backend_setting(value: str | Backend | None = None) -> Backend:
         return Backend(raw or "auto")
     except ValueError:
         allowed = "|".join(b.value for b in Backend)
-        raise ValueError(f"{ENV_VAR}={raw!r}: expected one of {allowed}") from None
+        raise InvalidInputError(f"{ENV_VAR}={raw!r}: expected one of {allowed}") from None
 
 
 def choose_array_module(pairs: int = 0, setting: str | Backend | None = None) -> ModuleType:

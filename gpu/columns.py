@@ -19,6 +19,7 @@ from types import ModuleType
 import numpy as np
 
 from cellsched.cellstate import resources as res
+from cellsched.cellstate.errors import InvalidInputError
 from cellsched.cellstate.model import AllocationRecord, Machine
 
 from .backend import choose_array_module
@@ -51,10 +52,10 @@ class MachineColumns:
         self.host_used = _int_matrix(np.zeros_like(self.host_capacity) if used is None else used, n, "used")
         self.labels: list[dict[str, str]] = [dict(lb) for lb in labels] if labels is not None else [{} for _ in range(n)]
         if len(self.labels) != n:
-            raise ValueError(f"labels: expected {n} rows, got {len(self.labels)}")
+            raise InvalidInputError(f"labels: expected {n} rows, got {len(self.labels)}")
         sched = np.ones(n, dtype=bool) if schedulable is None else np.asarray(schedulable, dtype=bool).copy()
         if sched.shape != (n,):
-            raise ValueError(f"schedulable: expected shape ({n},), got {sched.shape}")
+            raise InvalidInputError(f"schedulable: expected shape ({n},), got {sched.shape}")
         self.host_schedulable = sched
         self.xp = xp if xp is not None else choose_array_module(n * max(1, expected_groups))
         self._label_codes: dict[str, tuple[np.ndarray, dict[str, int]]] = {}
@@ -205,7 +206,7 @@ def _int_matrix(values, rows: int, what: str) -> np.ndarray:
         (0, res.NUM_RESOURCES), dtype=np.int64
     )
     if arr.shape[0] != rows:
-        raise ValueError(f"{what}: expected {rows} rows of {res.NUM_RESOURCES}, got shape {arr.shape}")
+        raise InvalidInputError(f"{what}: expected {rows} rows of {res.NUM_RESOURCES}, got shape {arr.shape}")
     if (arr < 0).any():
-        raise ValueError(f"{what}: resources must be non-negative integers")
+        raise InvalidInputError(f"{what}: resources must be non-negative integers")
     return arr

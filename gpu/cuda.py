@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 
 from cellsched.cellstate import resources as res
+from cellsched.cellstate.errors import InvalidInputError
 
 from .kernels import GPU_DIM, MachineArrays
 
@@ -154,7 +155,7 @@ def fused_topk(cp, m: MachineArrays, req_i, masks, mask_id, weights: tuple[float
     (-1: none).
     """
     if not 1 <= k <= MAX_K:
-        raise ValueError(f"k must be in 1..{MAX_K}")
+        raise InvalidInputError(f"k must be in 1..{MAX_K}")
     t, n = int(req_i.shape[0]), int(m.free_t.shape[1])
     out_s = cp.empty((t, k), dtype=cp.float32)
     out_i = cp.empty((t, k), dtype=cp.int64)

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
+from cellsched.cellstate.errors import InvalidInputError
+
 
 class Scorer(Enum):
     """Per-(group, machine) scores in [0, 1]; the formulas live in ``kernels``."""
@@ -41,9 +43,9 @@ class Policy:
     def __post_init__(self) -> None:
         weights = {Scorer(s): float(w) for s, w in dict(self.weights).items() if float(w) != 0.0}
         if any(w < 0 for w in weights.values()):
-            raise ValueError(f"policy {self.name!r}: weights must be non-negative")
+            raise InvalidInputError(f"policy {self.name!r}: weights must be non-negative")
         if not 1 <= self.top_k <= 32:
-            raise ValueError(f"policy {self.name!r}: top_k must be in 1..32 (the fused kernel's limit)")
+            raise InvalidInputError(f"policy {self.name!r}: top_k must be in 1..32 (the fused kernel's limit)")
         object.__setattr__(self, "weights", weights)
 
     def normalised_weights(self) -> tuple[float, ...]:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cellsched.cellstate import resources as res
+from cellsched.cellstate.errors import InvalidInputError
 from cellsched.cellstate.model import GPU_MODEL_LABEL, TaskGroup
 
 
@@ -39,7 +40,7 @@ class GroupSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "request", res.from_list(self.request, f"group {self.name!r}.request"))
         if not isinstance(self.count, int) or self.count < 0:
-            raise ValueError(f"group {self.name!r}: count must be a non-negative integer")
+            raise InvalidInputError(f"group {self.name!r}: count must be a non-negative integer")
         object.__setattr__(self, "labels", dict(self.labels))
         object.__setattr__(self, "gpu_models", frozenset(self.gpu_models))
         object.__setattr__(self, "avoid_machines", frozenset(int(i) for i in self.avoid_machines))

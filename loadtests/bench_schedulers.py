@@ -64,6 +64,7 @@ from pathlib import Path
 
 from cellsched.cellstate import codec
 from cellsched.cellstate.clock import RealClock
+from cellsched.cellstate.errors import CellError, InvalidInputError
 from cellsched.cellstate.etcd_process import etcd_binary
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
@@ -75,6 +76,11 @@ from cellsched.cellstate.submission import submit_jobs
 from cellsched.loadtests.bench_store import bench_raw
 from cellsched.schedulers.core import Scheduler
 from cellsched.schedulers.settings import BATCH, SchedulerSettings
+
+
+class BenchmarkError(CellError):
+    """A benchmark run that could not produce its measurement (refused setup, a timeout)."""
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_ENV = "CELLSCHED_SHARED_DATA"  # overrides ../shared/data, as tests/_shared_data.py does
@@ -123,7 +129,7 @@ def _mib(text: str) -> int:
     for suffix, mult in (("Gi", 1024), ("Mi", 1)):
         if text.endswith(suffix):
             return int(float(text[: -len(suffix)]) * mult)
-    raise ValueError(f"memory quantity {text!r}: expected Mi or Gi")
+    raise InvalidInputError(f"memory quantity {text!r}: expected Mi or Gi")
 
 
 def _node_capacity(other: str) -> tuple[int, int, int]:
@@ -227,7 +233,7 @@ def make_jobs(prefix: str, n: int, tasks: int, request: tuple[int, int, int]) ->
 def submit_all(store: CellStore, keys: CellKeys, jobs: list[Job]) -> None:
     out = submit_jobs(store, keys, jobs, now=time.time())
     if len(out.accepted) != len(jobs):
-        raise RuntimeError(f"submission refused {len(out.rejected)} jobs: {list(out.rejected.items())[:3]}")
+        raise BenchmarkError(f"submission refused {len(out.rejected)} jobs: {list(out.rejected.items())[:3]}")
 
 
 def hold(store: CellStore, keys: CellKeys, jobs: list[Job], lease: int) -> None:
@@ -415,7 +421,7 @@ class RayRunner:
 
     def __init__(self, backend: Backend, cell: str, settings: list[SchedulerSettings]):
         if backend.endpoints is None:
-            raise ValueError("the ray runner needs an etcd backend")
+            raise InvalidInputError("the ray runner needs an etcd backend")
         from cellsched.schedulers import ray_actors
 
         self.ra = ray_actors
@@ -577,7 +583,7 @@ def run_once(backend: Backend, spec: RunSpec) -> RunResult:
     if init:
         pre = run_phase(backend, admin, keys, spec, init)
         if not pre.completed:
-            raise RuntimeError(f"{spec.cell}: initial jobs not placed in {spec.timeout_s}s: {pre.errors}")
+            raise BenchmarkError(f"{spec.cell}: initial jobs not placed in {spec.timeout_s}s: {pre.errors}")
     res = run_phase(backend, admin, keys, spec, measured)
     res.check = verify(admin, keys, [j.id for j in init + measured],
                        (spec.init_jobs + spec.measured_jobs) * spec.tasks_per_job)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from cellsched import gpu
+from cellsched.cellstate.errors import InvalidInputError
 from cellsched.cellstate.model import ConflictMode, JobClass, TransactionMode
 from cellsched.cellstate.validation import DEFAULT_MAX_TASKS_PER_MACHINE
 
@@ -28,7 +29,7 @@ class ThinkTime:
 
     def __post_init__(self) -> None:
         if self.per_job_s < 0 or self.per_task_s < 0:
-            raise ValueError("think times must be non-negative")
+            raise InvalidInputError("think times must be non-negative")
 
     def for_jobs(self, jobs: int, tasks: int) -> float:
         return self.per_job_s * jobs + self.per_task_s * tasks
@@ -65,17 +66,17 @@ class SchedulerSettings:
 
     def __post_init__(self) -> None:
         if self.policy_name not in gpu.PRESETS:
-            raise ValueError(f"policy_name {self.policy_name!r}: expected one of {sorted(gpu.PRESETS)}")
+            raise InvalidInputError(f"policy_name {self.policy_name!r}: expected one of {sorted(gpu.PRESETS)}")
         if self.claim_batch < 1:
-            raise ValueError("claim_batch must be at least 1")
+            raise InvalidInputError("claim_batch must be at least 1")
         if self.txns_in_flight < 1:
-            raise ValueError("txns_in_flight must be at least 1")
+            raise InvalidInputError("txns_in_flight must be at least 1")
         if self.lease_ttl_s < 1:
-            raise ValueError("lease_ttl_s must be at least 1 second (etcd's lease granularity)")
+            raise InvalidInputError("lease_ttl_s must be at least 1 second (etcd's lease granularity)")
         if self.max_retries < 0:
-            raise ValueError("max_retries must be non-negative")
+            raise InvalidInputError("max_retries must be non-negative")
         if self.parked_retry_s <= 0 or self.idle_poll_s <= 0:
-            raise ValueError("parked_retry_s and idle_poll_s must be positive")
+            raise InvalidInputError("parked_retry_s and idle_poll_s must be positive")
 
     @property
     def policy(self) -> gpu.Policy:

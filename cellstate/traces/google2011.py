@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from ..errors import TraceFormatError
+from ..errors import DataNotFoundError, TraceFormatError
 from ..model import MAX_TASKS_PER_JOB
 from ..resources import TRACE_SCALE
 from .sample import default_trace_dir
@@ -141,7 +141,7 @@ def _parts(directory: Path, table: str) -> list[Path]:
     folder = directory / table if (directory / table).is_dir() else directory
     files = sorted(folder.glob("part-*.csv.gz"))
     if not files:
-        raise FileNotFoundError(f"no {table} part-*.csv.gz files under {directory}")
+        raise DataNotFoundError(f"no {table} part-*.csv.gz files under {directory}")
     return files
 
 
@@ -154,7 +154,7 @@ def task_event_files(trace_dir: str | Path, parts: Iterable[int | str] | None = 
     wanted = sorted({int(p) for p in parts})
     missing = [p for p in wanted if p not in by_number]
     if missing:
-        raise FileNotFoundError(f"task_events parts {missing} not found under {trace_dir}")
+        raise DataNotFoundError(f"task_events parts {missing} not found under {trace_dir}")
     return [by_number[p] for p in wanted]
 
 
