@@ -65,7 +65,6 @@ class SchedulerCache:
         self._watch: Watch | None = None
         self._assumed: dict[str, Claim] = {}  # task id -> its Assumed claim
         self._on_row: dict[int, dict[str, Claim]] = {}  # row -> the Assumed claims on it
-        self._delta: dict[int, np.ndarray] = {}  # row -> sum of those claims' requests
         self.resync()
         self._rebuild()
 
@@ -80,7 +79,7 @@ class SchedulerCache:
                                      Get(self.keys.alloc_prefix, prefix=True), Get(self.keys.schema)])
         spec_kvs, alloc_kvs, schema_kvs = result.reads
         check_schema(self.keys, schema_kvs[0] if schema_kvs else None, cell_has_data=bool(spec_kvs))
-        self._on_row, self._delta = {}, {}  # rows are renumbered: re-placed below
+        self._on_row = {}  # rows are renumbered: re-placed below
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
         self.machines: list[Machine] = []
@@ -91,6 +90,7 @@ class SchedulerCache:
         self.spec_rev = np.zeros(n, dtype=np.int64)
         self.alloc_rev = np.zeros(n, dtype=np.int64)
         self.schedulable = np.zeros(n, dtype=bool)
+        self.assumed_used = np.zeros((n, NUM_RESOURCES), dtype=np.int64)  # per row: sum of assumed requests
         self.dirty: set[int] = set()  # confirmed rows changed since the columns last refreshed
         for kv in spec_kvs:
             self._apply_spec(kv.key, kv.value, kv.mod_revision)
@@ -99,12 +99,14 @@ class SchedulerCache:
         self.revision = result.revision
         # Assumptions outlive a resync: re-placed on their machines' new rows unless the
         # snapshot holds the task (Added) or lacks the machine (Expired).
+        kept = []
         for tid, c in list(self._assumed.items()):
             i = self.index.get(c.machine_id)
             if i is None or tid in self.allocs[i].tasks:
                 del self._assumed[tid]
             else:
-                self._add_on_row(i, c)
+                kept.append(c)
+        self._hold(kept)
         self._stale = True  # rows may be renumbered: the next refresh rebuilds the columns
         self._open_watch()
 
@@ -126,7 +128,7 @@ class SchedulerCache:
 
     def _grow(self) -> None:
         n = 2 * len(self.capacity)
-        for name in ("capacity", "used"):
+        for name in ("capacity", "used", "assumed_used"):
             old = getattr(self, name)
             new = np.zeros((n, NUM_RESOURCES), dtype=np.int64)
             new[: len(old)] = old
@@ -158,7 +160,10 @@ class SchedulerCache:
         self.used[i] = rec.used
         self.alloc_rev[i] = rev
         self._update_schedulable(i)
-        self._added(i)  # the watch confirms our own commits too
+        if i in self._on_row:  # the watch confirms our own commits too: Added
+            added = self._held_by_alloc(i)
+            if added:
+                self._drop(added)
         self.dirty.add(i)
 
     def _update_schedulable(self, i: int) -> None:
@@ -240,53 +245,55 @@ class SchedulerCache:
         self.dirty.clear()
         self._stale = False
 
-    def _target_used(self, rows: np.ndarray) -> np.ndarray:
+    def _target_used(self, rows) -> np.ndarray:
         """What the columns' used rows must hold: confirmed used plus every assumed request."""
-        used = self.used[rows]
-        if self._delta:
-            for k, i in enumerate(rows.tolist()):
-                d = self._delta.get(i)
-                if d is not None:
-                    used[k] += d
-        return used
+        return self.used[rows] + self.assumed_used[rows]
 
-    def _write_used(self, rows: Iterable[int]) -> None:
+    def _write_used(self, rows: list[int]) -> None:
         """Put confirmed + assumed into these rows of the columns (rows the columns do not
         have yet get it from the next rebuild)."""
         n = len(self.columns)
-        idx = np.fromiter(sorted(i for i in set(rows) if i < n), dtype=np.int64)
-        if len(idx):
+        if len(rows) == 1:  # one machine (most decisions): no fancy indexing
+            i = rows[0]
+            if i < n:
+                self.columns.update_rows([i], self.used[i] + self.assumed_used[i])
+            return
+        idx = sorted(set(rows))
+        if idx and idx[-1] >= n:
+            idx = [i for i in idx if i < n]
+        if idx:
             self.columns.update_rows(idx, self._target_used(idx))
 
     # -- assume, confirm, forget ----------------------------------------------------------
 
     def assume(self, claims: Iterable[Claim]) -> None:
         """A decision picked these machines: hold the claims' requests in the columns, so
-        every later decision sees them, until the commit confirms or they are forgotten."""
-        touched: set[int] = set()
-        pending: dict[int, list] = {}
+        every later decision sees them, until the commit confirms or they are forgotten.
+        A task assumed again (a retry after a step that ended early) moves: its new claim
+        replaces the old one."""
+        claims = list(claims)
+        if len(claims) > 1:
+            by_task = {c.task_id: c for c in claims}
+            if len(by_task) != len(claims):  # the same task twice in one call: the last claim counts
+                claims = list(by_task.values())
+        index, assumed = self.index, self._assumed
+        rows = [index.get(c.machine_id) for c in claims]
+        if None in rows:
+            c = claims[rows.index(None)]
+            raise UnknownMachineError(f"cannot assume {c.task_id} on {c.machine_id!r}: not in the cache")
+        replaced = [old for c in claims if (old := assumed.get(c.task_id)) is not None]
+        touched = self._release(replaced) if replaced else []
         for c in claims:
-            i = self.index.get(c.machine_id)
-            if i is None:
-                raise UnknownMachineError(f"cannot assume {c.task_id} on {c.machine_id!r}: not in the cache")
-            earlier = self._assumed.get(c.task_id)
-            if earlier is not None:  # assumed again: the new claim replaces the old one
-                touched.add(self._drop(earlier))
-            self._assumed[c.task_id] = c
-            self._on_row.setdefault(i, {})[c.task_id] = c
-            pending.setdefault(i, []).append(c.request)
-        for i, reqs in pending.items():
-            add = np.asarray(reqs, dtype=np.int64).sum(axis=0)
-            d = self._delta.get(i)
-            self._delta[i] = add if d is None else d + add
-            touched.add(i)
-        self._write_used(touched)
+            assumed[c.task_id] = c
+        self._hold(claims, rows)
+        self._write_used(touched + rows)
 
     def confirm(self, views: Mapping[str, MachineView]) -> None:
         """A commit's results came back: fold its fresh views into the confirmed layer
         without waiting for the watch (newer revisions only). An assumed claim whose task
         the fresh allocation holds is Added; the others stay Assumed until forgotten."""
         rows = []
+        added: list[Claim] = []
         for mid, view in views.items():
             i = self.index.get(mid)
             if i is None:
@@ -302,20 +309,21 @@ class SchedulerCache:
                 self.alloc_rev[i] = view.alloc_revision
                 self.dirty.add(i)
             self._update_schedulable(i)
-            self._added(i)
+            if i in self._on_row:
+                added += self._held_by_alloc(i)
             rows.append(i)
+        if added:
+            self._drop(added)
         self._write_used(rows)
 
     def forget(self, claims: Iterable[Claim]) -> None:
         """These claims will not be committed (conflict, gang dropped, job parked, lease
         lost): give their requests back. Claims no longer Assumed (Added, or assumed
         elsewhere since) are left alone."""
-        rows = set()
-        for c in claims:
-            assumed = self._assumed.get(c.task_id)
-            if assumed is not None and assumed.machine_id == c.machine_id:
-                rows.add(self._drop(assumed))
-        self._write_used(rows)
+        assumed = self._assumed
+        gone = [a for c in claims if (a := assumed.get(c.task_id)) is not None and a.machine_id == c.machine_id]
+        if gone:
+            self._write_used(self._drop(gone))
 
     def is_assumed(self, task_id: str) -> bool:
         return task_id in self._assumed
@@ -324,31 +332,47 @@ class SchedulerCache:
     def assumed_count(self) -> int:
         return len(self._assumed)
 
-    def _added(self, i: int) -> None:
-        """Row i's confirmed allocation changed: its assumed claims that it holds are Added."""
-        on_row = self._on_row.get(i)
-        if on_row:
-            tasks = self.allocs[i].tasks
-            for tid in [t for t in on_row if t in tasks]:
-                self._drop(on_row[tid])
+    def _held_by_alloc(self, i: int) -> list[Claim]:
+        """Row i's assumed claims whose tasks its confirmed allocation holds: to be Added."""
+        tasks = self.allocs[i].tasks
+        return [c for t, c in self._on_row[i].items() if t in tasks]
 
-    def _add_on_row(self, i: int, c: Claim) -> None:
-        self._on_row.setdefault(i, {})[c.task_id] = c
-        req = np.asarray(c.request, dtype=np.int64)
-        d = self._delta.get(i)
-        self._delta[i] = req if d is None else d + req
+    def _drop(self, claims: list[Claim]) -> list[int]:
+        """Claims leave the Assumed state (Added or Forgotten); returns their rows."""
+        for c in claims:
+            del self._assumed[c.task_id]
+        return self._release(claims)
 
-    def _drop(self, c: Claim) -> int:
-        """Take one claim out of the Assumed state; returns its row."""
-        del self._assumed[c.task_id]
-        i = self.index[c.machine_id]
-        on_row = self._on_row[i]
-        del on_row[c.task_id]
-        if on_row:
-            self._delta[i] = self._delta[i] - np.asarray(c.request, dtype=np.int64)
-        else:
-            del self._on_row[i], self._delta[i]
-        return i
+    def _hold(self, claims: list[Claim], rows: list[int] | None = None) -> list[int]:
+        """Put claims' requests on their rows (bookkeeping only, not _assumed); returns the rows."""
+        if rows is None:
+            rows = [self.index[c.machine_id] for c in claims]
+        on_row = self._on_row
+        for i, c in zip(rows, claims, strict=True):
+            held = on_row.get(i)
+            if held is None:
+                on_row[i] = {c.task_id: c}
+            else:
+                held[c.task_id] = c
+        if len(rows) == 1:
+            self.assumed_used[rows[0]] += claims[0].request
+        elif rows:
+            np.add.at(self.assumed_used, rows, np.array([c.request for c in claims], dtype=np.int64))
+        return rows
+
+    def _release(self, claims: list[Claim]) -> list[int]:
+        """Take claims' requests off their rows (bookkeeping only, not _assumed); returns the rows."""
+        rows = [self.index[c.machine_id] for c in claims]
+        for i, c in zip(rows, claims, strict=True):
+            on_row = self._on_row[i]
+            del on_row[c.task_id]
+            if not on_row:
+                del self._on_row[i]
+        if len(rows) == 1:
+            self.assumed_used[rows[0]] -= claims[0].request
+        elif rows:
+            np.subtract.at(self.assumed_used, rows, np.array([c.request for c in claims], dtype=np.int64))
+        return rows
 
     # -- reading ------------------------------------------------------------------------
 
