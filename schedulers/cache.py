@@ -90,7 +90,6 @@ class SchedulerCache:
         self.spec_rev = np.zeros(n, dtype=np.int64)
         self.alloc_rev = np.zeros(n, dtype=np.int64)
         self.schedulable = np.zeros(n, dtype=bool)
-        self.assumed_used = np.zeros((n, NUM_RESOURCES), dtype=np.int64)  # per row: sum of assumed requests
         self.dirty: set[int] = set()  # confirmed rows changed since the columns last refreshed
         for kv in spec_kvs:
             self._apply_spec(kv.key, kv.value, kv.mod_revision)
@@ -128,7 +127,7 @@ class SchedulerCache:
 
     def _grow(self) -> None:
         n = 2 * len(self.capacity)
-        for name in ("capacity", "used", "assumed_used"):
+        for name in ("capacity", "used"):
             old = getattr(self, name)
             new = np.zeros((n, NUM_RESOURCES), dtype=np.int64)
             new[: len(old)] = old
@@ -239,27 +238,34 @@ class SchedulerCache:
     def _rebuild(self) -> None:
         n = self.size
         xp = gpu.choose_array_module(n, self.backend)
+        used = self.used[:n].copy()
+        for i, held in self._on_row.items():
+            used[i] += _requests(held)
         self.columns = gpu.MachineColumns(
-            list(self.ids), self.capacity[:n], self._target_used(np.arange(n)),
+            list(self.ids), self.capacity[:n], used,
             [m.labels for m in self.machines], self.schedulable[:n], xp=xp)
         self.dirty.clear()
         self._stale = False
 
     def _target_used(self, rows) -> np.ndarray:
         """What the columns' used rows must hold: confirmed used plus every assumed request."""
-        return self.used[rows] + self.assumed_used[rows]
+        used = self.used[rows]
+        on_row = self._on_row
+        if on_row:
+            for k, i in enumerate(rows.tolist() if isinstance(rows, np.ndarray) else rows):
+                held = on_row.get(i)
+                if held:
+                    used[k] += _requests(held)
+        return used
 
     def _write_used(self, rows: list[int]) -> None:
         """Put confirmed + assumed into these rows of the columns (rows the columns do not
         have yet get it from the next rebuild)."""
-        n = len(self.columns)
-        if len(rows) == 1:  # one machine (most decisions): no fancy indexing
-            i = rows[0]
-            if i < n:
-                self.columns.update_rows([i], self.used[i] + self.assumed_used[i])
+        if self._stale:  # rows renumbered or added: the next refresh rebuilds every row
             return
-        idx = sorted(set(rows))
-        if idx and idx[-1] >= n:
+        n = len(self.columns)
+        idx = list(set(rows))  # update_rows takes rows in any order
+        if idx and max(idx) >= n:
             idx = [i for i in idx if i < n]
         if idx:
             self.columns.update_rows(idx, self._target_used(idx))
@@ -271,22 +277,42 @@ class SchedulerCache:
         every later decision sees them, until the commit confirms or they are forgotten.
         A task assumed again (a retry after a step that ended early) moves: its new claim
         replaces the old one."""
-        claims = list(claims)
-        if len(claims) > 1:
-            by_task = {c.task_id: c for c in claims}
-            if len(by_task) != len(claims):  # the same task twice in one call: the last claim counts
-                claims = list(by_task.values())
+        by_task = {c.task_id: c for c in claims}  # the same task twice in one call: the last claim counts
+        if not by_task:
+            return
+        claims = list(by_task.values())
         index, assumed = self.index, self._assumed
         rows = [index.get(c.machine_id) for c in claims]
         if None in rows:
             c = claims[rows.index(None)]
             raise UnknownMachineError(f"cannot assume {c.task_id} on {c.machine_id!r}: not in the cache")
-        replaced = [old for c in claims if (old := assumed.get(c.task_id)) is not None]
-        touched = self._release(replaced) if replaced else []
-        for c in claims:
-            assumed[c.task_id] = c
+        if not by_task.keys().isdisjoint(assumed.keys()):  # a task moves: the slow, exact path
+            touched = self._release([assumed[t] for t in by_task if t in assumed])
+            assumed.update(by_task)
+            self._hold(claims, rows)
+            self._write_used(touched + rows)
+            return
+        assumed.update(by_task)
         self._hold(claims, rows)
-        self._write_used(touched + rows)
+        if self._stale:  # the next refresh rebuilds every row, these claims included
+            return
+        # The columns already hold confirmed + assumed: add just these requests (a row the
+        # watch changed meanwhile is rewritten from scratch by the next refresh anyway).
+        cols = self.columns
+        n = len(cols)
+        if len(claims) == 1:
+            i = rows[0]
+            if i < n:
+                cols.update_rows([i], cols.host_used[i] + claims[0].request)
+            return
+        add: dict[int, list[int]] = {}
+        for i, c in zip(rows, claims, strict=True):
+            if i < n:
+                acc = add.get(i)
+                add[i] = list(c.request) if acc is None else [a + r for a, r in zip(acc, c.request, strict=True)]
+        if add:
+            idx = list(add)
+            cols.update_rows(idx, cols.host_used[idx] + np.array(list(add.values()), dtype=np.int64))
 
     def confirm(self, views: Mapping[str, MachineView]) -> None:
         """A commit's results came back: fold its fresh views into the confirmed layer
@@ -344,7 +370,7 @@ class SchedulerCache:
         return self._release(claims)
 
     def _hold(self, claims: list[Claim], rows: list[int] | None = None) -> list[int]:
-        """Put claims' requests on their rows (bookkeeping only, not _assumed); returns the rows."""
+        """File claims under their rows (not in _assumed); returns the rows."""
         if rows is None:
             rows = [self.index[c.machine_id] for c in claims]
         on_row = self._on_row
@@ -354,24 +380,16 @@ class SchedulerCache:
                 on_row[i] = {c.task_id: c}
             else:
                 held[c.task_id] = c
-        if len(rows) == 1:
-            self.assumed_used[rows[0]] += claims[0].request
-        elif rows:
-            np.add.at(self.assumed_used, rows, np.array([c.request for c in claims], dtype=np.int64))
         return rows
 
     def _release(self, claims: list[Claim]) -> list[int]:
-        """Take claims' requests off their rows (bookkeeping only, not _assumed); returns the rows."""
+        """Take claims off their rows (not out of _assumed); returns the rows."""
         rows = [self.index[c.machine_id] for c in claims]
         for i, c in zip(rows, claims, strict=True):
             on_row = self._on_row[i]
             del on_row[c.task_id]
             if not on_row:
                 del self._on_row[i]
-        if len(rows) == 1:
-            self.assumed_used[rows[0]] -= claims[0].request
-        elif rows:
-            np.subtract.at(self.assumed_used, rows, np.array([c.request for c in claims], dtype=np.int64))
         return rows
 
     # -- reading ------------------------------------------------------------------------
@@ -403,3 +421,8 @@ class SchedulerCache:
         if self._watch is not None:
             self._watch.close()
             self._watch = None
+
+
+def _requests(held: Mapping[str, Claim]) -> list[int]:
+    """The sum of some claims' requests."""
+    return [sum(r) for r in zip(*(c.request for c in held.values()), strict=True)]

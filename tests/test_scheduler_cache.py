@@ -6,6 +6,7 @@ import ast
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cellsched.cellstate.clock import SimClock
@@ -204,6 +205,48 @@ def test_resync_replaces_assumptions_on_their_machines_and_expires_those_whose_m
     assert "m2" not in cache.index and cache.size == 2
     assert cache.is_assumed(task_id("a", 0, 0)) and not cache.is_assumed(task_id("a", 1, 0))
     assert columns_used(cache, "m1") == (1000, 1024, 0)
+
+
+def test_columns_are_confirmed_plus_assumed_through_a_random_history():
+    # A seeded walk of assumes, re-assumes, forgets and commits (confirmed by the commit's
+    # views or only by the watch): after every sync the columns hold exactly the confirmed
+    # used vectors plus the requests of the claims still assumed, per machine.
+    rng = np.random.default_rng(11)
+    store = MemoryStore()
+    keys = make_cell(store, 4, cpu=400_000, mem=1_638_400)
+    cache = SchedulerCache(store, keys)
+    engine = CommitEngine(store, keys)
+    model: dict[str, Claim] = {}  # what must be Assumed
+    for step in range(150):
+        op = rng.choice(["assume", "forget", "commit"])
+        if op == "assume":  # tasks of never-submitted jobs: nothing will confirm them
+            cs = [claim(f"x{int(rng.integers(6))}", int(rng.integers(3)), f"m{int(rng.integers(4))}",
+                        cpu=int(rng.integers(1, 500))) for _ in range(int(rng.integers(1, 4)))]
+            cache.assume(cs)
+            model.update({c.task_id: c for c in cs})
+        elif op == "forget" and model:
+            cs = [c for c in model.values() if rng.random() < 0.5]
+            cache.forget(cs)
+            for c in cs:
+                del model[c.task_id]
+        elif op == "commit":
+            jid = f"c{step}"
+            jobs = submit(store, keys, make_job(jid, 2))
+            cs = [claim(jid, i, f"m{int(rng.integers(4))}") for i in range(2)]
+            cache.assume(cs)
+            out = engine.commit(Plan(cs, views(store, keys, 4), jobs))
+            assert len(out.committed) == 2
+            if rng.random() < 0.5:
+                cache.confirm(out.machines)  # else only the watch confirms them
+            else:
+                cache.poll(timeout=0.5)
+        cache.sync()
+        assert set(cache._assumed) == set(model), step
+        expected = cache.used[:cache.size].copy()
+        for c in model.values():
+            expected[cache.index[c.machine_id]] += c.request
+        assert (cache.columns.host_used == expected).all(), step
+        assert (cache.columns.host_free == cache.columns.host_capacity - expected).all()
 
 
 def test_the_scheduler_leaves_nothing_assumed_after_each_step():
