@@ -305,14 +305,18 @@ class SchedulerCache:
             if i < n:
                 cols.update_rows([i], cols.host_used[i] + claims[0].request)
             return
-        add: dict[int, list[int]] = {}
-        for i, c in zip(rows, claims, strict=True):
-            if i < n:
-                acc = add.get(i)
-                add[i] = list(c.request) if acc is None else [a + r for a, r in zip(acc, c.request, strict=True)]
-        if add:
-            idx = list(add)
-            cols.update_rows(idx, cols.host_used[idx] + np.array(list(add.values()), dtype=np.int64))
+        req = np.array([c.request for c in claims], dtype=np.int64)
+        if max(rows) >= n:
+            keep = [k for k, i in enumerate(rows) if i < n]
+            rows, req = [rows[k] for k in keep], req[keep]
+        unique = list(set(rows))
+        if len(unique) == len(rows):
+            cols.update_rows(rows, cols.host_used[rows] + req)
+        elif unique:  # several tasks on one machine: sum them per row
+            pos = {i: k for k, i in enumerate(unique)}
+            used = cols.host_used[unique]
+            np.add.at(used, [pos[i] for i in rows], req)
+            cols.update_rows(unique, used)
 
     def confirm(self, views: Mapping[str, MachineView]) -> None:
         """A commit's results came back: fold its fresh views into the confirmed layer
