@@ -3,7 +3,7 @@
 Loads the machines alive at the first task event (the real trace when ../shared/data is
 there, else the attributed sample shipped in loadtests/), submits the trace's jobs, and
 places them with Omega's randomised first fit (the schedulers' own decision pipeline,
-without Ray) on a private copy, committing through the CommitEngine under RESOURCE_FIT.
+without Ray) on a scheduler cache, committing through the CommitEngine under RESOURCE_FIT.
 Ends with the invariant check and a summary.
 """
 
@@ -15,7 +15,6 @@ from cellsched import gpu
 from cellsched.cellstate.commit import CommitEngine, Plan
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
-from cellsched.cellstate.local_copy import LocalCellCopy
 from cellsched.cellstate.machines import add_machines
 from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import Job
@@ -29,7 +28,8 @@ from cellsched.cellstate.traces.google2011 import (
 from cellsched.cellstate.traces.sample import default_trace_dir, shared_trace_dir
 from cellsched.cellstate.traces.to_model import trace_job, trace_machine
 from cellsched.cellstate.views import read_job_view
-from cellsched.schedulers.decide import CopyColumns, decide_job, decision_seed
+from cellsched.schedulers.cache import SchedulerCache
+from cellsched.schedulers.decide import decide_job, decision_seed
 
 
 def run_demo(max_jobs: int = 3000, seed: int = 1) -> int:
@@ -52,20 +52,20 @@ def run_demo(max_jobs: int = 3000, seed: int = 1) -> int:
     keys = CellKeys("demo")
     add_machines(store, keys, machines)
     submit_jobs(store, keys, jobs, now=0.0)
-    copy = LocalCellCopy(store, keys)
-    columns = CopyColumns(copy)
+    cache = SchedulerCache(store, keys)
     engine = CommitEngine(store, keys)
     placed = conflicts = txns = 0
     t1 = time.perf_counter()
     for k, job in enumerate(jobs):
-        copy.poll()
-        columns.refresh()
+        cache.sync()
         view = read_job_view(store, keys, job.id)
-        claims = decide_job(columns.columns, columns.index, view.record, gpu.RANDOM_FIRST_FIT,
+        claims = decide_job(cache.columns, cache.index, view.record, gpu.RANDOM_FIRST_FIT,
                             decision_seed(seed, job.id, 0)).claims
         if claims:
-            out = engine.commit(Plan(claims, copy.views({c.machine_id for c in claims}), {job.id: view}))
-            copy.assume(out.machines)
+            cache.assume(claims)
+            out = engine.commit(Plan(claims, cache.views({c.machine_id for c in claims}), {job.id: view}))
+            cache.confirm(out.machines)
+            cache.forget(claims)  # what the commit did not confirm
             placed += len(out.committed)
             conflicts += len(out.conflicted)
             txns += out.stats.txns
@@ -73,8 +73,8 @@ def run_demo(max_jobs: int = 3000, seed: int = 1) -> int:
             print(f"  {k + 1}/{len(jobs)} jobs, {placed} tasks placed")
     commit_s = time.perf_counter() - t1
     report = check_store(store, keys, [j.id for j in jobs])
-    n = copy.size
-    util = copy.used[:n, 0].sum() / copy.capacity[:n, 0].sum()
+    n = cache.size
+    util = cache.used[:n, 0].sum() / cache.capacity[:n, 0].sum()
     print()
     print(f"{'tasks placed':28} {placed}")
     print(f"{'commits (txns)':28} {txns}")

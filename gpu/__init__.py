@@ -4,11 +4,11 @@ How a scheduler uses it::
 
     from cellsched import gpu
 
-    # Once, from the local copy of the cell (the backend is chosen here, once):
+    # Once, from the scheduler cache's copy of the cell (the backend is chosen here, once):
     cols = gpu.MachineColumns(machine_ids, capacity, used, labels, schedulable)
     # or gpu.MachineColumns.from_cell(machines, allocations)
 
-    # On every watch event, refresh only the rows that changed:
+    # On every watch event, refresh only the rows that changed (schedulers/cache.py does):
     cols.update_rows(indices, used_rows)                  # allocation records
     cols.update_machines(indices, capacity_rows, labels, schedulable)  # machine records
 
@@ -17,7 +17,8 @@ How a scheduler uses it::
     a = gpu.assign_job(cols, groups, gpu.SPREAD, seed=(job.id, attempt))
     a.machines[g][i]          # machine index of task i of group g, or -1
     a.reason(g)               # gpu.Unplaceable: Reason, resource, per-filter counts, message
-    a.assume_into(cols)       # assume the placements into the local copy before committing
+    a.used                    # row -> used vector after the placements: what to assume
+                              # (the scheduler's cache, schedulers/cache.py, assumes it)
 
     # Ranking without placing (dry runs, benchmarks): fused top-k per group.
     top = gpu.score_topk(cols, groups, gpu.PACK, k=8)   # top.indices, top.scores [T, k]

@@ -6,14 +6,16 @@ The pipeline per group, one line per stage:
   3. scores       : the policy's weighted kernels, -inf where infeasible
   4. candidates   : the top L machines from one vectorised pass (L >= k)
   5. pick         : uniform among the k best, seeded from (job id, attempt)
-  6. assume       : free[machine] -= request; only that machine's score changes
+  6. batch assume : free[machine] -= request in this call's running free vectors; only
+                   that machine's score changes
 
 Step 6 is why one vectorised pass serves many tasks: placing a task changes one row, so
 the candidates stay exact while their k-th best score is at least the best score left
 outside them; when it is not, the pass is re-run on the updated columns. Every
 placement is checked against the running free vector in exact integers, so the batch
-never double-books a machine. The caller's columns are not modified; ``Assignment.used``
-holds the touched rows for ``MachineColumns.update_rows`` (assume into the local copy).
+never double-books a machine. The caller's columns are not modified: the result says
+what to assume (``Assignment.used``, the touched rows' used vectors after the batch), and
+the scheduler's cache (schedulers/cache.py) is what assumes it.
 """
 
 from __future__ import annotations
@@ -66,11 +68,6 @@ class Assignment:
 
     def reason(self, group: int) -> Unplaceable | None:
         return next((u for u in self.unplaceable if u.group == group), None)
-
-    def assume_into(self, columns: MachineColumns) -> None:
-        """Apply the placements to the scheduler's local copy (before the commit lands)."""
-        if self.used:
-            columns.update_rows(list(self.used), list(self.used.values()))
 
 
 def assign_job(

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cellsched.cellstate.traces import google2011 as trace
-from cellsched.gpu import PRESETS, RANDOM_FIRST_FIT, GroupSpec, MachineColumns, assign_job
+from cellsched.gpu import PRESETS, RANDOM_FIRST_FIT, Assignment, GroupSpec, MachineColumns, assign_job
 
 PREFILL = 0.60
 FRAGMENT_FREE_CPU = 0.10
@@ -48,6 +48,13 @@ def empty_cell(live) -> MachineColumns:
     return MachineColumns([m.id for m in live], cap, xp=np)
 
 
+def place(cols: MachineColumns, result: Assignment) -> None:
+    """Write an assignment's placements into the cell. Here the columns are the whole cell
+    (no store, no scheduler, no cache to keep in step), so the benchmark writes them itself."""
+    if result.used:
+        cols.update_rows(list(result.used), list(result.used.values()))
+
+
 def prefill(cols: MachineColumns, shapes: np.ndarray, seed: int) -> None:
     """Random first fit of shapes drawn from the trace until used CPU >= 60%."""
     rng = np.random.default_rng(seed)
@@ -59,7 +66,7 @@ def prefill(cols: MachineColumns, shapes: np.ndarray, seed: int) -> None:
         batch = shapes[rng.integers(len(shapes), size=max(1, int(need / mean_cpu / 2)))]
         groups = [GroupSpec((int(c), int(m), 0), count=int(n)) for (c, m), n in Counter(map(tuple, batch)).items()]
         result = assign_job(cols, groups, RANDOM_FIRST_FIT, seed=("prefill", attempt))
-        result.assume_into(cols)
+        place(cols, result)
         attempt += 1
         if result.placed == 0:
             break
@@ -89,7 +96,7 @@ def run_policy(cols: MachineColumns, attempts, policy, median: tuple[int, int]) 
             before_failure = placed + sum(g.count for g in groups[: first.group]) + first.tasks[0]
         placed += result.placed
         failed += sum(len(u.tasks) for u in result.unplaceable)
-        result.assume_into(cols)
+        place(cols, result)
     cap, free = cols.host_capacity, cols.host_free
     cpu_free_frac = free[:, 0] / np.maximum(cap[:, 0], 1)
     cannot_fit = (free[:, 0] < median[0]) | (free[:, 1] < median[1])

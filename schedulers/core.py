@@ -3,9 +3,11 @@
 One iteration, split in two so a discrete-event simulation can put the think time
 between them (Omega §4: a decision reads the cell at t and commits at t + think):
 
-    prepare():  keep the lease -> sync the copy -> claim jobs -> decide each on the copy
-    complete(): commit every claim of the batch -> fold the result into the copy ->
-                per job: placed, retry (conflict), or park with the reason
+    prepare():  keep the lease -> sync the cache -> claim jobs -> decide each on the
+                cache's columns and assume its claims there
+    complete(): commit every claim of the batch -> confirm the fresh views in the cache
+                and forget what did not commit -> per job: placed, retry (conflict), or
+                park with the reason
 
 ``step()`` runs both back to back (sleeping the modelled think time on the clock, if
 any); ``run()`` steps until a stop event or deadline.
@@ -40,13 +42,13 @@ from cellsched.cellstate.codec import is_sharded
 from cellsched.cellstate.commit import CommitEngine, CommitResult, Plan, max_gang_machines
 from cellsched.cellstate.errors import LeaseNotFoundError, StoreUnavailableError
 from cellsched.cellstate.keys import CellKeys
-from cellsched.cellstate.local_copy import LocalCellCopy
 from cellsched.cellstate.model import Claim, JobRecord, JobStatus, TransactionMode
 from cellsched.cellstate.resources import Vector
 from cellsched.cellstate.store import CellStore
 from cellsched.cellstate.views import JobView, read_job_view
 
-from .decide import CopyColumns, DecideFn, Decision, decide_job, decision_seed
+from .cache import SchedulerCache
+from .decide import DecideFn, Decision, decide_job, decision_seed
 from .metrics import SchedulerMetrics
 from .settings import SchedulerSettings
 
@@ -70,7 +72,7 @@ class Attempt:
     think_s: float
     lease_id: int
     decisions: dict[str, Decision] = field(default_factory=dict)  # job id -> decision
-    assumed: set[str] = field(default_factory=set)  # machine ids whose columns carry assumptions
+    assumed: list[Claim] = field(default_factory=list)  # claims this attempt assumed in the cache
     crashed: dict[str, str] = field(default_factory=dict)  # job id -> the error that stopped its decision
 
     @property
@@ -123,8 +125,7 @@ class Scheduler:
         self._claim_pool = ThreadPoolExecutor(settings.txns_in_flight, f"{name}-claim") if pipelined else None
         self._prefetch_pool = ThreadPoolExecutor(1, f"{name}-prefetch") if pipelined else None
         self._prefetch: tuple[int, Future] | None = None  # (lease id, claim_jobs future)
-        self.copy = LocalCellCopy(store, keys, settings.max_tasks_per_machine)
-        self.columns = CopyColumns(self.copy, settings.array_backend)
+        self.cache = SchedulerCache(store, keys, settings.max_tasks_per_machine, settings.array_backend)
         self.held: dict[str, HeldJob] = {}  # insertion order = claim order = priority order
         self._metrics = SchedulerMetrics(started_at=clock.now())
         self._lease_id = 0
@@ -196,7 +197,7 @@ class Scheduler:
         lease_id = self._keep_lease()
         self._sync()
         self._claim(lease_id)
-        self._sync()  # the claims read job records at a newer revision: catch the copy up
+        self._sync()  # the claims read job records at a newer revision: catch the cache up
         if not self.held:
             return None
         self._start_prefetch(lease_id)
@@ -210,25 +211,32 @@ class Scheduler:
                 self._metrics.wait_first_attempt_s.append(started - rec.submitted_at)
             seed = decision_seed(self.settings.seed, jid, held.attempts)
             try:
-                decision = self.decide_fn(self.columns.columns, self.columns.index, rec, self.policy, seed)
+                decision = self.decide_fn(self.cache.columns, self.cache.index, rec, self.policy, seed)
             except Exception as exc:  # one job's bug must not stop the loop: park it with the error
-                # Rows earlier jobs of the batch assumed keep their assumptions (at worst they
-                # also keep some of this job's: conservative); every other row goes back.
-                self.columns.restore(set(self.copy.ids) - attempt.assumed)
+                # Decide functions only read the cache, so a crash leaves nothing assumed.
                 attempt.crashed[jid] = f"scheduler error while deciding: {exc!r}"
                 continue
             decision = self._fit_gang_in_one_txn(rec, decision)
             attempt.decisions[jid] = decision
-            attempt.assumed.update(c.machine_id for c in decision.claims)
+            # Assumed, so the next job of the batch sees these placements.
+            self.cache.assume(decision.claims)
+            attempt.assumed += decision.claims
             tasks += decision.tasks_decided
         attempt.think_s = self.settings.think_time.for_jobs(len(attempt.decisions), tasks)
         return attempt
 
     def complete(self, attempt: Attempt) -> Outcome:
         """Commit the attempt's claims and settle every job it decided."""
+        try:
+            return self._complete(attempt)
+        finally:
+            # However complete ends, what the commit's views did not confirm (conflicts,
+            # jobs parked or whose commit raised, a lost lease, an outage) is forgotten.
+            self.cache.forget(attempt.assumed)
+
+    def _complete(self, attempt: Attempt) -> Outcome:
         out = Outcome()
         if not self._lease_alive(attempt.lease_id, only_if_due=True):
-            self.columns.restore(attempt.assumed)
             self._lose_lease(out)
             self._metrics.busy_s += self.clock.now() - attempt.started_at
             return out
@@ -241,12 +249,10 @@ class Scheduler:
             try:
                 result = self._commit_isolated(attempt, out)
             except StoreUnavailableError:
-                self.columns.restore(attempt.assumed)
                 self._metrics.busy_s += self.clock.now() - attempt.started_at
                 raise
-        # The commit's fresh views replace our assumptions, committed or not.
-        self.copy.assume(result.machines)
-        self.columns.restore(attempt.assumed | set(result.machines))
+        # The commit's fresh views confirm what landed; complete() forgets the rest.
+        self.cache.confirm(result.machines)
         out.committed = result.committed
         self._settle_jobs(attempt, result, out)
         m = self._metrics
@@ -260,7 +266,7 @@ class Scheduler:
         claims = [c for d in decisions.values() for c in d.claims]
         jobs = {jid: self.held[jid].view for jid, d in decisions.items() if d.claims}
         fences = {jid: self.held[jid].claim_revision for jid in jobs}
-        return Plan(claims, self.copy.views(sorted({c.machine_id for c in claims})), jobs, fences)
+        return Plan(claims, self.cache.views(sorted({c.machine_id for c in claims})), jobs, fences)
 
     def _commit_isolated(self, attempt: Attempt, out: Outcome) -> CommitResult:
         """Commit the batch; should the commit raise on something other than the store
@@ -364,7 +370,6 @@ class Scheduler:
         widest = max_gang_machines(limit, is_sharded(rec.job))
         if spans <= widest:
             return decision
-        self.columns.unassume(decision.claims)
         return Decision([], len(decision.claims),
                         f"gang spans {spans} machines; one txn holds at most {widest} "
                         f"with max_txn_ops={limit}", decision.tasks_decided)
@@ -410,9 +415,9 @@ class Scheduler:
 
     def _claim_parked(self, lease_id: int, room: int) -> list[JobView]:
         """Capacity freed since we last looked: claim the parked jobs whose recorded need
-        now fits on some machine of the copy. Reads the parked index (not job records),
+        now fits on some machine of the cache. Reads the parked index (not job records),
         a bounded number of pages, and only when something freed, so idle costs nothing."""
-        free = self.copy.free_rows()
+        free = self.cache.free_rows()
         out: list[JobView] = []
         for _ in range(self.settings.parked_pages):
             # A cursor across looks: with more parked jobs than one look reads, every entry
@@ -460,8 +465,7 @@ class Scheduler:
         self._hold(views)
 
     def _sync(self) -> None:
-        self.copy.poll()
-        if self.columns.refresh():
+        if self.cache.sync():
             self._freed = True
 
     def _keep_lease(self) -> int:
@@ -517,4 +521,4 @@ class Scheduler:
                 pass
             self._lease_id = 0
         self.engine.close()
-        self.copy.close()
+        self.cache.close()

@@ -1,11 +1,13 @@
-"""The decision pipeline: one job's unbound tasks -> claims on the private copy.
+"""The decision pipeline: one job's unbound tasks -> claims, read off the scheduler cache.
 
 The array work (feasibility mask, weighted scores, seeded pick) is ``gpu.assign_job``;
-this module turns a stored job into its inputs, its result into commit claims, and
-keeps the kernels' columns in step with the scheduler's ``LocalCellCopy``.
+this module turns a stored job into its inputs and its result into commit claims. It
+only reads the cache's columns: the scheduler assumes what a decision returns
+(``SchedulerCache.assume``, schedulers/cache.py), so the next job of the batch sees it.
 
 ``DecideFn`` is the one seam: a scheduler takes any function with ``decide_job``'s
 signature, so a simulation or a test can swap the decision without touching the loop.
+It gets the cache's columns and row index, and must only read them.
 """
 
 from __future__ import annotations
@@ -14,10 +16,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from cellsched import gpu
-from cellsched.cellstate.local_copy import LocalCellCopy
 from cellsched.cellstate.model import Claim, JobRecord, TransactionMode
 
 
@@ -43,11 +42,11 @@ DecideFn = Callable[[gpu.MachineColumns, Mapping[str, int], JobRecord, gpu.Polic
 
 def decide_job(columns: gpu.MachineColumns, index: Mapping[str, int], record: JobRecord,
                policy: gpu.Policy, seed: int) -> Decision:
-    """Place every unbound task of ``record`` on ``columns`` and assume what it places.
+    """Place every unbound task of ``record`` on ``columns`` (read only).
 
-    ``index`` maps machine id -> row of ``columns``. Gangs (ALL_OR_NOTHING) assume
-    nothing unless every task found a machine, so a half-placed gang never holds
-    capacity in the copy that the next job could have used.
+    ``index`` maps machine id -> row of ``columns``. Gangs (ALL_OR_NOTHING) claim
+    nothing unless every task found a machine, so a half-placed gang is never assumed
+    and never holds capacity in the cache that the next job could have used.
     """
     specs, task_ids = group_specs(record, index)
     if not specs:
@@ -60,8 +59,7 @@ def decide_job(columns: gpu.MachineColumns, index: Mapping[str, int], record: Jo
     if record.job.mode is TransactionMode.ALL_OR_NOTHING and decision.unplaced:
         return Decision([], decision.unplaced, f"gang needs every task placed: {decision.reason}",
                         decision.tasks_decided)
-    # 4. assume into the private copy, so the next job in this batch sees these placements.
-    assignment.assume_into(columns)
+    # 4. the caller assumes decision.claims into its SchedulerCache.
     return decision
 
 
@@ -105,68 +103,3 @@ def _claims(columns: gpu.MachineColumns, record: JobRecord, specs: list[gpu.Grou
     out.reason = "; ".join(reasons)
     return out
 
-
-class CopyColumns:
-    """``gpu.MachineColumns`` kept in step with a ``LocalCellCopy``.
-
-    The copy's ``dirty`` rows are refreshed into the columns before each decision;
-    ``restore`` puts rows back to the copy's values after a batch whose assumed
-    placements did not all commit. ``capacity_freed`` says whether a refresh saw used
-    capacity drop, a machine come up or a machine appear: the cue to retry parked jobs.
-    """
-
-    def __init__(self, copy: LocalCellCopy, backend: str | None = None):
-        self.copy = copy
-        self.backend = backend
-        self._rebuild()
-
-    def _rebuild(self) -> None:
-        n = self.copy.size
-        xp = gpu.choose_array_module(n, self.backend)
-        self.columns = gpu.MachineColumns(
-            list(self.copy.ids), self.copy.capacity[:n], self.copy.used[:n],
-            [m.labels for m in self.copy.machines], self.copy.schedulable[:n], xp=xp)
-        self._resyncs = self.copy.resyncs
-        self.copy.dirty.clear()
-
-    @property
-    def index(self) -> Mapping[str, int]:
-        return self.copy.index
-
-    def refresh(self) -> bool:
-        """Apply the copy's changed rows; returns whether capacity was freed."""
-        copy = self.copy
-        if copy.size != len(self.columns) or copy.resyncs != self._resyncs:
-            self._rebuild()  # new machines, or a resync that may have renumbered rows
-            return True
-        if not copy.dirty:
-            return False
-        rows = np.fromiter(sorted(copy.dirty), dtype=np.int64)
-        copy.dirty.clear()
-        cols = self.columns
-        freed = bool((copy.used[rows] < cols.host_used[rows]).any())
-        freed |= bool((copy.schedulable[rows] & ~cols.host_schedulable[rows]).any())
-        freed |= bool((copy.capacity[rows] > cols.host_capacity[rows]).any())
-        labels = [copy.machines[i].labels for i in rows.tolist()]
-        if (not np.array_equal(copy.capacity[rows], cols.host_capacity[rows])
-                or not np.array_equal(copy.schedulable[rows], cols.host_schedulable[rows])
-                or labels != [cols.labels[i] for i in rows.tolist()]):
-            cols.update_machines(rows, copy.capacity[rows], labels, copy.schedulable[rows])
-        cols.update_rows(rows, copy.used[rows])
-        return freed
-
-    def unassume(self, claims) -> None:
-        """Take back exactly these claims' requests (other assumptions on the rows stay)."""
-        rows: dict[int, np.ndarray] = {}
-        for c in claims:
-            i = self.copy.index[c.machine_id]
-            base = rows.get(i, self.columns.host_used[i])
-            rows[i] = base - np.asarray(c.request, dtype=np.int64)
-        if rows:
-            self.columns.update_rows(list(rows), np.array(list(rows.values())))
-
-    def restore(self, machine_ids) -> None:
-        """Put rows back to the copy's values (drops assumptions that did not commit)."""
-        rows = sorted(self.copy.index[m] for m in machine_ids if m in self.copy.index)
-        if rows:
-            self.columns.update_rows(rows, self.copy.used[rows])

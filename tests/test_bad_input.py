@@ -14,9 +14,9 @@ from cellsched.cellstate.errors import (
     UnplaceableRequestError,
 )
 from cellsched.cellstate.invariants import check_store
-from cellsched.cellstate.local_copy import LocalCellCopy
 from cellsched.cellstate.model import MAX_TASKS_PER_JOB, Job, Machine, TaskGroup
 from cellsched.cellstate.submission import check_placeable, submit_jobs
+from cellsched.schedulers.cache import SchedulerCache
 from tests.cellfactory import make_cell, make_job
 
 
@@ -27,7 +27,7 @@ def test_bad_input_undecodable_alloc_value_is_typed_and_reported(store, raw):
     with pytest.raises(CorruptValueError, match="node/alloc/m0"):
         codec.decode_alloc(keys.alloc("m0"), store.get(keys.alloc("m0")).value)
     with pytest.raises(CorruptValueError):
-        LocalCellCopy(store, keys)
+        SchedulerCache(store, keys)
     report = check_store(store, keys)
     assert not report.ok and "node/alloc/m0" in report.violations[0]
 

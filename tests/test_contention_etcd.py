@@ -21,11 +21,11 @@ from cellsched.cellstate.etcd_store import EtcdStore
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.lifecycle import release_tasks
-from cellsched.cellstate.local_copy import LocalCellCopy
 from cellsched.cellstate.machines import add_machines
 from cellsched.cellstate.model import Claim, ConflictMode, Job, Machine, TaskGroup, TransactionMode
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.views import read_job_view
+from cellsched.schedulers.cache import SchedulerCache
 
 MACHINES, COMMITTERS, TARGET = 50, 8, 5_000
 CPU, MEM = 4000, 16384
@@ -48,7 +48,7 @@ def run_workload(endpoints: str, cell: str, cmode: ConflictMode, tmode: Transact
     def committer(k: int):
         rng = random.Random(seed * 100 + k)
         s = EtcdStore(endpoints)
-        copy = LocalCellCopy(s, keys)
+        copy = SchedulerCache(s, keys)
         engine = CommitEngine(s, keys, cmode)
         jobs = [Job(f"{cell}-c{k}-j{n}", (TaskGroup("g", TASKS_PER_JOB, TASK),), mode=tmode)
                 for n in range(jobs_per_thread)]
@@ -104,7 +104,7 @@ def run_workload(endpoints: str, cell: str, cmode: ConflictMode, tmode: Transact
                     stalled = True  # otherwise our copy is behind: wait for the watch
                     continue
                 out = engine.commit(Plan(claims, copy.views({c.machine_id for c in claims}), {job.id: view}))
-                copy.assume(out.machines)
+                copy.confirm(out.machines)
                 with lock:
                     totals["committed"] += len(out.committed)
                     totals["conflicts"] += len(out.conflicted)

@@ -12,12 +12,12 @@ from cellsched.cellstate.commit import CommitEngine
 from cellsched.cellstate.errors import SchemaMismatchError, StoreUnavailableError, TxnLimitError
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
-from cellsched.cellstate.local_copy import LocalCellCopy
 from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import JobClass, JobStatus, Machine
 from cellsched.cellstate.store import Get, Put
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.views import read_job_view
+from cellsched.schedulers.cache import SchedulerCache
 from cellsched.schedulers.core import Scheduler
 from cellsched.schedulers.settings import BATCH
 
@@ -29,7 +29,7 @@ def test_cell_in_another_layout_is_refused_with_a_message():
     keys = make_cell(store, 1)
     store.put(keys.schema, codec.encode_obj({"layout": 1}))
     with pytest.raises(SchemaMismatchError, match="layout 1; this cellsched reads layout 2"):
-        LocalCellCopy(store, keys)
+        SchedulerCache(store, keys)
 
 
 def test_cell_written_before_the_schema_key_is_refused():

@@ -11,7 +11,6 @@ from cellsched.cellstate.commit import CommitEngine, Plan
 from cellsched.cellstate.errors import CorruptValueError
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.lifecycle import release_tasks
-from cellsched.cellstate.local_copy import LocalCellCopy
 from cellsched.cellstate.machine_health import MachineMonitor, heartbeat
 from cellsched.cellstate.machines import set_machine_state
 from cellsched.cellstate.memory_store import MemoryStore
@@ -19,6 +18,7 @@ from cellsched.cellstate.model import Claim, Machine, MachineState, TaskOutcome
 from cellsched.cellstate.store import Get, StoreLimits
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.views import read_job_view
+from cellsched.schedulers.cache import SchedulerCache
 from tests.cellfactory import make_cell, make_job, views
 from tests.storespy import SpyStore
 
@@ -150,7 +150,7 @@ def test_monitor_reads_allocations_only_of_down_or_draining_machines_in_bounded_
 def test_heartbeats_do_not_reach_the_schedulers_local_copy():
     store = MemoryStore()
     keys = make_cell(store, 2)
-    copy = LocalCellCopy(store, keys)
+    copy = SchedulerCache(store, keys)
     lease = store.grant_lease(30)
     for _ in range(3):
         heartbeat(store, keys, "m0", lease)

@@ -77,7 +77,7 @@ def test_decide_pick_is_seeded_by_job_and_attempt():
     rec = JobRecord(make_job("j", 4, cpu=100))
 
     def pick(job_attempt_seed: int) -> list[str]:
-        fresh = gpu.MachineColumns(cols.machine_ids, cols.host_capacity, xp=np)  # decide assumes into it
+        fresh = gpu.MachineColumns(cols.machine_ids, cols.host_capacity, xp=np)  # fresh columns per pick
         return [c.machine_id for c in decide_job(fresh, index, rec, gpu.SPREAD, job_attempt_seed).claims]
 
     assert pick(decision_seed(0, "j", 1)) == pick(decision_seed(0, "j", 1))

@@ -89,7 +89,7 @@ def test_assign_job_leaves_columns_until_assumed(xp_name):
     cols = columns(resolve(xp_name), [(4000, 8000, 0)] * 2)
     a = assign_job(cols, [GroupSpec((1000, 1000, 0), count=3)], SPREAD, seed=("j", 0))
     assert cols.host_used.sum() == 0
-    a.assume_into(cols)
+    cols.update_rows(list(a.used), list(a.used.values()))  # what the scheduler cache assumes
     assert cols.host_used.sum(axis=0).tolist() == [3000, 3000, 0]
 
 

@@ -1,0 +1,432 @@
+"""The scheduler cache: the one copy of the cell's machines a scheduler decides on.
+
+Like kube-scheduler's cache, it lives in the scheduler and is fed by a watch; unlike a
+plain watch-fed copy, it also holds what this scheduler decided but the store has not
+confirmed yet, so the next job of a batch never picks capacity an earlier one took.
+
+Two layers, one owner:
+
+- **confirmed**: NumPy columns (``capacity``, ``used``, revisions, ``schedulable``) and
+  the machine and allocation records, exactly as the store holds them. Built from one
+  consistent snapshot (a single txn reading every spec and allocation record), then kept
+  fresh by a watch from snapshot revision + 1: no gaps, no duplicates, since an event is
+  applied only if it is newer than the row it changes. A compacted watch triggers a full
+  resync; a broken stream is reopened from the last revision seen. A machine at its task
+  limit is unschedulable, so the kernels stop picking it before the validator refuses it.
+- **columns**: ``gpu.MachineColumns`` (host and device arrays) = confirmed + assumed.
+  The kernels read only these. Only this module writes them.
+
+State of one claim (a task on a machine) in the cache::
+
+                 assume(claims)                confirm(views) or a watch event:
+    (decided) ───────────────▶ Assumed ──────────────────────────────────────▶ Added
+                                │    │      the fresh allocation holds the task   (part of
+                  forget(claims)│    │                                            confirmed)
+     not committed: conflict,   │    │ resync: the machine is gone from the
+     gang dropped, job parked,  ▼    ▼ snapshot
+     lease lost           Forgotten  Expired
+
+"Decided", "Forgotten" and "Expired" claims are not in the cache; an Added claim is just
+part of the confirmed allocation record. A task is assumed at most once: assuming it
+again (a retry after a step that ended early) replaces its earlier assumption.
+
+The vocabulary is the whole API: ``assume`` when a decision picks machines, ``confirm``
+when a commit's results (fresh views) come back, ``forget`` for claims that were not
+committed. ``sync`` applies the watch and refreshes the columns; everything else reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from cellsched import gpu
+from cellsched.cellstate import codec
+from cellsched.cellstate.errors import CompactedError, StoreUnavailableError, UnknownMachineError
+from cellsched.cellstate.keys import CellKeys
+from cellsched.cellstate.model import AllocationRecord, Claim, Machine, MachineState
+from cellsched.cellstate.resources import NUM_RESOURCES
+from cellsched.cellstate.schema import check_schema
+from cellsched.cellstate.store import CellStore, EventType, Get, Watch, WatchEvent
+from cellsched.cellstate.validation import DEFAULT_MAX_TASKS_PER_MACHINE
+from cellsched.cellstate.views import MachineView
+
+
+class SchedulerCache:
+    def __init__(self, store: CellStore, keys: CellKeys, max_tasks: int = DEFAULT_MAX_TASKS_PER_MACHINE,
+                 backend: str | None = None):
+        self.store = store
+        self.keys = keys
+        self.max_tasks = max_tasks
+        self.backend = backend  # array backend setting for the columns (None: chosen by size)
+        self.resyncs = 0
+        self.reconnects = 0
+        self._watch: Watch | None = None
+        self._assumed: dict[str, Claim] = {}  # task id -> its Assumed claim
+        self._on_row: dict[int, dict[str, Claim]] = {}  # row -> the Assumed claims on it
+        self.resync()
+        self._rebuild()
+
+    # -- the confirmed layer: snapshot and watch --------------------------------------
+
+    def resync(self) -> None:
+        """Full snapshot: used at start, and after a compaction left a gap."""
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        result = self.store.txn([], [Get(self.keys.spec_prefix, prefix=True),
+                                     Get(self.keys.alloc_prefix, prefix=True), Get(self.keys.schema)])
+        spec_kvs, alloc_kvs, schema_kvs = result.reads
+        check_schema(self.keys, schema_kvs[0] if schema_kvs else None, cell_has_data=bool(spec_kvs))
+        self._on_row = {}  # rows are renumbered: re-placed below
+        self.ids: list[str] = []
+        self.index: dict[str, int] = {}
+        self.machines: list[Machine] = []
+        self.allocs: list[AllocationRecord] = []
+        n = max(16, len(spec_kvs))
+        self.capacity = np.zeros((n, NUM_RESOURCES), dtype=np.int64)
+        self.used = np.zeros((n, NUM_RESOURCES), dtype=np.int64)
+        self.spec_rev = np.zeros(n, dtype=np.int64)
+        self.alloc_rev = np.zeros(n, dtype=np.int64)
+        self.schedulable = np.zeros(n, dtype=bool)
+        self.dirty: set[int] = set()  # confirmed rows changed since the columns last refreshed
+        for kv in spec_kvs:
+            self._apply_spec(kv.key, kv.value, kv.mod_revision)
+        for kv in alloc_kvs:
+            self._apply_alloc(kv.key, kv.value, kv.mod_revision)
+        self.revision = result.revision
+        # Assumptions outlive a resync: re-placed on their machines' new rows unless the
+        # snapshot holds the task (Added) or lacks the machine (Expired).
+        kept = []
+        for tid, c in list(self._assumed.items()):
+            i = self.index.get(c.machine_id)
+            if i is None or tid in self.allocs[i].tasks:
+                del self._assumed[tid]
+            else:
+                kept.append(c)
+        self._hold(kept)
+        self._stale = True  # rows may be renumbered: the next refresh rebuilds the columns
+        self._open_watch()
+
+    def _open_watch(self) -> None:
+        self._watch = self.store.watch(self.keys.node_prefix, self.revision + 1)
+
+    def _row(self, mid: str) -> int:
+        i = self.index.get(mid)
+        if i is None:
+            i = len(self.ids)
+            if i >= len(self.capacity):
+                self._grow()
+            self.ids.append(mid)
+            self.index[mid] = i
+            self.machines.append(None)  # type: ignore[arg-type]
+            self.allocs.append(AllocationRecord())
+            self._stale = True  # a new machine: the columns need a new row
+        return i
+
+    def _grow(self) -> None:
+        n = 2 * len(self.capacity)
+        for name in ("capacity", "used"):
+            old = getattr(self, name)
+            new = np.zeros((n, NUM_RESOURCES), dtype=np.int64)
+            new[: len(old)] = old
+            setattr(self, name, new)
+        for name, dt in (("spec_rev", np.int64), ("alloc_rev", np.int64), ("schedulable", bool)):
+            old = getattr(self, name)
+            new = np.zeros(n, dtype=dt)
+            new[: len(old)] = old
+            setattr(self, name, new)
+
+    def _apply_spec(self, key: str, value: bytes, rev: int) -> None:
+        m = codec.decode_machine(key, value)
+        i = self._row(m.id)
+        if rev <= self.spec_rev[i]:
+            return
+        self.machines[i] = m
+        self.capacity[i] = m.capacity
+        self.spec_rev[i] = rev
+        self._update_schedulable(i)
+        self.dirty.add(i)
+
+    def _apply_alloc(self, key: str, value: bytes, rev: int) -> None:
+        mid = self.keys.last_segment(key)
+        i = self.index.get(mid)
+        if i is None or rev <= self.alloc_rev[i]:
+            return
+        rec = codec.decode_alloc(key, value)
+        self.allocs[i] = rec
+        self.used[i] = rec.used
+        self.alloc_rev[i] = rev
+        self._update_schedulable(i)
+        if i in self._on_row:  # the watch confirms our own commits too: Added
+            added = self._held_by_alloc(i)
+            if added:
+                self._drop(added)
+        self.dirty.add(i)
+
+    def _update_schedulable(self, i: int) -> None:
+        m = self.machines[i]
+        self.schedulable[i] = m is not None and m.state is MachineState.UP \
+            and len(self.allocs[i].tasks) < self.max_tasks
+
+    def poll(self, timeout: float = 0.0) -> int:
+        """Apply every change available now (waiting up to `timeout` for one) to the
+        confirmed layer. Returns how many."""
+        try:
+            if self._watch is None:
+                self._open_watch()
+            events = self._watch.get(timeout)
+        except CompactedError:
+            self.resyncs += 1
+            self.resync()
+            return 0
+        except StoreUnavailableError:
+            self.reconnects += 1
+            self._watch = None
+            return 0
+        for ev in events:
+            self._apply_event(ev)
+        return len(events)
+
+    def _apply_event(self, ev: WatchEvent) -> None:
+        if ev.key.startswith(self.keys.spec_prefix):
+            if ev.type is EventType.PUT:
+                self._apply_spec(ev.key, ev.value, ev.mod_revision)
+            else:
+                i = self.index.get(self.keys.last_segment(ev.key))
+                if i is not None:  # a removed machine stays as an unschedulable row
+                    self.schedulable[i] = False
+                    self.spec_rev[i] = ev.mod_revision
+                    self.dirty.add(i)
+        elif ev.key.startswith(self.keys.alloc_prefix):
+            if ev.type is EventType.PUT:
+                self._apply_alloc(ev.key, ev.value, ev.mod_revision)
+        if ev.mod_revision > self.revision:
+            self.revision = ev.mod_revision
+
+    # -- the columns: confirmed + assumed ------------------------------------------------
+
+    def sync(self, timeout: float = 0.0) -> bool:
+        """Apply the watch, then bring the columns up to date. Returns whether that freed
+        capacity (used dropped, a machine came up or appeared): the cue to retry parked jobs."""
+        self.poll(timeout)
+        return self.refresh()
+
+    def refresh(self) -> bool:
+        """Apply the confirmed layer's changed rows to the columns; returns whether capacity was freed."""
+        if self._stale:
+            self._rebuild()  # new machines, or a resync that may have renumbered rows
+            return True
+        if not self.dirty:
+            return False
+        rows = np.fromiter(sorted(self.dirty), dtype=np.int64)
+        self.dirty.clear()
+        cols = self.columns
+        used = self._target_used(rows)
+        freed = bool((used < cols.host_used[rows]).any())
+        freed |= bool((self.schedulable[rows] & ~cols.host_schedulable[rows]).any())
+        freed |= bool((self.capacity[rows] > cols.host_capacity[rows]).any())
+        labels = [self.machines[i].labels for i in rows.tolist()]
+        if (not np.array_equal(self.capacity[rows], cols.host_capacity[rows])
+                or not np.array_equal(self.schedulable[rows], cols.host_schedulable[rows])
+                or labels != [cols.labels[i] for i in rows.tolist()]):
+            cols.update_machines(rows, self.capacity[rows], labels, self.schedulable[rows])
+        cols.update_rows(rows, used)
+        return freed
+
+    def _rebuild(self) -> None:
+        n = self.size
+        xp = gpu.choose_array_module(n, self.backend)
+        used = self.used[:n].copy()
+        for i, held in self._on_row.items():
+            used[i] += _requests(held)
+        self.columns = gpu.MachineColumns(
+            list(self.ids), self.capacity[:n], used,
+            [m.labels for m in self.machines], self.schedulable[:n], xp=xp)
+        self.dirty.clear()
+        self._stale = False
+
+    def _target_used(self, rows) -> np.ndarray:
+        """What the columns' used rows must hold: confirmed used plus every assumed request."""
+        used = self.used[rows]
+        on_row = self._on_row
+        if on_row:
+            for k, i in enumerate(rows.tolist() if isinstance(rows, np.ndarray) else rows):
+                held = on_row.get(i)
+                if held:
+                    used[k] += _requests(held)
+        return used
+
+    def _write_used(self, rows: list[int]) -> None:
+        """Put confirmed + assumed into these rows of the columns (rows the columns do not
+        have yet get it from the next rebuild)."""
+        if self._stale:  # rows renumbered or added: the next refresh rebuilds every row
+            return
+        n = len(self.columns)
+        idx = list(set(rows))  # update_rows takes rows in any order
+        if idx and max(idx) >= n:
+            idx = [i for i in idx if i < n]
+        if idx:
+            self.columns.update_rows(idx, self._target_used(idx))
+
+    # -- assume, confirm, forget ----------------------------------------------------------
+
+    def assume(self, claims: Iterable[Claim]) -> None:
+        """A decision picked these machines: hold the claims' requests in the columns, so
+        every later decision sees them, until the commit confirms or they are forgotten.
+        A task assumed again (a retry after a step that ended early) moves: its new claim
+        replaces the old one."""
+        by_task = {c.task_id: c for c in claims}  # the same task twice in one call: the last claim counts
+        if not by_task:
+            return
+        claims = list(by_task.values())
+        index, assumed = self.index, self._assumed
+        rows = [index.get(c.machine_id) for c in claims]
+        if None in rows:
+            c = claims[rows.index(None)]
+            raise UnknownMachineError(f"cannot assume {c.task_id} on {c.machine_id!r}: not in the cache")
+        if not by_task.keys().isdisjoint(assumed.keys()):  # a task moves: the slow, exact path
+            touched = self._release([assumed[t] for t in by_task if t in assumed])
+            assumed.update(by_task)
+            self._hold(claims, rows)
+            self._write_used(touched + rows)
+            return
+        assumed.update(by_task)
+        self._hold(claims, rows)
+        if self._stale:  # the next refresh rebuilds every row, these claims included
+            return
+        # The columns already hold confirmed + assumed: add just these requests (a row the
+        # watch changed meanwhile is rewritten from scratch by the next refresh anyway).
+        cols = self.columns
+        n = len(cols)
+        if len(claims) == 1:
+            i = rows[0]
+            if i < n:
+                cols.update_rows([i], cols.host_used[i] + claims[0].request)
+            return
+        req = np.array([c.request for c in claims], dtype=np.int64)
+        if max(rows) >= n:
+            keep = [k for k, i in enumerate(rows) if i < n]
+            rows, req = [rows[k] for k in keep], req[keep]
+        unique = list(set(rows))
+        if len(unique) == len(rows):
+            cols.update_rows(rows, cols.host_used[rows] + req)
+        elif unique:  # several tasks on one machine: sum them per row
+            pos = {i: k for k, i in enumerate(unique)}
+            used = cols.host_used[unique]
+            np.add.at(used, [pos[i] for i in rows], req)
+            cols.update_rows(unique, used)
+
+    def confirm(self, views: Mapping[str, MachineView]) -> None:
+        """A commit's results came back: fold its fresh views into the confirmed layer
+        without waiting for the watch (newer revisions only). An assumed claim whose task
+        the fresh allocation holds is Added; the others stay Assumed until forgotten."""
+        rows = []
+        added: list[Claim] = []
+        for mid, view in views.items():
+            i = self.index.get(mid)
+            if i is None:
+                continue
+            if view.spec_revision > self.spec_rev[i]:
+                self.machines[i] = view.machine
+                self.capacity[i] = view.machine.capacity
+                self.spec_rev[i] = view.spec_revision
+                self.dirty.add(i)
+            if view.alloc_revision > self.alloc_rev[i]:
+                self.allocs[i] = view.alloc
+                self.used[i] = view.alloc.used
+                self.alloc_rev[i] = view.alloc_revision
+                self.dirty.add(i)
+            self._update_schedulable(i)
+            if i in self._on_row:
+                added += self._held_by_alloc(i)
+            rows.append(i)
+        if added:
+            self._drop(added)
+        self._write_used(rows)
+
+    def forget(self, claims: Iterable[Claim]) -> None:
+        """These claims will not be committed (conflict, gang dropped, job parked, lease
+        lost): give their requests back. Claims no longer Assumed (Added, or assumed
+        elsewhere since) are left alone."""
+        assumed = self._assumed
+        gone = [a for c in claims if (a := assumed.get(c.task_id)) is not None and a.machine_id == c.machine_id]
+        if gone:
+            self._write_used(self._drop(gone))
+
+    def is_assumed(self, task_id: str) -> bool:
+        return task_id in self._assumed
+
+    @property
+    def assumed_count(self) -> int:
+        return len(self._assumed)
+
+    def _held_by_alloc(self, i: int) -> list[Claim]:
+        """Row i's assumed claims whose tasks its confirmed allocation holds: to be Added."""
+        tasks = self.allocs[i].tasks
+        return [c for t, c in self._on_row[i].items() if t in tasks]
+
+    def _drop(self, claims: list[Claim]) -> list[int]:
+        """Claims leave the Assumed state (Added or Forgotten); returns their rows."""
+        for c in claims:
+            del self._assumed[c.task_id]
+        return self._release(claims)
+
+    def _hold(self, claims: list[Claim], rows: list[int] | None = None) -> list[int]:
+        """File claims under their rows (not in _assumed); returns the rows."""
+        if rows is None:
+            rows = [self.index[c.machine_id] for c in claims]
+        on_row = self._on_row
+        for i, c in zip(rows, claims, strict=True):
+            held = on_row.get(i)
+            if held is None:
+                on_row[i] = {c.task_id: c}
+            else:
+                held[c.task_id] = c
+        return rows
+
+    def _release(self, claims: list[Claim]) -> list[int]:
+        """Take claims off their rows (not out of _assumed); returns the rows."""
+        rows = [self.index[c.machine_id] for c in claims]
+        for i, c in zip(rows, claims, strict=True):
+            on_row = self._on_row[i]
+            del on_row[c.task_id]
+            if not on_row:
+                del self._on_row[i]
+        return rows
+
+    # -- reading ------------------------------------------------------------------------
+
+    def free_rows(self) -> np.ndarray:
+        """Confirmed free capacity of every schedulable machine, int64[rows, R]."""
+        n = self.size
+        free = self.capacity[:n] - self.used[:n]
+        return free[self.schedulable[:n]]
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    def view(self, mid: str) -> MachineView:
+        """The confirmed view of one machine: what a commit compares."""
+        i = self.index[mid]
+        return MachineView(self.machines[i], int(self.spec_rev[i]), self.allocs[i], int(self.alloc_rev[i]))
+
+    def views(self, mids) -> dict[str, MachineView]:
+        return {m: self.view(m) for m in mids}
+
+    def lag(self) -> int:
+        """Revisions the store is ahead of this cache (an upper bound: it counts writes to
+        jobs and queues too, which the cache does not follow)."""
+        return self.store.current_revision() - self.revision
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+
+
+def _requests(held: Mapping[str, Claim]) -> list[int]:
+    """The sum of some claims' requests."""
+    return [sum(r) for r in zip(*(c.request for c in held.values()), strict=True)]
