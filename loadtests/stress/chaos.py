@@ -178,7 +178,7 @@ class Chaos:
                 candidates.append(rec.job.id)
         if not candidates:
             return
-        self.recorder.forget(candidates)
+        self.recorder.unexpect(candidates)
         purged = set(purge_finished(self.store, self.keys, now, self.purge_after_s))
         self.recorder.accept([jid for jid in candidates if jid not in purged])
         self.stats.purged_jobs += len(purged)

@@ -102,7 +102,7 @@ class InvariantRecorder:
         with self._lock:
             self._expected.update(job_ids)
 
-    def forget(self, job_ids: Iterable[str]) -> None:
+    def unexpect(self, job_ids: Iterable[str]) -> None:
         """Jobs about to be purged on purpose (call before the delete, so no check misses them)."""
         with self._lock:
             self._expected.difference_update(job_ids)
