@@ -20,9 +20,9 @@ def cmd_demo_engine(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from cellsched.cellstate.errors import StoreUnavailableError
-    from cellsched.cellstate.etcd_store import EtcdStore, parse_endpoints
     from cellsched.cellstate.invariants import check_store
     from cellsched.cellstate.keys import CellKeys
+    from cellsched.cellstate.store.etcd import EtcdStore, parse_endpoints
 
     try:
         parse_endpoints(args.etcd)
@@ -48,7 +48,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     import time
 
-    from cellsched.cellstate.etcd_store import parse_endpoints
+    from cellsched.cellstate.store.etcd import parse_endpoints
     from cellsched.schedulers import ray_actors
     from cellsched.schedulers.settings import BATCH, GPU, SERVICE
 

@@ -18,8 +18,8 @@ from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
 from cellsched.cellstate.model import JobStatus
 from cellsched.cellstate.store import Get
-from cellsched.cellstate.traces.sample import sample_trace_dir
 from cellsched.loadtests.replay import ReplayDriver, ReplayProgress, google_workload
+from cellsched.loadtests.traces.sample import sample_trace_dir
 from cellsched.schedulers import ray_actors
 from cellsched.schedulers.settings import BATCH, GPU, SERVICE
 

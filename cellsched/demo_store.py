@@ -16,18 +16,18 @@ from cellsched.cellstate.commit import CommitEngine, Plan
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
-from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import Job
+from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.submission import submit_jobs
-from cellsched.cellstate.traces.google2011 import (
+from cellsched.cellstate.views import read_job_view
+from cellsched.loadtests.traces.google2011 import (
     first_task_event_time,
     group_jobs,
     live_machines_at,
     read_task_attempts,
 )
-from cellsched.cellstate.traces.sample import default_trace_dir, shared_trace_dir
-from cellsched.cellstate.traces.to_model import trace_job, trace_machine
-from cellsched.cellstate.views import read_job_view
+from cellsched.loadtests.traces.sample import default_trace_dir, shared_trace_dir
+from cellsched.loadtests.traces.to_model import trace_job, trace_machine
 from cellsched.schedulers.cache import SchedulerCache
 from cellsched.schedulers.decide import decide_job, decision_seed
 

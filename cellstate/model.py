@@ -177,8 +177,9 @@ def task_id(job_id: str, group_index: int, index: int) -> str:
     return f"{job_id}/{group_index}/{index}"
 
 
+# The one parser of task ids (`job/group/index`; a job id has no "/"): nothing else splits them.
 def job_of_task(tid: str) -> str:
-    return tid.rsplit("/", 2)[0]
+    return tid.rsplit("/", 2)[0]  # hot (every Claim derives its job), so no validation here
 
 
 def parse_task_id(tid: str) -> tuple[str, int, int] | None:
@@ -187,6 +188,14 @@ def parse_task_id(tid: str) -> tuple[str, int, int] | None:
     if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
         return None
     return parts[0], int(parts[1]), int(parts[2])
+
+
+def group_of_task(tid: str) -> int:
+    """The group index of a task id; InvalidInputError when it is not one."""
+    parsed = parse_task_id(tid)
+    if parsed is None:
+        raise InvalidInputError(f"not a task id (job/group/index): {tid!r}")
+    return parsed[1]
 
 
 @dataclass(slots=True)

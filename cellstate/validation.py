@@ -36,6 +36,7 @@ from .model import (
     MachineState,
     TaskGroup,
     TransactionMode,
+    group_of_task,
     parse_task_id,
 )
 from .views import JobView, MachineView
@@ -217,7 +218,7 @@ def _placement_refusal(c: Claim, rec: JobRecord, group: TaskGroup, machines, max
     if c.machine_id in changed:
         return Refusal(RefusalKind.MACHINE_CHANGED, c.machine_id)
     if group.different_machines:
-        gi = parse_task_id(c.task_id)[1]  # type: ignore[index]
+        gi = group_of_task(c.task_id)
         key = (rec.job.id, gi)
         used_by_group = group_machines.get(key)
         if used_by_group is None:
@@ -230,5 +231,5 @@ def _placement_refusal(c: Claim, rec: JobRecord, group: TaskGroup, machines, max
     why = machine_refusal(group, view, extra_used.get(c.machine_id, res.ZERO), extra_tasks.get(c.machine_id, 0),
                           max_tasks)
     if why is None and group.different_machines:
-        group_machines[(rec.job.id, parse_task_id(c.task_id)[1])].add(c.machine_id)  # type: ignore[index]
+        group_machines[(rec.job.id, group_of_task(c.task_id))].add(c.machine_id)
     return why

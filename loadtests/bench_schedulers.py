@@ -65,15 +65,15 @@ from pathlib import Path
 from cellsched.cellstate import codec
 from cellsched.cellstate.clock import RealClock
 from cellsched.cellstate.errors import CellError, InvalidInputError
-from cellsched.cellstate.etcd_process import etcd_binary
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
-from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import ConflictMode, Job, JobClass, JobStatus, Machine, TaskGroup
 from cellsched.cellstate.store import DEFAULT_MAX_TXN_OPS, CellStore, EventType, Get, Op, Put, StoreLimits
+from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.loadtests.bench_store import bench_raw
+from cellsched.loadtests.etcd_process import etcd_binary
 from cellsched.schedulers.core import Scheduler
 from cellsched.schedulers.settings import BATCH, SchedulerSettings
 
@@ -170,7 +170,7 @@ class Backend:
         """A new client (etcd), or the one shared embedded store (memory)."""
         if self.memory is not None:
             return self.memory
-        from cellsched.cellstate.etcd_store import EtcdStore
+        from cellsched.cellstate.store.etcd import EtcdStore
 
         return EtcdStore(self.endpoints)
 
@@ -202,7 +202,7 @@ def open_backend(name: str, clients: str = "leader"):
     if name == "memory":
         yield Backend(name, memory=MemoryStore(StoreLimits()))
         return
-    from cellsched.cellstate.etcd_process import start_etcd_cluster
+    from cellsched.loadtests.etcd_process import start_etcd_cluster
 
     cluster = start_etcd_cluster(int(name.split("-")[1]))
     try:

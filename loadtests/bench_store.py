@@ -27,9 +27,9 @@ from contextlib import contextmanager
 from cellsched.cellstate.commit import CommitEngine, Plan
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
-from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import Claim, Job, Machine, TaskGroup, task_id
 from cellsched.cellstate.store import DEFAULT_MAX_TXN_OPS, ModRevisionIs, Put, StoreLimits
+from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.views import read_job_view, read_machine_views
 
@@ -41,8 +41,8 @@ def open_backend(backend: str, members: int):
     if backend == "memory":
         yield (lambda: _shared), None
         return
-    from cellsched.cellstate.etcd_process import start_etcd_cluster
-    from cellsched.cellstate.etcd_store import EtcdStore
+    from cellsched.cellstate.store.etcd import EtcdStore
+    from cellsched.loadtests.etcd_process import start_etcd_cluster
 
     cluster = start_etcd_cluster(members)
     try:

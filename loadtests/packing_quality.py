@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cellsched.cellstate.traces import google2011 as trace
 from cellsched.gpu import PRESETS, RANDOM_FIRST_FIT, Assignment, GroupSpec, MachineColumns, assign_job
+from cellsched.loadtests.traces import google2011 as trace
 
 PREFILL = 0.60
 FRAGMENT_FREE_CPU = 0.10

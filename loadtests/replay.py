@@ -23,18 +23,27 @@ from cellsched.cellstate import codec
 from cellsched.cellstate.errors import StoreUnavailableError
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.lifecycle import release_tasks
-from cellsched.cellstate.model import Job, JobClass, JobStatus, Machine, TaskGroup, TransactionMode
+from cellsched.cellstate.model import (
+    Job,
+    JobClass,
+    JobStatus,
+    Machine,
+    TaskGroup,
+    TransactionMode,
+    group_of_task,
+    job_of_task,
+)
 from cellsched.cellstate.resources import TRACE_SCALE
 from cellsched.cellstate.store import CellStore, Get
 from cellsched.cellstate.submission import submit_jobs
-from cellsched.cellstate.traces.google2011 import (
+from cellsched.cellstate.views import job_records
+from cellsched.loadtests.traces.google2011 import (
     first_task_event_time,
     group_jobs,
     live_machines_at,
     read_task_attempts,
 )
-from cellsched.cellstate.traces.to_model import trace_job, trace_machine
-from cellsched.cellstate.views import job_records
+from cellsched.loadtests.traces.to_model import trace_job, trace_machine
 
 GPU_MODEL = "h100"
 
@@ -217,7 +226,7 @@ class ReplayDriver:
             self.done_per_job[rec.job.id] = len(rec.done)
             for tid, _ in rec.bound.items():
                 if tid not in self.releases:
-                    g = int(tid.rsplit("/", 2)[1])
+                    g = group_of_task(tid)
                     d = durations.get(rec.job.id, [None] * (g + 1))[g]
                     self.releases[tid] = now + d if d is not None else float("inf")
         p.placed_jobs = len(self.placed_ids)
@@ -230,7 +239,7 @@ class ReplayDriver:
         due: dict[str, list[str]] = {}
         for tid, at in self.releases.items():
             if at <= now:
-                due.setdefault(tid.rsplit("/", 2)[0], []).append(tid)
+                due.setdefault(job_of_task(tid), []).append(tid)
         for jid, tids in due.items():
             release_tasks(self.store, self.keys, jid, tids, now=now)
             for tid in tids:

@@ -37,17 +37,17 @@ from pathlib import Path
 from cellsched import gpu
 from cellsched.cellstate import codec
 from cellsched.cellstate.errors import CorruptValueError, InvalidInputError
-from cellsched.cellstate.etcd_process import etcd_binary, start_etcd_cluster
-from cellsched.cellstate.etcd_store import EtcdStore
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
-from cellsched.cellstate.model import JobClass, JobRecord, JobStatus, TransactionMode
+from cellsched.cellstate.model import JobClass, JobRecord, JobStatus, TransactionMode, group_of_task
 from cellsched.cellstate.shards import attach_shards, group_by_job
 from cellsched.cellstate.store import CellStore, Get
-from cellsched.cellstate.traces.sample import shared_data_dir
+from cellsched.cellstate.store.etcd import EtcdStore
 from cellsched.gpu import reference
+from cellsched.loadtests.etcd_process import etcd_binary, start_etcd_cluster
 from cellsched.loadtests.replay import ReplayDriver, ReplayProgress, google_workload
+from cellsched.loadtests.traces.sample import shared_data_dir
 from cellsched.schedulers import ray_actors
 from cellsched.schedulers.settings import PRESETS, SchedulerSettings
 
@@ -184,7 +184,7 @@ def unplaced_that_fit(state: FinalState) -> list[str]:
             excluded = [False] * len(ids)
             if group.different_machines:
                 for tid, mid in rec.bound.items():
-                    if tid.split("/")[-2] == str(gi) and mid in index:
+                    if group_of_task(tid) == gi and mid in index:
                         excluded[index[mid]] = True
             if reference.fits_somewhere(ref, spec, excluded):
                 bad.append(f"{tasks[0][0]} ({rec.status.value}; {len(tasks)} unplaced in group {gi}) fits somewhere")

@@ -26,8 +26,8 @@ from cellsched.cellstate.faults import AfterSendStore
 from cellsched.cellstate.housekeeping import Housekeeper
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machine_health import MachineMonitor
-from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.store import CellStore, ModRevisionIs, Op, StoreLimits, TxnResult, Watch, WatchEvent
+from cellsched.cellstate.store.memory import MemoryStore
 
 from .core import Scheduler
 from .settings import SchedulerSettings
@@ -147,7 +147,7 @@ class StoreSpec:
 
     def connect(self) -> CellStore:
         if self.etcd:
-            from cellsched.cellstate.etcd_store import EtcdStore
+            from cellsched.cellstate.store.etcd import EtcdStore
 
             return EtcdStore(self.etcd)
         return RemoteStore(ray.get_actor(self.host_name, namespace=NAMESPACE))

@@ -27,9 +27,9 @@ from cellsched.cellstate.clock import SimClock
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.lifecycle import release_tasks
 from cellsched.cellstate.machines import add_machines
-from cellsched.cellstate.memory_store import MemoryStore
-from cellsched.cellstate.model import Job, JobClass, Machine, TaskGroup, TransactionMode
+from cellsched.cellstate.model import Job, JobClass, Machine, TaskGroup, TransactionMode, group_of_task
 from cellsched.cellstate.store import StoreLimits
+from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.submission import submit_jobs
 
 from .core import Attempt, Scheduler
@@ -146,7 +146,7 @@ class Simulation:
         releases: dict[tuple[str, float], list[str]] = {}
         for c in out.committed:
             self._placements.setdefault(c.task_id, c.machine_id)
-            group = self._jobs[c.job_id].groups[int(c.task_id.rsplit("/", 2)[1])]
+            group = self._jobs[c.job_id].groups[group_of_task(c.task_id)]
             if group.duration_s is not None:
                 releases.setdefault((c.job_id, now + group.duration_s), []).append(c.task_id)
         for (jid, at), tids in releases.items():

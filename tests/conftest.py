@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from cellsched.cellstate.etcd_process import etcd_binary, start_etcd_cluster
-from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.store import StoreLimits
+from cellsched.cellstate.store.memory import MemoryStore
+from cellsched.loadtests.etcd_process import etcd_binary, start_etcd_cluster
 
 
 def require_etcd() -> None:
@@ -45,7 +45,7 @@ def store(request):
         s.close()
         return
     require_etcd()
-    from cellsched.cellstate.etcd_store import EtcdStore
+    from cellsched.cellstate.store.etcd import EtcdStore
 
     cluster = start_etcd_cluster(1)
     s = EtcdStore(cluster.endpoints, StoreLimits())

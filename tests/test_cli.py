@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from cellsched.cellstate.etcd_store import EtcdStore
+from cellsched.cellstate.store.etcd import EtcdStore
 from tests.cellfactory import make_cell
 
 

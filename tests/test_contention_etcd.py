@@ -17,12 +17,12 @@ import pytest
 
 from cellsched.cellstate import codec
 from cellsched.cellstate.commit import CommitEngine, Plan
-from cellsched.cellstate.etcd_store import EtcdStore
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.lifecycle import release_tasks
 from cellsched.cellstate.machines import add_machines
 from cellsched.cellstate.model import Claim, ConflictMode, Job, Machine, TaskGroup, TransactionMode
+from cellsched.cellstate.store.etcd import EtcdStore
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.views import read_job_view
 from cellsched.schedulers.cache import SchedulerCache

@@ -18,7 +18,6 @@ from cellsched.cellstate.errors import StoreUnavailableError
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.lifecycle import release_tasks
 from cellsched.cellstate.machines import set_machine_state
-from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import (
     Claim,
     Job,
@@ -30,6 +29,7 @@ from cellsched.cellstate.model import (
     task_id,
 )
 from cellsched.cellstate.store import Get, StoreLimits
+from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.validation import RefusalKind, validate_claims
 from cellsched.cellstate.views import JobView, MachineView, read_job_view
 from cellsched.schedulers.core import Scheduler

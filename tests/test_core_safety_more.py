@@ -12,9 +12,9 @@ from cellsched.cellstate.commit import CommitEngine
 from cellsched.cellstate.errors import SchemaMismatchError, StoreUnavailableError, TxnLimitError
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
-from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import JobClass, JobStatus, Machine
 from cellsched.cellstate.store import Get, Put
+from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.views import read_job_view
 from cellsched.schedulers.cache import SchedulerCache

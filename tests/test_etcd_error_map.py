@@ -17,8 +17,8 @@ from cellsched.cellstate.errors import (
     StoreUnavailableError,
     TxnLimitError,
 )
-from cellsched.cellstate.etcd_store import EtcdStore, to_cell_error
 from cellsched.cellstate.store import Get, Put, StoreLimits
+from cellsched.cellstate.store.etcd import EtcdStore, to_cell_error
 
 
 class FakeRpcError(grpc.RpcError):

@@ -10,10 +10,10 @@ from cellsched.cellstate.errors import CompactedError, InvalidInputError, StoreU
 from cellsched.cellstate.housekeeping import Housekeeper
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.lifecycle import release_tasks
-from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import Claim, Job, JobStatus, TaskGroup, TaskOutcome
 from cellsched.cellstate.retention import RetentionSweep, purge_finished
 from cellsched.cellstate.store import Get
+from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.views import read_job_view
 from tests.cellfactory import make_cell, make_job, views

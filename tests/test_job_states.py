@@ -25,7 +25,6 @@ from cellsched.cellstate.job_states import (
 )
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.lifecycle import release_tasks
-from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import (
     Claim,
     Job,
@@ -39,6 +38,7 @@ from cellsched.cellstate.model import (
 from cellsched.cellstate.resources import ZERO
 from cellsched.cellstate.retention import purge_finished, purge_job
 from cellsched.cellstate.store import Delete, KeyValue, Put, StoreLimits
+from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.validation import RefusalKind
 from cellsched.cellstate.views import read_job_view

@@ -15,12 +15,12 @@ import pytest
 
 from cellsched.cellstate.commit import CommitEngine, Plan
 from cellsched.cellstate.errors import CommitOutcomeUnknown, StoreUnavailableError
-from cellsched.cellstate.etcd_store import EtcdStore
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
 from cellsched.cellstate.model import Claim, Job, Machine, TaskGroup
 from cellsched.cellstate.store import Get, Put
+from cellsched.cellstate.store.etcd import EtcdStore
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.views import job_records, read_job_view, read_machine_views
 

@@ -11,7 +11,6 @@ from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.lifecycle import release_tasks
 from cellsched.cellstate.machine_health import MachineMonitor, heartbeat
 from cellsched.cellstate.machines import set_machine_state
-from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import (
     Claim,
     Job,
@@ -22,6 +21,7 @@ from cellsched.cellstate.model import (
     TaskOutcome,
     task_id,
 )
+from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.views import read_job_view
 from cellsched.schedulers.core import Scheduler

@@ -13,9 +13,9 @@ from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.lifecycle import release_tasks
 from cellsched.cellstate.machine_health import MachineMonitor, heartbeat
 from cellsched.cellstate.machines import set_machine_state
-from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import Claim, Machine, MachineState, TaskOutcome
 from cellsched.cellstate.store import Get, StoreLimits
+from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.views import read_job_view
 from cellsched.schedulers.cache import SchedulerCache

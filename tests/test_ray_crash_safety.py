@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from cellsched.cellstate import codec
-from cellsched.cellstate.etcd_store import EtcdStore
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
 from cellsched.cellstate.model import JobStatus, Machine
+from cellsched.cellstate.store.etcd import EtcdStore
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.schedulers import ray_actors
 from cellsched.schedulers.settings import BATCH, ThinkTime

@@ -12,9 +12,9 @@ from cellsched.cellstate.errors import CommitOutcomeUnknown, InvalidInputError
 from cellsched.cellstate.faults import AfterSendStore
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
-from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import Job, JobClass, Machine, TaskGroup
 from cellsched.cellstate.store import StoreLimits
+from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.loadtests import replay_contention as rc
 from cellsched.loadtests.replay import ReplayDriver, Workload

@@ -12,11 +12,11 @@ import pytest
 from cellsched.cellstate.clock import SimClock
 from cellsched.cellstate.commit import CommitEngine, Plan
 from cellsched.cellstate.errors import UnknownMachineError
-from cellsched.cellstate.etcd_store import EtcdStore
 from cellsched.cellstate.lifecycle import release_tasks
 from cellsched.cellstate.machines import add_machines, set_machine_state
-from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import Claim, Machine, MachineState, task_id
+from cellsched.cellstate.store.etcd import EtcdStore
+from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.schedulers.cache import SchedulerCache
 from cellsched.schedulers.core import Scheduler
 from cellsched.schedulers.settings import BATCH

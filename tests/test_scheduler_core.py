@@ -8,9 +8,9 @@ from cellsched.cellstate.clock import RealClock, SimClock
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.lifecycle import release_tasks
 from cellsched.cellstate.machines import set_machine_state
-from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import Claim, ConflictMode, Job, JobClass, JobStatus, MachineState, TaskGroup
 from cellsched.cellstate.store import StoreLimits
+from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.views import read_job_view
 from cellsched.schedulers.core import Scheduler

@@ -22,9 +22,9 @@ import pytest
 from cellsched.cellstate.commit import CommitEngine
 from cellsched.cellstate.errors import CommitOutcomeUnknown, InvalidInputError, StoreUnavailableError
 from cellsched.cellstate.faults import AfterSendStore, FaultInjectingStore, FaultPlan
-from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import Claim
 from cellsched.cellstate.store import Get, ModRevisionIs, Put
+from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.loadtests.stress import MIN_CONFLICTS, MIN_EACH_FAULT, run_stress
 from cellsched.loadtests.stress.ray_run import run_ray_stress
 from cellsched.schedulers.decide import Decision, decide_job

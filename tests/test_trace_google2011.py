@@ -10,8 +10,8 @@ import pytest
 
 from cellsched.cellstate.errors import TraceFormatError
 from cellsched.cellstate.model import MAX_TASKS_PER_JOB
-from cellsched.cellstate.traces import google2011 as g
-from cellsched.cellstate.traces import sample
+from cellsched.loadtests.traces import google2011 as g
+from cellsched.loadtests.traces import sample
 from tests._shared_data import shared_data_dir
 
 SUBMIT, SCHEDULE, EVICT, FAIL, FINISH, KILL = 0, 1, 2, 3, 4, 5

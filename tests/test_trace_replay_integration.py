@@ -17,12 +17,12 @@ import pytest
 
 from cellsched import gpu
 from cellsched.cellstate import codec
-from cellsched.cellstate.etcd_store import EtcdStore
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
-from cellsched.cellstate.model import JobClass, JobStatus, TransactionMode
+from cellsched.cellstate.model import JobClass, JobStatus, TransactionMode, group_of_task
 from cellsched.cellstate.store import Get
+from cellsched.cellstate.store.etcd import EtcdStore
 from cellsched.cellstate.views import job_records
 from cellsched.gpu import reference
 from cellsched.loadtests.replay import ReplayDriver, google_workload
@@ -82,7 +82,7 @@ def unplaced_that_fit(machines, allocs, jobs) -> list[str]:
             excluded = [False] * len(ids)
             if group.different_machines:
                 for tid, mid in rec.bound.items():
-                    if tid.split("/")[-2] == str(gi):
+                    if group_of_task(tid) == gi:
                         excluded[ids.index(mid)] = True
             if reference.fits_somewhere(ref, spec, excluded):
                 bad.append(f"{tasks[0][0]} ({len(tasks)} of group {gi}) fits somewhere")

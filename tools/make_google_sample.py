@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cellsched.cellstate.traces.sample import (
+from cellsched.loadtests.traces.sample import (
     SAMPLE_DIR,
     SampleSpec,
     build_sample,

@@ -14,9 +14,9 @@ from cellsched.cellstate import codec
 from cellsched.cellstate.claims import list_queue
 from cellsched.cellstate.errors import InvalidInputError, StoreUnavailableError
 from cellsched.cellstate.keys import CellKeys
-from cellsched.cellstate.memory_store import MemoryStore
 from cellsched.cellstate.model import ConflictMode, JobClass, JobStatus
 from cellsched.cellstate.store import CellStore, StoreLimits
+from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.schedulers.settings import PRESETS, SchedulerSettings, ThinkTime
 
@@ -124,8 +124,8 @@ def open_store(backend: str, etcd_endpoints: str | None, members: int) -> Backen
         return Backend(lambda: shared, shared, shared.close)
     if backend != "etcd":
         raise InvalidInputError(f"backend must be 'memory' or 'etcd', got {backend!r}")
-    from cellsched.cellstate.etcd_process import start_etcd_cluster
-    from cellsched.cellstate.etcd_store import EtcdStore
+    from cellsched.cellstate.store.etcd import EtcdStore
+    from cellsched.loadtests.etcd_process import start_etcd_cluster
 
     cluster = None
     if etcd_endpoints is None:

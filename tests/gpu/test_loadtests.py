@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cellsched.cellstate.traces.sample import shared_trace_dir
+from cellsched.loadtests.traces.sample import shared_trace_dir
 
 REPO = Path(__file__).resolve().parents[2]
 

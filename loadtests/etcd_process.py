@@ -18,8 +18,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DataNotFoundError, StoreUnavailableError
-from .store import DEFAULT_MAX_TXN_OPS
+from cellsched.cellstate.errors import DataNotFoundError, StoreUnavailableError
+from cellsched.cellstate.store import DEFAULT_MAX_TXN_OPS
 
 
 def etcd_binary() -> str | None:

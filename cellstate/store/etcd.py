@@ -26,7 +26,7 @@ from etcd3 import etcdrpc
 from etcd3 import exceptions as etcd_exc
 from etcd3 import utils as etcd_utils
 
-from .errors import (
+from ..errors import (
     CellError,
     CommitOutcomeUnknown,
     CompactedError,
@@ -36,7 +36,7 @@ from .errors import (
     StoreUnavailableError,
     TxnLimitError,
 )
-from .store import (
+from .contract import (
     CellStore,
     Delete,
     EventType,

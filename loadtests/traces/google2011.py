@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from ..errors import DataNotFoundError, TraceFormatError
-from ..model import MAX_TASKS_PER_JOB
-from ..resources import TRACE_SCALE
+from cellsched.cellstate.errors import DataNotFoundError, TraceFormatError
+from cellsched.cellstate.model import MAX_TASKS_PER_JOB
+from cellsched.cellstate.resources import TRACE_SCALE
+
 from .sample import default_trace_dir
 
 __all__ = [

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..model import Job, JobClass, Machine, TaskGroup
+from cellsched.cellstate.model import Job, JobClass, Machine, TaskGroup
+
 from .google2011 import TraceJob, TraceMachine
 
 

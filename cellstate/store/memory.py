@@ -15,9 +15,9 @@ import queue
 import threading
 from collections.abc import Sequence
 
-from .clock import Clock, RealClock
-from .errors import CompactedError, FutureRevisionError, LeaseNotFoundError
-from .store import (
+from ..clock import Clock, RealClock
+from ..errors import CompactedError, FutureRevisionError, LeaseNotFoundError
+from .contract import (
     CellStore,
     EventType,
     Get,

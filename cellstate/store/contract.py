@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
 
-from .errors import InvalidInputError, TxnLimitError
+from ..errors import InvalidInputError, TxnLimitError
 
 DEFAULT_MAX_TXN_OPS = 128  # etcd's --max-txn-ops default; production must not rely on more
 DEFAULT_MAX_REQUEST_BYTES = 1_572_864  # etcd's --max-request-bytes default (1.5 MiB)

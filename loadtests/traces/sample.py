@@ -4,10 +4,9 @@ The real files sit in ../shared/data/google2011, outside the repository, and are
 everywhere. A small attributed sample with the same layout ships in
 loadtests/data/google2011_sample, so the reader and the demo work without them.
 
-Paths come from this file's location, not from an import of `loadtests`: cellstate is
-the bottom layer and must not import upwards. `parents[2]` is the repository root in a
-checkout (editable install) and `site-packages/cellsched` in a regular install, and
-both hold `loadtests/` beside `cellstate/`.
+Paths come from this file's location: `parents[1]` is `loadtests/` (its `data/` holds the
+sample) and `parents[2]` is the repository root in a checkout (editable install), whose
+parent holds `shared/data`.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from pathlib import Path
 
 SHARED_DATA_ENV = "CELLSCHED_SHARED_DATA"  # overrides ../shared/data
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_DIR = _PACKAGE_ROOT / "loadtests" / "data" / "google2011_sample"
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "google2011_sample"
 
 TABLES = ("machine_events", "task_events", "job_events")
 
