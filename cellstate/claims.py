@@ -23,7 +23,7 @@ from collections.abc import Container, Sequence
 from concurrent.futures import Executor
 
 from . import codec
-from .index_entry import IndexEntry, index_entry_for_new_job
+from .index_entry import IndexEntry
 from .job_states import JobEvent, allowed, apply_event
 from .keys import CellKeys
 from .model import JobClass
@@ -31,7 +31,7 @@ from .resources import Vector
 from .store import CellStore, Delete, Get, KeyValue, ModRevisionIs, Put
 from .views import JobView, complete_views
 
-__all__ = ["IndexEntry", "index_entry_for_new_job", "claim_jobs", "claim_entries", "release_claim", "park_job",
+__all__ = ["IndexEntry", "claim_jobs", "claim_entries", "release_claim", "park_job",
            "park_for_good", "list_queue", "list_parked", "adopt_orphans"]
 
 CLAIM_PAGE = 256  # index entries read per page

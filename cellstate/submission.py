@@ -1,4 +1,4 @@
-"""Durable submission of jobs (claiming and parking live in `claims`).
+"""Durable submission of jobs (claiming and parking live in `claims`, retention in `retention`).
 
 - A job and its queue entry are written in one txn (the bulk form packs many jobs per
   txn); a job id that already exists is refused, never overwritten.
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from . import codec
 from . import resources as res
-from .claims import index_entry_for_new_job
 from .errors import InvalidJobError, UnplaceableRequestError
+from .index_entry import index_entry_for_new_job
 from .keys import CellKeys
 from .model import Job, JobRecord, Machine, submission_seq
 from .store import CellStore, Get, ModRevisionIs, Put
