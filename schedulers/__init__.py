@@ -4,8 +4,9 @@ Ray lives only in ``schedulers.ray_actors``, which is not re-exported here: impo
 package never imports Ray.
 """
 
+from .attempts import Attempt, HeldJob, Outcome
 from .cache import SchedulerCache
-from .core import Attempt, HeldJob, Outcome, Scheduler
+from .core import Scheduler
 from .decide import Decision, decide_job
 from .metrics import SchedulerMetrics
 from .settings import BATCH, GPU, PRESETS, SERVICE, SchedulerSettings, ThinkTime

@@ -26,83 +26,24 @@ What happens to a claimed job after an attempt:
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 
-from cellsched.cellstate.claims import (
-    CLAIM_PAGE,
-    IndexEntry,
-    claim_entries,
-    claim_jobs,
-    park_job,
-    release_claim,
-)
+from cellsched.cellstate.claims import park_job, release_claim
 from cellsched.cellstate.clock import Clock
 from cellsched.cellstate.codec import is_sharded
 from cellsched.cellstate.commit import CommitEngine, CommitResult, Plan, max_gang_machines
 from cellsched.cellstate.errors import LeaseNotFoundError, StoreUnavailableError
 from cellsched.cellstate.keys import CellKeys
-from cellsched.cellstate.model import Claim, JobRecord, JobStatus, TransactionMode
+from cellsched.cellstate.model import JobStatus, TransactionMode
 from cellsched.cellstate.resources import Vector
 from cellsched.cellstate.store import CellStore
 from cellsched.cellstate.views import JobView, read_job_view
 
+from .attempts import Attempt, HeldJob, Outcome
 from .cache import SchedulerCache
+from .claiming import Claimer, smallest_need
 from .decide import DecideFn, Decision, decide_job, decision_seed
 from .metrics import SchedulerMetrics
 from .settings import SchedulerSettings
-
-
-@dataclass
-class HeldJob:
-    """A job this scheduler holds a claim on, across attempts."""
-
-    view: JobView
-    claim_revision: int = 0  # our claim key's mod_revision: the fence every commit and release compares
-    attempts: int = 0  # by this scheduler, including earlier claims of the job
-    no_progress: int = 0  # conflicted attempts in a row that placed nothing
-    last_conflict: str = ""
-
-
-@dataclass
-class Attempt:
-    """What prepare() decided; complete() commits it."""
-
-    started_at: float
-    think_s: float
-    lease_id: int
-    decisions: dict[str, Decision] = field(default_factory=dict)  # job id -> decision
-    assumed: list[Claim] = field(default_factory=list)  # claims this attempt assumed in the cache
-    crashed: dict[str, str] = field(default_factory=dict)  # job id -> the error that stopped its decision
-
-    @property
-    def claims(self) -> list[Claim]:
-        return [c for d in self.decisions.values() for c in d.claims]
-
-
-@dataclass
-class Outcome:
-    """What complete() did, for drivers and tests."""
-
-    committed: list[Claim] = field(default_factory=list)
-    placed: list[str] = field(default_factory=list)  # job ids fully placed by this commit
-    parked: dict[str, str] = field(default_factory=dict)  # job id -> reason
-    retrying: list[str] = field(default_factory=list)
-    lease_lost: bool = False
-
-
-def smallest_need(rec: JobRecord) -> Vector:
-    """The least a machine must have free for the job to place one more task: the
-    elementwise minimum of its unplaced groups' requests (a lower bound, so a retry is
-    never skipped when it could succeed)."""
-    placed = set(rec.bound) | rec.done
-    need: list[int] | None = None
-    for gi, g in enumerate(rec.job.groups):
-        if all(f"{rec.job.id}/{gi}/{i}" in placed for i in range(g.count)):
-            continue
-        need = list(g.request) if need is None else [min(a, b) for a, b in zip(need, g.request, strict=True)]
-    return tuple(need) if need is not None else tuple(0 for _ in rec.job.groups[0].request)
-
 
 MAX_LOOP_ERRORS_IN_A_ROW = 5
 
@@ -119,21 +60,13 @@ class Scheduler:
         self.policy = settings.policy
         self.engine = CommitEngine(store, keys, settings.conflict_mode, clock, settings.txns_in_flight,
                                    settings.max_tasks_per_machine)
-        # With txns in flight, claim txns go out concurrently too, and the next batch is claimed
-        # in the background while this one is decided and committed (_start_prefetch).
-        pipelined = settings.txns_in_flight > 1
-        self._claim_pool = ThreadPoolExecutor(settings.txns_in_flight, f"{name}-claim") if pipelined else None
-        self._prefetch_pool = ThreadPoolExecutor(1, f"{name}-prefetch") if pipelined else None
-        self._prefetch: tuple[int, Future] | None = None  # (lease id, claim_jobs future)
+        # The queue, the parked index and the prefetch of the next batch (schedulers/claiming.py).
+        self.claimer = Claimer(name, store, keys, settings, clock)
         self.cache = SchedulerCache(store, keys, settings.max_tasks_per_machine, settings.array_backend)
         self.held: dict[str, HeldJob] = {}  # insertion order = claim order = priority order
         self._metrics = SchedulerMetrics(started_at=clock.now())
         self._lease_id = 0
         self._lease_refreshed_at = 0.0
-        self._freed = False  # capacity freed since parked jobs were last retried
-        self._orphans_possible = False
-        self._parked_cursor = ""  # where the next look at the parked index starts  # a claim call was cut short: look for claims we hold unknowingly
-        self._parked_tried_at = clock.now()
         # Attempts per job survive parking and re-claiming, so a retry never reuses a seed.
         self._attempts: dict[str, int] = {}
 
@@ -200,7 +133,7 @@ class Scheduler:
         self._sync()  # the claims read job records at a newer revision: catch the cache up
         if not self.held:
             return None
-        self._start_prefetch(lease_id)
+        self.claimer.start_prefetch(lease_id, self.held)
         attempt = Attempt(started, 0.0, lease_id)
         tasks = 0
         for jid, held in self.held.items():
@@ -377,96 +310,27 @@ class Scheduler:
     # -- claims, sync, lease --------------------------------------------------------
 
     def _claim(self, lease_id: int) -> None:
-        self._collect_prefetch()
+        try:
+            self._hold(self.claimer.collect_prefetch(self._lease_id))
+        except LeaseNotFoundError:
+            self._lose_lease(Outcome())
         room = self.settings.claim_batch - len(self.held)
         if room <= 0 or lease_id != self._lease_id:
             return
         try:
-            views = self._claim_jobs(lease_id, room)
-            if len(views) < room and self._parked_due():
-                views += self._claim_parked(lease_id, room - len(views))
+            views = self.claimer.claim(lease_id, room, self.held, self.cache.free_rows)
         except LeaseNotFoundError:  # expired since _keep_lease: the next step starts a new one
             self._lose_lease(Outcome())
             return
-        except StoreUnavailableError:
-            self._orphans_possible = True
-            raise
         self._hold(views)
-
-    def _parked_due(self) -> bool:
-        """Look at the parked index when capacity freed, or every parked_retry_s."""
-        now = self.clock.now()
-        if self._freed or now - self._parked_tried_at >= self.settings.parked_retry_s:
-            self._freed, self._parked_tried_at = False, now
-            return True
-        return False
 
     def _hold(self, views: list[JobView]) -> None:
         for view in views:
             self.held.setdefault(view.record.job.id, HeldJob(view, view.claim_revision))
 
-    def _claim_jobs(self, lease_id: int, room: int) -> list[JobView]:
-        # Orphans (claims of our lease we do not know we hold) exist only after a claim call
-        # of ours was cut short, so only then is every claim key read to find them.
-        adopt, self._orphans_possible = self._orphans_possible, False
-        return claim_jobs(self.store, self.keys, self.settings.job_class, lease_id, self.name, room,
-                          executor=self._claim_pool, in_flight=self.settings.txns_in_flight, held=self.held,
-                          adopt=adopt)
-
-    def _claim_parked(self, lease_id: int, room: int) -> list[JobView]:
-        """Capacity freed since we last looked: claim the parked jobs whose recorded need
-        now fits on some machine of the cache. Reads the parked index (not job records),
-        a bounded number of pages, and only when something freed, so idle costs nothing."""
-        free = self.cache.free_rows()
-        out: list[JobView] = []
-        for _ in range(self.settings.parked_pages):
-            # A cursor across looks: with more parked jobs than one look reads, every entry
-            # still gets its turn (from the head each time, the tail would starve).
-            page = self.store.get_page(self.keys.parked_prefix(self.settings.job_class), CLAIM_PAGE,
-                                       self._parked_cursor)
-            self._parked_cursor = page[-1].key if len(page) == CLAIM_PAGE else ""
-            if not page:
-                break
-            wanted = []
-            for kv in page:
-                entry = IndexEntry.decode(kv)
-                if entry.need is not None and not entry.stuck and entry.job_id not in self.held \
-                        and bool((free >= entry.need).all(axis=1).any()):
-                    wanted.append(kv)
-            out += claim_entries(self.store, self.keys, wanted, lease_id, self.name, room - len(out))
-            if len(out) >= room or not self._parked_cursor:
-                break
-        return out
-
-    def _start_prefetch(self, lease_id: int) -> None:
-        """Claim the next batch in the background, so its round trips overlap this batch's
-        decisions and commit. Those jobs are claimed (by our lease) one step early."""
-        if self._prefetch_pool is None or self._prefetch is not None:
-            return
-        fut = self._prefetch_pool.submit(self._claim_jobs, lease_id, self.settings.claim_batch)
-        self._prefetch = (lease_id, fut)
-
-    def _collect_prefetch(self) -> None:
-        if self._prefetch is None:
-            return
-        lease_id, fut = self._prefetch
-        self._prefetch = None
-        try:
-            views = fut.result()  # a StoreUnavailableError surfaces here, as from a plain claim
-        except StoreUnavailableError:
-            self._orphans_possible = True
-            raise
-        except LeaseNotFoundError:
-            if lease_id == self._lease_id:
-                self._lose_lease(Outcome())
-            return
-        if lease_id != self._lease_id:  # that lease is gone, and its claims with it
-            return
-        self._hold(views)
-
     def _sync(self) -> None:
         if self.cache.sync():
-            self._freed = True
+            self.claimer.capacity_freed()
 
     def _keep_lease(self) -> int:
         now = self.clock.now()
@@ -511,9 +375,7 @@ class Scheduler:
         return self._metrics
 
     def close(self) -> None:
-        for pool in (self._prefetch_pool, self._claim_pool):
-            if pool is not None:
-                pool.shutdown(wait=True)  # before the revoke, so no claim txn races it
+        self.claimer.close()  # before the revoke, so no claim txn races it
         if self._lease_id:
             try:
                 self.store.revoke_lease(self._lease_id)

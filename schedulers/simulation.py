@@ -32,7 +32,8 @@ from cellsched.cellstate.store import StoreLimits
 from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.submission import submit_jobs
 
-from .core import Attempt, Scheduler
+from .attempts import Attempt
+from .core import Scheduler
 from .decide import DecideFn
 from .settings import SchedulerSettings
 

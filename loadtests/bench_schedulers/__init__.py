@@ -1,0 +1,54 @@
+"""End-to-end scheduler throughput: schedulers claim, decide and commit jobs through one store.
+
+    python -m loadtests.bench_schedulers                        # every case
+    python -m loadtests.bench_schedulers --case k8s --runner both --json
+    python -m loadtests.bench_schedulers --case scaling
+    python -m loadtests.bench_schedulers --quick --json         # tiny sizes (the smoke test)
+
+Cases:
+  k8s      Kubernetes scheduler_perf SchedulingBasic/5000Nodes_10000Pods through a 3-member
+           etcd: 5,000 nodes of 4 CPU / 32 GiB, 1,000 initial pods placed first (not
+           measured), then 10,000 measured single-pod jobs of 100m / 500 MiB. Shape and
+           upstream's minimum throughput come from ../shared/data/k8s_scheduler_perf
+           (cases.csv, templates.csv); built-in copies are used, with a note, without it.
+           Reports k8s_basic_pods_per_s beside upstream's minimum.
+  scaling  tasks/s for 1, 2, 4 and 8 schedulers (threads of one process) on the memory store,
+           a 1-member and a 3-member etcd, in both conflict modes, with Omega's conflict
+           fraction (conflicted claims per successful txn) and the fraction of failed txns.
+           The schedulers run the BATCH preset unchanged (claim_batch 128, txns one by one).
+
+Method:
+  - Machines and jobs are written in bulk before the measured phase (submission is timed
+    on its own), as scheduler_perf creates its pods before measuring.
+  - The measured phase runs from the start of scheduling until the store holds every
+    measured pod bound: threads runner, the schedulers' own count of committed claims
+    (each one counted after the store acknowledged its commit txn), polled every 5 ms;
+    ray runner, a watch on the queue (a job's last binding deletes its queue entry in the
+    same txn). Afterwards the store is checked: check_store(...).ok, every job PLACED,
+    bound tasks = initial + measured.
+  - Keys written per pod: etcd's own put and delete counters over the measured phase
+    (etcd_mvcc_put_total + etcd_mvcc_delete_total); the split by key kind comes from the
+    schedulers' store clients (threads runner).
+  - `threads`: each Scheduler runs in a thread of this process with its own store client and
+    a RealClock, built (snapshot taken) before the measured phase. `ray`: Ray actors
+    (schedulers.ray_actors). They loop from construction, so the measured jobs are
+    submitted behind a gate: a claim on every job, bound to one benchmark lease. Revoking
+    it frees them all in one revision, and that is when the measured phase starts.
+  - etcd clients talk to the leader by default (--clients leader): on 2 cores the extra
+    hop through a follower, which forwards every write and read to the leader, costs CPU
+    that the benchmark would otherwise attribute to the scheduler. --clients any picks a
+    random member per client, as a deployment without leader awareness would.
+  - The k8s case also measures the store's raw ceiling in the same run (bench_store's raw
+    phases) and reports the measured phase's keys/s as a fraction of it.
+
+Modules: ``workload`` (the k8s case, jobs and machines, the gate, the check), ``backends``
+(memory or etcd), ``measuring`` (queue drain, counting store client), ``runners`` (threads,
+Ray actors), ``runs`` (one run and its report row), ``cases`` (k8s, scaling), ``report``
+(tables), ``cli`` (arguments, the JSON line).
+"""
+
+from .cli import main
+from .runs import RunResult, RunSpec, run_once
+from .workload import BenchmarkError, K8sCase, load_k8s_case
+
+__all__ = ["BenchmarkError", "K8sCase", "RunResult", "RunSpec", "load_k8s_case", "main", "run_once"]

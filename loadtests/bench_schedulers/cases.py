@@ -1,0 +1,71 @@
+"""The two cases: Kubernetes' SchedulingBasic (k8s) and schedulers x backends x conflict
+modes (scaling)."""
+
+from __future__ import annotations
+
+import sys
+
+from cellsched.cellstate.model import ConflictMode
+from cellsched.loadtests.bench_store import bench_raw
+from cellsched.schedulers.settings import BATCH
+
+from .backends import etcd_available, open_backend
+from .runs import RunSpec, row, run_once
+from .workload import K8S_TARGET_PODS_PER_S, NODE, POD, load_k8s_case
+
+
+def k8s_case(args) -> dict:
+    case = load_k8s_case()
+    if args.quick:
+        case = case.scaled(0.02)
+    backend_name = args.k8s_backend if etcd_available() else "memory"
+    out = {"case": case.name, "source": case.source, "nodes": case.nodes, "init_pods": case.init_pods,
+           "measure_pods": case.measure_pods, "node_capacity": case.node_capacity, "pod_request": case.pod_request,
+           "upstream_min_pods_per_s": case.threshold_pods_per_s, "target_pods_per_s": K8S_TARGET_PODS_PER_S,
+           "backend": backend_name, "clients": args.clients, "runs": []}
+    if backend_name != args.k8s_backend:
+        out["note"] = f"etcd is not installed: ran on the memory store, not {args.k8s_backend}"
+    settings = BATCH.with_(claim_batch=args.claim_batch, txns_in_flight=args.txns_in_flight,
+                           policy_name=args.policy, idle_poll_s=0.01)
+    for runner in ["threads", "ray"] if args.runner == "both" else [args.runner]:
+        with open_backend(backend_name, args.clients) as backend:
+            if args.raw_seconds > 0 and backend.memory is None:
+                raw_txn, raw_keys = bench_raw(backend.connect, 4, args.raw_seconds)
+                out["raw_txn_per_s"], out["raw_batched_keys_per_s"] = round(raw_txn, 1), round(raw_keys, 1)
+            spec = RunSpec(f"k8s-{runner}", case.nodes, case.node_capacity, case.pod_request, case.init_pods,
+                           case.measure_pods, 1, args.schedulers, settings, runner)
+            r = run_once(backend, spec)
+            out["runs"].append(row(r))
+            print(f"  k8s {runner}: {r.tasks_per_s:.0f} pods/s", file=sys.stderr, flush=True)
+    for r in out["runs"]:
+        if r["keys_written_per_pod"] and out.get("raw_batched_keys_per_s"):
+            r["keys_per_s_vs_raw_ceiling"] = round(
+                r["keys_written_per_pod"] * r["tasks_per_s"] / out["raw_batched_keys_per_s"], 3)
+    best = max(out["runs"], key=lambda r: r["tasks_per_s"])
+    out["k8s_basic_pods_per_s"], out["best_runner"] = best["tasks_per_s"], best["runner"]
+    return out
+
+
+def scaling_case(args) -> dict:
+    backends, counts = ["memory", "etcd-1", "etcd-3"], [1, 2, 4, 8]
+    machines, jobs, tasks = args.scaling_machines, args.scaling_jobs, args.scaling_tasks
+    if args.quick:
+        backends, counts, machines, jobs, tasks = ["memory", "etcd-1"], [1, 2], 50, 40, 5
+    rows, skipped = [], []
+    for b in backends:
+        if b != "memory" and not etcd_available():
+            skipped.append(f"{b}: etcd is not installed")
+            continue
+        with open_backend(b, args.clients) as backend:
+            for mode in (ConflictMode.RESOURCE_FIT, ConflictMode.SEQUENCE):
+                for n in counts:
+                    settings = BATCH.with_(conflict_mode=mode, idle_poll_s=0.01)
+                    spec = RunSpec(f"sc-{b}-{mode.value.replace('_', '')}-{n}", machines, NODE, POD, 0, jobs,
+                                   tasks, n, settings)
+                    r = run_once(backend, spec)
+                    rows.append(row(r))
+                    print(f"  scaling {b:7} {mode.value:12} n={n}: {r.tasks_per_s:8.0f} tasks/s, "
+                          f"conflict fraction {r.conflict_fraction:.3f}", file=sys.stderr, flush=True)
+    return {"workload": f"{jobs} jobs x {tasks} tasks of 100m/500Mi on {machines} machines of 4 CPU/32Gi, "
+                        f"BATCH preset (claim_batch {BATCH.claim_batch}, {BATCH.policy_name}), threads",
+            "rows": rows, "skipped": skipped}

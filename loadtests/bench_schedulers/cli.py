@@ -1,0 +1,67 @@
+"""The command line: `python -m loadtests.bench_schedulers` (its help is the package docstring)."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import os
+from pathlib import Path
+
+from cellsched.cellstate.store import DEFAULT_MAX_TXN_OPS
+
+from .cases import k8s_case, scaling_case
+from .report import print_tables
+from .runners import ThreadRunner, stop_ray
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=importlib.import_module(__package__).__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--case", choices=["k8s", "scaling", "all"], default="all")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
+    ap.add_argument("--json", action="store_true", help="print the results as one JSON object, the last line")
+    ap.add_argument("--clients", choices=["leader", "any"], default="leader",
+                    help="etcd clients connect to the leader, or each to a random member")
+    k8s = ap.add_argument_group("k8s case")
+    k8s.add_argument("--runner", choices=["threads", "ray", "both"], default="threads")
+    k8s.add_argument("--schedulers", type=int, default=1)
+    k8s.add_argument("--claim-batch", type=int, default=4096, help="jobs claimed, decided and committed together")
+    k8s.add_argument("--txns-in-flight", type=int, default=4, help="claim and commit txns in flight per scheduler")
+    k8s.add_argument("--policy", default="random_first_fit", help="the BATCH preset's scoring policy by default")
+    k8s.add_argument("--k8s-backend", choices=["etcd-3", "etcd-1", "memory"], default="etcd-3")
+    k8s.add_argument("--raw-seconds", type=float, default=1.0,
+                     help="seconds per raw store phase measured before the run (0: skip)")
+    sc = ap.add_argument_group("scaling case")
+    sc.add_argument("--scaling-machines", type=int, default=1000)
+    sc.add_argument("--scaling-jobs", type=int, default=1000)
+    sc.add_argument("--scaling-tasks", type=int, default=10, help="tasks per job")
+    tune = ap.add_argument_group("this process")
+    tune.add_argument("--gc-threshold", type=int, default=50_000,
+                      help="gc.set_threshold(N, 10, 10), as the scheduler actors set it (0: Python's default, 700)")
+    tune.add_argument("--profile", metavar="DIR", help="cProfile every scheduler thread into DIR/<name>.prof")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.raw_seconds = min(args.raw_seconds, 0.2)
+    if args.gc_threshold:
+        gc.set_threshold(args.gc_threshold, 10, 10)
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        ThreadRunner.profile_dir = args.profile
+
+    result: dict = {"cpus": os.cpu_count(), "max_txn_ops": DEFAULT_MAX_TXN_OPS, "quick": args.quick,
+                    "gc_threshold": gc.get_threshold()[0]}
+    try:
+        if args.case in ("k8s", "all"):
+            result["k8s"] = k8s_case(args)
+            result["k8s_basic_pods_per_s"] = result["k8s"]["k8s_basic_pods_per_s"]
+            result["k8s_upstream_min_pods_per_s"] = result["k8s"]["upstream_min_pods_per_s"]
+        if args.case in ("scaling", "all"):
+            result["scaling"] = scaling_case(args)
+    finally:
+        stop_ray()
+    print_tables(result)
+    if args.json:
+        print(json.dumps(result))
+    return result

@@ -1,0 +1,62 @@
+"""The printed tables (the JSON report is the results dict itself)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def print_tables(result: dict) -> None:
+    if "k8s" in result:
+        k = result["k8s"]
+        print(f"\n== k8s scheduler_perf {k['case']} through {k['backend']} (clients: {k['clients']}) ==")
+        print(f"   {k['nodes']} nodes of {k['node_capacity'][0]}m/{k['node_capacity'][1]}Mi; "
+              f"{k['init_pods']} initial pods (placed first, not measured); "
+              f"{k['measure_pods']} measured single-pod jobs of {k['pod_request'][0]}m/{k['pod_request'][1]}Mi")
+        print(f"   source: {k['source']}")
+        if k.get("note"):
+            print(f"   note: {k['note']}")
+        if "raw_txn_per_s" in k:
+            print(f"   store ceiling, same cluster: {k['raw_txn_per_s']:.0f} one-put txn/s, "
+                  f"{k['raw_batched_keys_per_s']:.0f} keys/s in 100-put txns (4 callers)")
+        _table(("runner", "schedulers", "claim_batch", "txns_in_flight", "policy", "submit_s", "measured_s",
+                "tasks_per_s", "commit_txns", "failed_txn_fraction", "etcd_cpu_s", "bench_process_cpu_s",
+                "keys_written_per_pod", "verified"), k["runs"])
+        for r in k["runs"]:
+            if r["keys_written_per_pod_by_kind"]:
+                print(f"   keys written per pod ({r['runner']}): " + ", ".join(
+                    f"{kind} {v}" for kind, v in r["keys_written_per_pod_by_kind"].items()))
+            if r["store_txns"]:
+                print(f"   store txns ({r['runner']}): " + ", ".join(f"{a} {b}" for a, b in r["store_txns"].items()))
+        print(f"   k8s_basic_pods_per_s = {k['k8s_basic_pods_per_s']:.0f} ({k['best_runner']})   "
+              f"upstream minimum {k['upstream_min_pods_per_s']:.0f}   target {k['target_pods_per_s']}")
+    if "scaling" in result:
+        s = result["scaling"]
+        rows = s["rows"]
+        print(f"\n== scaling: {s['workload']} ==")
+        for line in s["skipped"]:
+            print(f"   skipped {line}")
+        _pivot("tasks/s", rows, "tasks_per_s", "{:.0f}")
+        _pivot("conflict fraction (conflicted claims per successful txn)", rows, "conflict_fraction", "{:.3f}")
+        _pivot("failed txn fraction", rows, "failed_txn_fraction", "{:.3f}")
+        print()
+        _table(("backend", "conflict_mode", "schedulers", "tasks_per_s", "conflict_fraction", "failed_txn_fraction",
+                "recommitted_claims", "jobs_parked", "busyness_mean", "keys_written_per_pod", "verified"), rows)
+
+
+def _pivot(title: str, rows: list[dict], metric: str, fmt: str) -> None:
+    cols = sorted({(r["backend"], r["conflict_mode"]) for r in rows},
+                  key=lambda c: (["memory", "etcd-1", "etcd-3"].index(c[0]), c[1] != "resource_fit"))
+    counts = sorted({r["schedulers"] for r in rows})
+    table = {(r["backend"], r["conflict_mode"], r["schedulers"]): r[metric] for r in rows}
+    header = ("schedulers", *(f"{b}/{m}" for b, m in cols))
+    print(f"\n   {title}")
+    _table(header, [{"schedulers": n, **{f"{b}/{m}": fmt.format(table[(b, m, n)]) for b, m in cols}}
+                    for n in counts])
+
+
+def _table(header: Sequence[str], rows: list[dict]) -> None:
+    cells = [[str(r.get(h, "")) for h in header] for r in rows]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(header)]
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
+    for c in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(c, widths, strict=True)))

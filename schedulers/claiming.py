@@ -1,0 +1,145 @@
+"""The scheduler's side of the queue: claims from the queue's head, the parked index when
+capacity freed, the next batch prefetched in the background, and the need a parked job
+records (docs/architecture.md, "Claims, parking and crash safety").
+
+`Claimer` owns the claim state of one scheduler (thread pools, the prefetch, the parked
+cursor, whether orphans may exist); the scheduler loop (schedulers/core.py) owns the lease
+and the held jobs, and passes them in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from cellsched.cellstate.claims import CLAIM_PAGE, IndexEntry, claim_entries, claim_jobs
+from cellsched.cellstate.clock import Clock
+from cellsched.cellstate.errors import LeaseNotFoundError, StoreUnavailableError
+from cellsched.cellstate.keys import CellKeys
+from cellsched.cellstate.model import JobRecord, task_id
+from cellsched.cellstate.resources import Vector
+from cellsched.cellstate.store import CellStore
+from cellsched.cellstate.views import JobView
+
+from .settings import SchedulerSettings
+
+
+def smallest_need(rec: JobRecord) -> Vector:
+    """The least a machine must have free for the job to place one more task: the
+    elementwise minimum of its unplaced groups' requests (a lower bound, so a retry is
+    never skipped when it could succeed). Recorded in the job's parked entry."""
+    placed = set(rec.bound) | rec.done
+    need: list[int] | None = None
+    for gi, g in enumerate(rec.job.groups):
+        if all(task_id(rec.job.id, gi, i) in placed for i in range(g.count)):
+            continue
+        need = list(g.request) if need is None else [min(a, b) for a, b in zip(need, g.request, strict=True)]
+    return tuple(need) if need is not None else tuple(0 for _ in rec.job.groups[0].request)
+
+
+class Claimer:
+    def __init__(self, name: str, store: CellStore, keys: CellKeys, settings: SchedulerSettings, clock: Clock):
+        self.name = name
+        self.store = store
+        self.keys = keys
+        self.settings = settings
+        self.clock = clock
+        # With txns in flight, claim txns go out concurrently too, and the next batch is claimed
+        # in the background while this one is decided and committed (start_prefetch).
+        pipelined = settings.txns_in_flight > 1
+        self._claim_pool = ThreadPoolExecutor(settings.txns_in_flight, f"{name}-claim") if pipelined else None
+        self._prefetch_pool = ThreadPoolExecutor(1, f"{name}-prefetch") if pipelined else None
+        self._prefetch: tuple[int, Future] | None = None  # (lease id, claim_jobs future)
+        self._freed = False  # capacity freed since parked jobs were last retried
+        # A claim call was cut short: look for claims we hold unknowingly.
+        self._orphans_possible = False
+        self._parked_cursor = ""  # where the next look at the parked index starts
+        self._parked_tried_at = clock.now()
+
+    def capacity_freed(self) -> None:
+        """The cache saw capacity free: look at the parked index on the next claim."""
+        self._freed = True
+
+    def claim(self, lease_id: int, room: int, held: Container[str], free_rows) -> list[JobView]:
+        """Claim up to `room` jobs: the queue from its head, then (when due) the parked jobs
+        whose need fits on some row of `free_rows()`. LeaseNotFoundError when the lease expired."""
+        try:
+            views = self.claim_queue(lease_id, room, held)
+            if len(views) < room and self._parked_due():
+                views += self._claim_parked(lease_id, room - len(views), held, free_rows())
+        except StoreUnavailableError:
+            self._orphans_possible = True
+            raise
+        return views
+
+    def _parked_due(self) -> bool:
+        """Look at the parked index when capacity freed, or every parked_retry_s."""
+        now = self.clock.now()
+        if self._freed or now - self._parked_tried_at >= self.settings.parked_retry_s:
+            self._freed, self._parked_tried_at = False, now
+            return True
+        return False
+
+    def claim_queue(self, lease_id: int, room: int, held: Container[str]) -> list[JobView]:
+        # Orphans (claims of our lease we do not know we hold) exist only after a claim call
+        # of ours was cut short, so only then is every claim key read to find them.
+        adopt, self._orphans_possible = self._orphans_possible, False
+        return claim_jobs(self.store, self.keys, self.settings.job_class, lease_id, self.name, room,
+                          executor=self._claim_pool, in_flight=self.settings.txns_in_flight, held=held,
+                          adopt=adopt)
+
+    def _claim_parked(self, lease_id: int, room: int, held: Container[str], free) -> list[JobView]:
+        """Capacity freed since we last looked: claim the parked jobs whose recorded need
+        now fits on some machine of the cache. Reads the parked index (not job records),
+        a bounded number of pages, and only when something freed, so idle costs nothing."""
+        out: list[JobView] = []
+        for _ in range(self.settings.parked_pages):
+            # A cursor across looks: with more parked jobs than one look reads, every entry
+            # still gets its turn (from the head each time, the tail would starve).
+            page = self.store.get_page(self.keys.parked_prefix(self.settings.job_class), CLAIM_PAGE,
+                                       self._parked_cursor)
+            self._parked_cursor = page[-1].key if len(page) == CLAIM_PAGE else ""
+            if not page:
+                break
+            wanted = []
+            for kv in page:
+                entry = IndexEntry.decode(kv)
+                if entry.need is not None and not entry.stuck and entry.job_id not in held \
+                        and bool((free >= entry.need).all(axis=1).any()):
+                    wanted.append(kv)
+            out += claim_entries(self.store, self.keys, wanted, lease_id, self.name, room - len(out))
+            if len(out) >= room or not self._parked_cursor:
+                break
+        return out
+
+    def start_prefetch(self, lease_id: int, held: Container[str]) -> None:
+        """Claim the next batch in the background, so its round trips overlap this batch's
+        decisions and commit. Those jobs are claimed (by our lease) one step early."""
+        if self._prefetch_pool is None or self._prefetch is not None:
+            return
+        fut = self._prefetch_pool.submit(self.claim_queue, lease_id, self.settings.claim_batch, held)
+        self._prefetch = (lease_id, fut)
+
+    def collect_prefetch(self, current_lease: int) -> list[JobView]:
+        """The prefetched views, if they were claimed under `current_lease`. LeaseNotFoundError
+        when that lease expired meanwhile; nothing when the prefetch ran under an older lease
+        (that lease is gone, and its claims with it)."""
+        if self._prefetch is None:
+            return []
+        lease_id, fut = self._prefetch
+        self._prefetch = None
+        try:
+            views = fut.result()  # a StoreUnavailableError surfaces here, as from a plain claim
+        except StoreUnavailableError:
+            self._orphans_possible = True
+            raise
+        except LeaseNotFoundError:
+            if lease_id == current_lease:
+                raise
+            return []
+        return views if lease_id == current_lease else []
+
+    def close(self) -> None:
+        for pool in (self._prefetch_pool, self._claim_pool):
+            if pool is not None:
+                pool.shutdown(wait=True)  # before the lease's revoke, so no claim txn races it
