@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from . import codec
 from . import resources as res
+from .chunking import chunk_claims, max_gang_machines
 from .clock import Clock, RealClock
 from .codec import is_sharded
 from .errors import (
@@ -42,9 +43,6 @@ from .validation import DEFAULT_MAX_TASKS_PER_MACHINE, Refusal, RefusalKind, val
 from .views import JobView, MachineView, machine_views_from_kvs
 
 MAX_ROUNDS_PER_CHUNK = 16
-# A chunk's estimated request stays under this fraction of the store's request limit:
-# the estimate is close, not exact, and the views it is made from may grow meanwhile.
-REQUEST_BYTES_BUDGET = 0.7
 SETTLE_ATTEMPTS = 50
 
 
@@ -81,47 +79,6 @@ class Plan:
     # only the holder of a job's claim can commit for the job (a fence); jobs absent here
     # are not fenced (tools and tests that plan without claiming).
     fences: dict[str, int] = field(default_factory=dict)
-
-
-def txn_ops_cost(n_machines: int, n_jobs: int, n_sharded: int = 0) -> int:
-    """Ops one commit txn needs, the largest of its three parts:
-    compares: 2 per machine (spec, alloc) + 2 per job (record, claim);
-    failure reads: the same keys, + 1 per sharded job (its shards);
-    success: 1 put per machine + per job its record and 2 deletes (queue entry, claim) when
-    it completes, else 1 put resetting its queue entry's claim count; + 1 new shard per
-    sharded job."""
-    return max(2 * n_machines + 2 * n_jobs + n_sharded, n_machines + 3 * n_jobs + n_sharded)
-
-
-def max_gang_machines(max_txn_ops: int, sharded: bool = False) -> int:
-    """The widest all-or-nothing job one txn can commit: it must span at most this many machines."""
-    return max(0, (max_txn_ops - 2 - sharded) // 2)
-
-
-class _TxnSizer:
-    """Estimated bytes a txn writes for each machine, job and claim of a plan (keys,
-    values, framing), cheap enough for every commit: counts, not encodings."""
-
-    def __init__(self, plan: Plan):
-        self.plan = plan
-        self._machines: dict[str, int] = {}
-
-    def machine(self, mid: str) -> int:
-        size = self._machines.get(mid)
-        if size is None:
-            alloc = self.plan.machines[mid].alloc
-            sample = len(next(iter(alloc.tasks))) if alloc.tasks else 0
-            size = self._machines[mid] = 3 * len(mid) + 160 + len(alloc.tasks) * (sample + 30)
-        return size
-
-    def job(self, jid: str) -> int:
-        job = self.plan.jobs[jid].record.job
-        inline = 0 if is_sharded(job) else job.task_count * (2 * len(job.id) + 150)
-        return 5 * len(jid) + 600 + 250 * len(job.groups) + inline
-
-    @staticmethod
-    def claim(c: Claim) -> int:  # its allocation entry, and its shard entry
-        return 2 * len(c.task_id) + len(c.machine_id) + 50
 
 
 class CommitEngine:
@@ -174,62 +131,8 @@ class CommitEngine:
 
     # -- chunking -------------------------------------------------------------
 
-    def _chunks(self, plan: Plan, jobs_machines: dict[str, set[str]]) -> list[list[Claim]]:
-        """Group claims into chunks that fit one txn by ops AND by bytes.
-
-        A gang job's claims never straddle two chunks. An incremental job's claims go in
-        machine order, so each machine's allocation record is rewritten once per commit,
-        not once per chunk (a record of hundreds of tasks rewritten per chunk is what made
-        a large job write 100x its final size)."""
-        limit = self.store.limits.max_txn_ops
-        budget = int(self.store.limits.max_request_bytes * REQUEST_BYTES_BUDGET)
-        sizer = _TxnSizer(plan)
-        by_job: dict[str, list[Claim]] = defaultdict(list)
-        for c in plan.claims:
-            by_job[c.job_id].append(c)
-        chunks: list[list[Claim]] = []
-        cur: list[Claim] = []
-        cur_m: set[str] = set()
-        cur_j: set[str] = set()
-        cur_bytes = cur_s = 0
-
-        def flush():
-            nonlocal cur, cur_m, cur_j, cur_bytes, cur_s
-            if cur:
-                chunks.append(cur)
-            cur, cur_m, cur_j, cur_bytes, cur_s = [], set(), set(), 0, 0
-
-        for jid, claims in by_job.items():
-            job = plan.jobs[jid].record.job
-            sh = int(is_sharded(job))
-            if job.mode is TransactionMode.ALL_OR_NOTHING:
-                ms = {c.machine_id for c in claims}
-                extra = sizer.job(jid) + sum(sizer.machine(m) for m in ms - cur_m) + sum(map(sizer.claim, claims))
-                if txn_ops_cost(len(cur_m | ms), len(cur_j) + 1, cur_s + sh) > limit or cur_bytes + extra > budget:
-                    flush()
-                cur += claims
-                cur_m |= ms
-                cur_j.add(jid)
-                cur_bytes += extra
-                cur_s += sh
-                continue
-            for c in sorted(claims, key=lambda c: c.machine_id):
-                new_m = c.machine_id not in cur_m
-                new_j = jid not in cur_j
-                extra = sizer.claim(c) + (sizer.machine(c.machine_id) if new_m else 0) + (sizer.job(jid) if new_j else 0)
-                cost = txn_ops_cost(len(cur_m) + new_m, len(cur_j) + new_j, cur_s + sh * new_j)
-                if cur and (cost > limit or cur_bytes + extra > budget):
-                    flush()
-                    new_m = new_j = True
-                    extra = sizer.claim(c) + sizer.machine(c.machine_id) + sizer.job(jid)
-                cur.append(c)
-                cur_m.add(c.machine_id)
-                cur_bytes += extra
-                if new_j:
-                    cur_j.add(jid)
-                    cur_s += sh
-        flush()
-        return chunks
+    def _chunks(self, plan: Plan) -> list[list[Claim]]:
+        return chunk_claims(plan.claims, plan.machines, plan.jobs, self.store.limits)
 
     # -- the commit loop --------------------------------------------------------
 
@@ -240,7 +143,7 @@ class CommitEngine:
         machines = dict(plan.machines)
         jobs = dict(plan.jobs)
         out = CommitResult()
-        chunks = self._chunks(plan, by_job)
+        chunks = self._chunks(plan)
         foreign: set[str] = set()  # machines seen changed by others since the decision
         if self.max_in_flight > 1 and len(chunks) > 1:
             self._commit_waves(chunks, machines, jobs, out, plan.fences, foreign)

@@ -6,13 +6,9 @@ confirmed yet, so the next job of a batch never picks capacity an earlier one to
 
 Two layers, one owner:
 
-- **confirmed**: NumPy columns (``capacity``, ``used``, revisions, ``schedulable``) and
-  the machine and allocation records, exactly as the store holds them. Built from one
-  consistent snapshot (a single txn reading every spec and allocation record), then kept
-  fresh by a watch from snapshot revision + 1: no gaps, no duplicates, since an event is
-  applied only if it is newer than the row it changes. A compacted watch triggers a full
-  resync; a broken stream is reopened from the last revision seen. A machine at its task
-  limit is unschedulable, so the kernels stop picking it before the validator refuses it.
+- **confirmed** (``schedulers/confirmed.py``, the base class): NumPy columns
+  (``capacity``, ``used``, revisions, ``schedulable``) and the machine and allocation
+  records, exactly as the store holds them: one consistent snapshot, then a watch.
 - **columns**: ``gpu.MachineColumns`` (host and device arrays) = confirmed + assumed.
   The kernels read only these. Only this module writes them.
 
@@ -42,60 +38,32 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from cellsched import gpu
-from cellsched.cellstate import codec
-from cellsched.cellstate.errors import CompactedError, StoreUnavailableError, UnknownMachineError
+from cellsched.cellstate.errors import UnknownMachineError
 from cellsched.cellstate.keys import CellKeys
-from cellsched.cellstate.model import AllocationRecord, Claim, Machine, MachineState
-from cellsched.cellstate.resources import NUM_RESOURCES
-from cellsched.cellstate.schema import check_schema
-from cellsched.cellstate.store import CellStore, EventType, Get, Watch, WatchEvent
+from cellsched.cellstate.model import Claim
+from cellsched.cellstate.store import CellStore
 from cellsched.cellstate.validation import DEFAULT_MAX_TASKS_PER_MACHINE
 from cellsched.cellstate.views import MachineView
 
+from .confirmed import ConfirmedMachines
 
-class SchedulerCache:
+
+class SchedulerCache(ConfirmedMachines):
     def __init__(self, store: CellStore, keys: CellKeys, max_tasks: int = DEFAULT_MAX_TASKS_PER_MACHINE,
                  backend: str | None = None):
-        self.store = store
-        self.keys = keys
-        self.max_tasks = max_tasks
+        super().__init__(store, keys, max_tasks)
         self.backend = backend  # array backend setting for the columns (None: chosen by size)
-        self.resyncs = 0
-        self.reconnects = 0
-        self._watch: Watch | None = None
         self._assumed: dict[str, Claim] = {}  # task id -> its Assumed claim
         self._on_row: dict[int, dict[str, Claim]] = {}  # row -> the Assumed claims on it
         self.resync()
         self._rebuild()
 
-    # -- the confirmed layer: snapshot and watch --------------------------------------
+    # -- the confirmed layer's hooks (schedulers/confirmed.py) --------------------------
 
-    def resync(self) -> None:
-        """Full snapshot: used at start, and after a compaction left a gap."""
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
-        result = self.store.txn([], [Get(self.keys.spec_prefix, prefix=True),
-                                     Get(self.keys.alloc_prefix, prefix=True), Get(self.keys.schema)])
-        spec_kvs, alloc_kvs, schema_kvs = result.reads
-        check_schema(self.keys, schema_kvs[0] if schema_kvs else None, cell_has_data=bool(spec_kvs))
-        self._on_row = {}  # rows are renumbered: re-placed below
-        self.ids: list[str] = []
-        self.index: dict[str, int] = {}
-        self.machines: list[Machine] = []
-        self.allocs: list[AllocationRecord] = []
-        n = max(16, len(spec_kvs))
-        self.capacity = np.zeros((n, NUM_RESOURCES), dtype=np.int64)
-        self.used = np.zeros((n, NUM_RESOURCES), dtype=np.int64)
-        self.spec_rev = np.zeros(n, dtype=np.int64)
-        self.alloc_rev = np.zeros(n, dtype=np.int64)
-        self.schedulable = np.zeros(n, dtype=bool)
-        self.dirty: set[int] = set()  # confirmed rows changed since the columns last refreshed
-        for kv in spec_kvs:
-            self._apply_spec(kv.key, kv.value, kv.mod_revision)
-        for kv in alloc_kvs:
-            self._apply_alloc(kv.key, kv.value, kv.mod_revision)
-        self.revision = result.revision
+    def _before_snapshot(self) -> None:
+        self._on_row = {}  # rows are renumbered: re-placed by _after_snapshot
+
+    def _after_snapshot(self) -> None:
         # Assumptions outlive a resync: re-placed on their machines' new rows unless the
         # snapshot holds the task (Added) or lacks the machine (Expired).
         kept = []
@@ -106,105 +74,12 @@ class SchedulerCache:
             else:
                 kept.append(c)
         self._hold(kept)
-        self._stale = True  # rows may be renumbered: the next refresh rebuilds the columns
-        self._open_watch()
 
-    def _open_watch(self) -> None:
-        self._watch = self.store.watch(self.keys.node_prefix, self.revision + 1)
-
-    def _row(self, mid: str) -> int:
-        i = self.index.get(mid)
-        if i is None:
-            i = len(self.ids)
-            if i >= len(self.capacity):
-                self._grow()
-            self.ids.append(mid)
-            self.index[mid] = i
-            self.machines.append(None)  # type: ignore[arg-type]
-            self.allocs.append(AllocationRecord())
-            self._stale = True  # a new machine: the columns need a new row
-        return i
-
-    def _grow(self) -> None:
-        n = 2 * len(self.capacity)
-        for name in ("capacity", "used"):
-            old = getattr(self, name)
-            new = np.zeros((n, NUM_RESOURCES), dtype=np.int64)
-            new[: len(old)] = old
-            setattr(self, name, new)
-        for name, dt in (("spec_rev", np.int64), ("alloc_rev", np.int64), ("schedulable", bool)):
-            old = getattr(self, name)
-            new = np.zeros(n, dtype=dt)
-            new[: len(old)] = old
-            setattr(self, name, new)
-
-    def _apply_spec(self, key: str, value: bytes, rev: int) -> None:
-        m = codec.decode_machine(key, value)
-        i = self._row(m.id)
-        if rev <= self.spec_rev[i]:
-            return
-        self.machines[i] = m
-        self.capacity[i] = m.capacity
-        self.spec_rev[i] = rev
-        self._update_schedulable(i)
-        self.dirty.add(i)
-
-    def _apply_alloc(self, key: str, value: bytes, rev: int) -> None:
-        mid = self.keys.last_segment(key)
-        i = self.index.get(mid)
-        if i is None or rev <= self.alloc_rev[i]:
-            return
-        rec = codec.decode_alloc(key, value)
-        self.allocs[i] = rec
-        self.used[i] = rec.used
-        self.alloc_rev[i] = rev
-        self._update_schedulable(i)
+    def _alloc_applied(self, i: int) -> None:
         if i in self._on_row:  # the watch confirms our own commits too: Added
             added = self._held_by_alloc(i)
             if added:
                 self._drop(added)
-        self.dirty.add(i)
-
-    def _update_schedulable(self, i: int) -> None:
-        m = self.machines[i]
-        self.schedulable[i] = m is not None and m.state is MachineState.UP \
-            and len(self.allocs[i].tasks) < self.max_tasks
-
-    def poll(self, timeout: float = 0.0) -> int:
-        """Apply every change available now (waiting up to `timeout` for one) to the
-        confirmed layer. Returns how many."""
-        try:
-            if self._watch is None:
-                self._open_watch()
-            events = self._watch.get(timeout)
-        except CompactedError:
-            self.resyncs += 1
-            self.resync()
-            return 0
-        except StoreUnavailableError:
-            self.reconnects += 1
-            self._watch = None
-            return 0
-        for ev in events:
-            self._apply_event(ev)
-        return len(events)
-
-    def _apply_event(self, ev: WatchEvent) -> None:
-        if ev.key.startswith(self.keys.spec_prefix):
-            if ev.type is EventType.PUT:
-                self._apply_spec(ev.key, ev.value, ev.mod_revision)
-            else:
-                i = self.index.get(self.keys.last_segment(ev.key))
-                if i is not None:  # a removed machine stays as an unschedulable row
-                    self.schedulable[i] = False
-                    self.spec_rev[i] = ev.mod_revision
-                    self.dirty.add(i)
-        elif ev.key.startswith(self.keys.alloc_prefix):
-            if ev.type is EventType.PUT:
-                self._apply_alloc(ev.key, ev.value, ev.mod_revision)
-        if ev.mod_revision > self.revision:
-            self.revision = ev.mod_revision
-
     # -- the columns: confirmed + assumed ------------------------------------------------
 
     def sync(self, timeout: float = 0.0) -> bool:

@@ -20,7 +20,9 @@ PACKAGES = {"cellstate": "cellsched.cellstate", "gpu": "cellsched.gpu", "schedul
             "api": "cellsched.api", "loadtests": "cellsched.loadtests", "cellsched": "cellsched"}
 PRODUCT = ("cellstate", "gpu", "schedulers", "api")
 CURATED = ["cellsched", "cellsched.cellstate", "cellsched.cellstate.store", "cellsched.gpu", "cellsched.schedulers",
-           "cellsched.api", "cellsched.loadtests", "cellsched.loadtests.traces", "cellsched.loadtests.stress"]
+           "cellsched.api", "cellsched.loadtests", "cellsched.loadtests.traces", "cellsched.loadtests.stress",
+           "cellsched.loadtests.bench_schedulers"]
+MAX_MODULE_LINES = 400
 
 
 def _modules(folders) -> list[Path]:
@@ -50,6 +52,13 @@ def test_all_is_sorted_and_every_name_exists(package):
 def test_the_sort_key_orders_like_the_gpu_package():
     assert sorted(["seed_from", "TopK", "PACK", "Assignment"], key=_isort_key) == [
         "PACK", "Assignment", "TopK", "seed_from"]
+
+
+def test_no_module_in_the_packages_is_over_400_lines():
+    # Split by concept when a module grows past this (docs/architecture.md, "Where each concept lives").
+    long = {str(f.relative_to(ROOT)): n for f in _modules(PACKAGES)
+            if (n := len(f.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
 
 
 def _imported_modules(path: Path, package: str) -> set[str]:

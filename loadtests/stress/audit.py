@@ -28,7 +28,7 @@ def audited(engine_cls: type[CommitEngine], tally: Counter, lock: threading.Lock
             # One engine commits one plan at a time (its scheduler's loop); chunks of a wave
             # run in pool threads, so per-chunk state is thread-local.
             self._plan_revs = {m: (v.spec_revision, v.alloc_revision) for m, v in plan.machines.items()}
-            self._n_chunks = len(self._chunks(plan, self._validate(plan)))
+            self._n_chunks = len(self._chunks(plan))
             self._tl = getattr(self, "_tl", None) or threading.local()
             self._started = 0
             return super().commit(plan)
