@@ -145,3 +145,23 @@ def test_parked_jobs_beyond_one_look_still_get_their_turn():
             break
     assert read_job_view(store, keys, "zz-small").record.status is JobStatus.PLACED
     assert check_store(store, keys).ok
+
+
+def test_parked_job_keeps_its_structured_reason_field_by_field():
+    clock = SimClock()
+    store = MemoryStore(clock=clock)
+    keys = make_cell(store, 3, cpu=4000)
+    submit_jobs(store, keys, [make_job("wide", 2, cpu=3000), make_job("zlate", 2, cpu=3000)], now=0.0)
+    s = Scheduler("b0", store, keys, BATCH, clock)
+    while s.step():
+        pass
+    rec = read_job_view(store, keys, "zlate").record  # submitted with "wide", after it by id
+    assert rec.status is JobStatus.PARKED
+    [group] = rec.refusal["groups"]
+    assert rec.refusal["kind"] == "unplaceable"
+    # 3 machines of 4000 mCPU; "wide" takes 3000 on two, "zlate" 3000 on the third: its second
+    # task finds 1000 free everywhere.
+    assert (group["group"], group["tasks_unplaced"], group["reason"], group["resource"],
+            group["machines_evaluated"]) == ("g", 1, "insufficient_resource", "cpu", 3)
+    assert group["rejected"] == {"insufficient cpu": 3}
+    assert "insufficient cpu" in rec.reason  # the sentence beside the data
