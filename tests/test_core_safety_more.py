@@ -55,8 +55,7 @@ def test_a_job_whose_commit_raises_is_parked_and_its_batch_mates_place():
     store = MemoryStore(clock=clock)
     keys = make_cell(store, 4)
     submit_jobs(store, keys, [make_job("poison", 1), make_job("ok1", 1), make_job("ok2", 1)], now=0.0)
-    s = Scheduler("b0", store, keys, BATCH, clock)
-    s.engine = RaisingEngine(store, keys)
+    s = Scheduler("b0", store, keys, BATCH, clock, planner=RaisingEngine(store, keys))
     assert s.step()
     recs = {j: read_job_view(store, keys, j).record for j in ("poison", "ok1", "ok2")}
     assert recs["poison"].status is JobStatus.PARKED and "TxnLimitError" in recs["poison"].reason
