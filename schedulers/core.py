@@ -43,6 +43,7 @@ from cellsched.cellstate.commit import CommitEngine, CommitResult, Plan, max_gan
 from cellsched.cellstate.errors import LeaseNotFoundError, StoreUnavailableError
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.model import Claim, JobRecord, JobStatus, TransactionMode
+from cellsched.cellstate.planner import Planner
 from cellsched.cellstate.resources import Vector
 from cellsched.cellstate.store import CellStore
 from cellsched.cellstate.validation import Refusal
@@ -110,7 +111,7 @@ MAX_LOOP_ERRORS_IN_A_ROW = 5
 
 class Scheduler:
     def __init__(self, name: str, store: CellStore, keys: CellKeys, settings: SchedulerSettings, clock: Clock,
-                 decide_fn: DecideFn | None = None):
+                 decide_fn: DecideFn | None = None, planner: Planner | None = None):
         self.name = name
         self.store = store
         self.keys = keys
@@ -118,8 +119,10 @@ class Scheduler:
         self.clock = clock
         self.decide_fn: DecideFn = decide_fn or decide_job
         self.policy = settings.policy
-        self.engine = CommitEngine(store, keys, settings.conflict_mode, clock, settings.txns_in_flight,
-                                   settings.max_tasks_per_machine)
+        # What the plans are committed through (cellstate.planner); by default the engine the
+        # settings describe. Given one, the scheduler owns it: close() closes it.
+        self.engine: Planner = planner if planner is not None else CommitEngine(
+            store, keys, settings.conflict_mode, clock, settings.txns_in_flight, settings.max_tasks_per_machine)
         # With txns in flight, claim txns go out concurrently too, and the next batch is claimed
         # in the background while this one is decided and committed (_start_prefetch).
         pipelined = settings.txns_in_flight > 1

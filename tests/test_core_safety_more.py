@@ -10,6 +10,7 @@ from cellsched.cellstate.claims import claim_jobs
 from cellsched.cellstate.clock import SimClock
 from cellsched.cellstate.commit import CommitEngine
 from cellsched.cellstate.errors import SchemaMismatchError, StoreUnavailableError, TxnLimitError
+from cellsched.cellstate.faults import CountingStore
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.memory_store import MemoryStore
@@ -54,8 +55,7 @@ def test_a_job_whose_commit_raises_is_parked_and_its_batch_mates_place():
     store = MemoryStore(clock=clock)
     keys = make_cell(store, 4)
     submit_jobs(store, keys, [make_job("poison", 1), make_job("ok1", 1), make_job("ok2", 1)], now=0.0)
-    s = Scheduler("b0", store, keys, BATCH, clock)
-    s.engine = RaisingEngine(store, keys)
+    s = Scheduler("b0", store, keys, BATCH, clock, planner=RaisingEngine(store, keys))
     assert s.step()
     recs = {j: read_job_view(store, keys, j).record for j in ("poison", "ok1", "ok2")}
     assert recs["poison"].status is JobStatus.PARKED and "TxnLimitError" in recs["poison"].reason
@@ -64,28 +64,17 @@ def test_a_job_whose_commit_raises_is_parked_and_its_batch_mates_place():
     assert rep.ok, rep.violations
 
 
-class ReadCounter(MemoryStore):
-    def __init__(self):
-        super().__init__()
-        self.keys_read = 0
-
-    def txn(self, compares, success, failure=()):
-        result = super().txn(compares, success, failure)
-        self.keys_read += sum(len(r) for r in result.reads)
-        return result
-
-
 @pytest.mark.parametrize("queued", [1_000, 20_000])
 def test_claim_step_reads_are_bounded_by_the_batch_not_the_queue(queued):
-    store = ReadCounter()
+    store = CountingStore(MemoryStore())
     keys = make_cell(store, 1)
     submit_jobs(store, keys, [make_job(f"j{i:05d}", 1) for i in range(queued)], now=0.0)
     lease = store.grant_lease(30)
-    store.keys_read = 0
+    store.reset()
     got = claim_jobs(store, keys, JobClass.BATCH, lease, "a", limit=128)
     assert len(got) == 128
     # One page of the queue (256 entries) and the 128 claimed job records, whatever the queue's length.
-    assert store.keys_read <= 256 + 128
+    assert store.keys_read[""] <= 256 + 128
 
 
 def test_closing_a_scheduler_releases_its_claims_at_once():
