@@ -154,3 +154,22 @@ def test_parked_job_keeps_its_structured_reason_field_by_field():
             group["machines_evaluated"]) == ("g", 1, "insufficient_resource", "cpu", 3)
     assert group["rejected"] == {"insufficient cpu": 3}
     assert "insufficient cpu" in rec.reason  # the sentence beside the data
+
+
+class BrokenPagingStore(MemoryStore):
+    """Paged reads fail with a non-store error: a bug in the loop's own path, not one job's."""
+
+    def get_page(self, prefix, limit, after=""):
+        raise KeyError("injected: the loop itself is broken")
+
+
+def test_loop_gives_up_after_repeated_step_errors_so_its_process_restarts():
+    from cellsched.schedulers.core import MAX_LOOP_ERRORS_IN_A_ROW
+
+    clock = SimClock()
+    store = BrokenPagingStore(clock=clock)
+    keys = make_cell(store, 1)
+    s = Scheduler("b0", store, keys, BATCH, clock)
+    with pytest.raises(KeyError, match="injected"):
+        s.run(clock.now() + 3600.0)
+    assert s.metrics()["loop_errors"] == MAX_LOOP_ERRORS_IN_A_ROW
