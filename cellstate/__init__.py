@@ -32,6 +32,7 @@ from .model import (
     parse_task_id,
     task_id,
 )
+from .planner import Planner
 from .retention import purge_finished
 from .store import CellStore, MemoryStore, StoreLimits
 from .submission import SubmitResult, submit_jobs
@@ -59,6 +60,7 @@ __all__ = [
     "MachineState",
     "MemoryStore",
     "Plan",
+    "Planner",
     "RealClock",
     "Refusal",
     "RefusalKind",

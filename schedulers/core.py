@@ -34,8 +34,10 @@ from cellsched.cellstate.commit import CommitEngine, CommitResult, Plan, max_gan
 from cellsched.cellstate.errors import LeaseNotFoundError, StoreUnavailableError
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.model import JobStatus, TransactionMode
+from cellsched.cellstate.planner import Planner
 from cellsched.cellstate.resources import Vector
 from cellsched.cellstate.store import CellStore
+from cellsched.cellstate.validation import Refusal
 from cellsched.cellstate.views import JobView, read_job_view
 
 from .attempts import Attempt, HeldJob, Outcome
@@ -50,7 +52,7 @@ MAX_LOOP_ERRORS_IN_A_ROW = 5
 
 class Scheduler:
     def __init__(self, name: str, store: CellStore, keys: CellKeys, settings: SchedulerSettings, clock: Clock,
-                 decide_fn: DecideFn | None = None):
+                 decide_fn: DecideFn | None = None, planner: Planner | None = None):
         self.name = name
         self.store = store
         self.keys = keys
@@ -58,8 +60,10 @@ class Scheduler:
         self.clock = clock
         self.decide_fn: DecideFn = decide_fn or decide_job
         self.policy = settings.policy
-        self.engine = CommitEngine(store, keys, settings.conflict_mode, clock, settings.txns_in_flight,
-                                   settings.max_tasks_per_machine)
+        # What the plans are committed through (cellstate.planner); by default the engine the
+        # settings describe. Given one, the scheduler owns it: close() closes it.
+        self.engine: Planner = planner if planner is not None else CommitEngine(
+            store, keys, settings.conflict_mode, clock, settings.txns_in_flight, settings.max_tasks_per_machine)
         # The queue, the parked index and the prefetch of the next batch (schedulers/claiming.py).
         self.claimer = Claimer(name, store, keys, settings, clock)
         self.cache = SchedulerCache(store, keys, settings.max_tasks_per_machine, settings.array_backend)
@@ -240,7 +244,7 @@ class Scheduler:
             committed[c.job_id] = committed.get(c.job_id, 0) + 1
         conflicts: dict[str, str] = {}
         for c, why in result.conflicted:
-            conflicts.setdefault(c.job_id, why)
+            conflicts.setdefault(c.job_id, why)  # the first refusal, as data
         for jid, decision in attempt.decisions.items():
             if jid in attempt.crashed:
                 continue  # parked already
@@ -261,26 +265,29 @@ class Scheduler:
             elif jid in conflicts:
                 self._after_conflict(jid, held, committed.get(jid, 0) > 0, conflicts[jid], out)
             elif decision.unplaced:
-                self._park(jid, held, decision.reason, out, need=smallest_need(rec))
+                self._park(jid, held, decision.reason, out, need=smallest_need(rec), refusal=decision.refusal())
             elif decision.tasks_decided == 0:  # nothing left to place that we can see
                 release_claim(self.store, self.keys, jid, held.claim_revision)
                 del self.held[jid]
             else:  # everything it claimed committed, yet unbound tasks remain: decide again
                 out.retrying.append(jid)
 
-    def _after_conflict(self, jid: str, held: HeldJob, progressed: bool, why: str, out: Outcome) -> None:
-        held.last_conflict = why
+    def _after_conflict(self, jid: str, held: HeldJob, progressed: bool, why: Refusal, out: Outcome) -> None:
+        held.last_conflict = str(why)
         held.no_progress = 0 if progressed else held.no_progress + 1
         if held.no_progress > self.settings.max_retries:
             self._metrics.jobs_parked_no_progress += 1
             self._park(jid, held, f"no progress after {held.no_progress} conflicted attempts; last: {why}", out,
-                       need=smallest_need(held.view.record))
+                       need=smallest_need(held.view.record),
+                       refusal={"kind": "no_progress", "attempts": held.no_progress, "last": why.to_obj()})
         else:
             out.retrying.append(jid)
 
-    def _park(self, jid: str, held: HeldJob, reason: str, out: Outcome, need: Vector | None) -> None:
+    def _park(self, jid: str, held: HeldJob, reason: str, out: Outcome, need: Vector | None,
+              refusal: dict | None = None) -> None:
         view = JobView(held.view.record, held.view.revision, held.claim_revision)
-        parked = park_job(self.store, self.keys, view, reason, need)
+        parked = park_job(self.store, self.keys, view, reason, need,
+                          refusal if refusal is not None else {"kind": "error", "detail": reason})
         if parked is None:  # the record changed under us: re-read and decide again next step
             fresh = read_job_view(self.store, self.keys, jid)
             if fresh is None:

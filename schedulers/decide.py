@@ -35,6 +35,13 @@ class Decision:
     unplaced: int = 0  # tasks left without a machine
     reason: str = ""  # why they were left, naming the filter or resource; "" when none
     tasks_decided: int = 0
+    # The same reason as data, per group left short (Nomad's AllocMetric): the filter that
+    # left no machine, the resource, machines evaluated and how many each filter rejected.
+    unplaceable: list[dict] = field(default_factory=list)
+
+    def refusal(self) -> dict:
+        """What the job record keeps beside `reason` when the job is parked for this decision."""
+        return {"kind": "unplaceable", "groups": self.unplaceable}
 
 
 DecideFn = Callable[[gpu.MachineColumns, Mapping[str, int], JobRecord, gpu.Policy, int], Decision]
@@ -58,7 +65,7 @@ def decide_job(columns: gpu.MachineColumns, index: Mapping[str, int], record: Jo
     # All-or-nothing: a gang that is short of even one task claims nothing.
     if record.job.mode is TransactionMode.ALL_OR_NOTHING and decision.unplaced:
         return Decision([], decision.unplaced, f"gang needs every task placed: {decision.reason}",
-                        decision.tasks_decided)
+                        decision.tasks_decided, decision.unplaceable)
     # 4. the caller assumes decision.claims into its SchedulerCache.
     return decision
 
@@ -88,6 +95,12 @@ def group_specs(record: JobRecord, index: Mapping[str, int]) -> tuple[list[gpu.G
     return specs, task_ids
 
 
+def unplaceable_obj(group: str, why: gpu.Unplaceable) -> dict:
+    return {"group": group, "tasks_unplaced": len(why.tasks), "reason": why.reason.value,
+            "resource": why.resource, "machines_evaluated": why.machines,
+            "rejected": {name: n for name, n in sorted(why.rejected.items()) if n}}
+
+
 def _claims(columns: gpu.MachineColumns, record: JobRecord, specs: list[gpu.GroupSpec],
             task_ids: list[list[str]], assignment: gpu.Assignment) -> Decision:
     out = Decision(tasks_decided=sum(len(t) for t in task_ids))
@@ -100,6 +113,7 @@ def _claims(columns: gpu.MachineColumns, record: JobRecord, specs: list[gpu.Grou
         if why is not None:
             out.unplaced += len(why.tasks)
             reasons.append(f"task group {spec.name!r}: {len(why.tasks)} task(s) unplaced, {why.message}")
+            out.unplaceable.append(unplaceable_obj(spec.name, why))
     out.reason = "; ".join(reasons)
     return out
 

@@ -252,7 +252,8 @@ class HousekeeperActor:
         self.evicted = 0
         self._stop = threading.Event()
         self._error: str | None = None
-        threading.Thread(target=self._loop, daemon=True).start()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
 
     def _loop(self) -> None:
         while not self._stop.wait(min(5.0, self.keeper.every_s)):
@@ -271,7 +272,10 @@ class HousekeeperActor:
                 "recently_purged": list(self.keeper.recently_purged)}
 
     def stop(self) -> dict:
+        """Stop, after the tick in progress: its purges must be in the status it returns,
+        or a purge landing after the status would look like a lost job."""
         self._stop.set()
+        self._thread.join(timeout=60)
         return self.status()
 
 

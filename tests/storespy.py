@@ -1,20 +1,21 @@
 """A store wrapper for race and fault tests: records every txn, runs code in the window
-right after one (as another process would), or fails chosen txns."""
+right after one (as another process would), or fails chosen txns. Every other call goes
+to the inner store (cellstate.faults.DelegatingStore)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from cellsched.cellstate.store import CellStore, Get, ModRevisionIs, Op, TxnResult, Watch
+from cellsched.cellstate.faults import DelegatingStore
+from cellsched.cellstate.store import CellStore, Get, ModRevisionIs, Op, TxnResult
 
 Hook = Callable[[Sequence[ModRevisionIs], Sequence[Op], TxnResult], None]
 
 
-class SpyStore(CellStore):
+class SpyStore(DelegatingStore):
     def __init__(self, inner: CellStore, after: Hook | None = None,
                  fail: Callable[[Sequence[Op]], Exception | None] | None = None):
-        self.inner = inner
-        self.limits = inner.limits
+        super().__init__(inner)
         self.after = after  # called after each txn, with its compares, success ops and result
         self.fail = fail  # returns the error to raise instead of sending the txn, or None
         self.txns: list[tuple[list[ModRevisionIs], list[Op]]] = []
@@ -34,21 +35,3 @@ class SpyStore(CellStore):
         """The Get ops of every txn sent so far, one list per txn (empty lists dropped)."""
         out = [[op for op in ops if type(op) is Get] for _, ops in self.txns]
         return [g for g in out if g]
-
-    def watch(self, prefix: str, start_revision: int) -> Watch:
-        return self.inner.watch(prefix, start_revision)
-
-    def grant_lease(self, ttl_s: int) -> int:
-        return self.inner.grant_lease(ttl_s)
-
-    def refresh_lease(self, lease_id: int) -> None:
-        self.inner.refresh_lease(lease_id)
-
-    def revoke_lease(self, lease_id: int) -> None:
-        self.inner.revoke_lease(lease_id)
-
-    def compact(self, revision: int) -> None:
-        self.inner.compact(revision)
-
-    def close(self) -> None:
-        self.inner.close()

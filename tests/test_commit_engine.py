@@ -6,12 +6,12 @@ import pytest
 
 from cellsched.cellstate.commit import CommitEngine, Plan
 from cellsched.cellstate.errors import (
-    CommitOutcomeUnknown,
     GangTooLargeError,
     InvalidInputError,
     InvalidResourceError,
     UnknownMachineError,
 )
+from cellsched.cellstate.faults import ScriptedFaultStore
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.model import Claim, ConflictMode, JobStatus, task_id
 from cellsched.cellstate.store import StoreLimits
@@ -110,29 +110,11 @@ def test_commit_gang_larger_than_one_txn_is_refused(store):
     assert store.current_revision() == before
 
 
-class AckLostStore:
-    """Applies the txn, then loses the ack: the injected point between send and ack."""
-
-    def __init__(self, inner, lose: int):
-        self.inner, self.lose, self.limits = inner, lose, inner.limits
-
-    def txn(self, compares, success, failure=()):
-        result = self.inner.txn(compares, success, failure)
-        writes = any(type(op).__name__ != "Get" for op in success)
-        if self.lose and writes:
-            self.lose -= 1
-            raise CommitOutcomeUnknown("injected: ack lost")
-        return result
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
 def test_commit_unknown_outcome_settles_without_double_binding(store):
     keys = make_cell(store, 2)
     job = make_job("u", 2)
     jobs = submit(store, keys, job)
-    flaky = AckLostStore(store, lose=1)
+    flaky = ScriptedFaultStore(store, lost_ack_at={1})  # applied, then the ack is lost
     out = CommitEngine(flaky, keys).commit(Plan(claims_for(job, ["m0", "m1"]), views(store, keys, 2), jobs))
     assert out.stats.unknown_outcomes == 1
     assert len(out.committed) == 2 and not out.conflicted

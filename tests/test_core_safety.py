@@ -14,8 +14,9 @@ from cellsched import gpu
 from cellsched.cellstate.claims import claim_jobs, list_parked, park_job, release_claim
 from cellsched.cellstate.clock import SimClock
 from cellsched.cellstate.commit import CommitEngine, Plan
-from cellsched.cellstate.errors import StoreUnavailableError
+from cellsched.cellstate.faults import CountingStore, ScriptedFaultStore
 from cellsched.cellstate.invariants import check_store
+from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.lifecycle import release_tasks
 from cellsched.cellstate.machines import set_machine_state
 from cellsched.cellstate.model import (
@@ -28,7 +29,7 @@ from cellsched.cellstate.model import (
     TaskGroup,
     task_id,
 )
-from cellsched.cellstate.store import Get, StoreLimits
+from cellsched.cellstate.store import StoreLimits
 from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.validation import RefusalKind, validate_claims
 from cellsched.cellstate.views import JobView, MachineView, read_job_view
@@ -127,24 +128,10 @@ def test_commit_revalidates_later_chunk_against_view_refreshed_by_earlier_failur
 # -- c1b: a commit cut short by an outage, retried on a stale job view ------------------------
 
 
-class OutageStore(MemoryStore):
-    """Refuses the Nth txn that writes a job record, before applying it."""
-
-    def __init__(self, clock, fail_at: int):
-        super().__init__(clock=clock)
-        self.fail_at, self.seen = fail_at, 0
-
-    def txn(self, compares, success, failure=()):
-        if any(type(op).__name__ == "Put" and "/jobs/" in op.key for op in success):
-            self.seen += 1
-            if self.seen == self.fail_at:
-                raise StoreUnavailableError("injected: store unreachable (txn not applied)")
-        return super().txn(compares, success, failure)
-
-
 def test_scheduler_never_binds_twice_after_partial_commit_and_outage():
     clock = SimClock()
-    store = OutageStore(clock, fail_at=3)  # chunks 1 and 2 land, chunk 3 is refused
+    # The 3rd txn that writes a job record (after the submission and chunk 1) is refused before it is sent.
+    store = ScriptedFaultStore(MemoryStore(clock=clock), CellKeys("t").jobs_prefix, unavailable_at={3})
     keys = make_cell(store, 300, cpu=64_000, mem=262_144)
     submit(store, keys, make_job("wide", 400, cpu=100, mem=10))
     s = Scheduler("b0", store, keys, BATCH, clock)
@@ -223,23 +210,9 @@ def test_job_claimed_without_progress_by_crashing_schedulers_is_parked_for_good(
 # -- c3 / c4: parked jobs cost nothing while they wait, and never starve pending ones --------
 
 
-class CountingStore(MemoryStore):
-    def __init__(self, clock):
-        super().__init__(clock=clock)
-        self.writes = 0
-        self.job_reads = 0
-
-    def txn(self, compares, success, failure=()):
-        result = super().txn(compares, success, failure)
-        branch = success if result.succeeded else failure
-        self.writes += any(type(op) is not Get for op in branch)
-        self.job_reads += sum(1 for op in branch if type(op) is Get and "/jobs/" in op.key)
-        return result
-
-
 def _parked_cell(parked: int):
     clock = SimClock()
-    store = CountingStore(clock)
+    store = CountingStore(MemoryStore(clock=clock), [CellKeys("t").jobs_prefix])
     keys = make_cell(store, 4, cpu=4000)
     submit(store, keys, make_job("fill", 4, cpu=4000))  # fills every machine
     s = Scheduler("b0", store, keys, BATCH.with_(parked_retry_s=5.0), clock)
@@ -254,10 +227,10 @@ def _parked_cell(parked: int):
 def test_idle_scheduler_with_1000_parked_jobs_writes_nothing_and_reads_no_job_record():
     clock, store, keys, s = _parked_cell(1000)
     for _ in range(5):
-        store.writes = store.job_reads = 0
+        store.reset()
         clock.advance(3.0)  # past parked_retry_s every other step: the index is looked at
         assert not s.step()
-        assert (store.writes, store.job_reads) == (0, 0)
+        assert (store.write_txns, store.gets[keys.jobs_prefix]) == (0, 0)
     # Free exactly what one parked job lacks: 1000 mCPU on one machine fits p0000 only.
     release_tasks(store, keys, "fill", ["fill/0/0"], now=clock.now())
     rec = read_job_view(store, keys, "fill").record

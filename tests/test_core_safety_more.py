@@ -10,6 +10,7 @@ from cellsched.cellstate.claims import claim_jobs
 from cellsched.cellstate.clock import SimClock
 from cellsched.cellstate.commit import CommitEngine
 from cellsched.cellstate.errors import SchemaMismatchError, StoreUnavailableError, TxnLimitError
+from cellsched.cellstate.faults import CountingStore
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.model import JobClass, JobStatus, Machine
@@ -54,8 +55,7 @@ def test_a_job_whose_commit_raises_is_parked_and_its_batch_mates_place():
     store = MemoryStore(clock=clock)
     keys = make_cell(store, 4)
     submit_jobs(store, keys, [make_job("poison", 1), make_job("ok1", 1), make_job("ok2", 1)], now=0.0)
-    s = Scheduler("b0", store, keys, BATCH, clock)
-    s.engine = RaisingEngine(store, keys)
+    s = Scheduler("b0", store, keys, BATCH, clock, planner=RaisingEngine(store, keys))
     assert s.step()
     recs = {j: read_job_view(store, keys, j).record for j in ("poison", "ok1", "ok2")}
     assert recs["poison"].status is JobStatus.PARKED and "TxnLimitError" in recs["poison"].reason
@@ -64,28 +64,17 @@ def test_a_job_whose_commit_raises_is_parked_and_its_batch_mates_place():
     assert rep.ok, rep.violations
 
 
-class ReadCounter(MemoryStore):
-    def __init__(self):
-        super().__init__()
-        self.keys_read = 0
-
-    def txn(self, compares, success, failure=()):
-        result = super().txn(compares, success, failure)
-        self.keys_read += sum(len(r) for r in result.reads)
-        return result
-
-
 @pytest.mark.parametrize("queued", [1_000, 20_000])
 def test_claim_step_reads_are_bounded_by_the_batch_not_the_queue(queued):
-    store = ReadCounter()
+    store = CountingStore(MemoryStore())
     keys = make_cell(store, 1)
     submit_jobs(store, keys, [make_job(f"j{i:05d}", 1) for i in range(queued)], now=0.0)
     lease = store.grant_lease(30)
-    store.keys_read = 0
+    store.reset()
     got = claim_jobs(store, keys, JobClass.BATCH, lease, "a", limit=128)
     assert len(got) == 128
     # One page of the queue (256 entries) and the 128 claimed job records, whatever the queue's length.
-    assert store.keys_read <= 256 + 128
+    assert store.keys_read[""] <= 256 + 128
 
 
 def test_closing_a_scheduler_releases_its_claims_at_once():
@@ -145,3 +134,42 @@ def test_parked_jobs_beyond_one_look_still_get_their_turn():
             break
     assert read_job_view(store, keys, "zz-small").record.status is JobStatus.PLACED
     assert check_store(store, keys).ok
+
+
+def test_parked_job_keeps_its_structured_reason_field_by_field():
+    clock = SimClock()
+    store = MemoryStore(clock=clock)
+    keys = make_cell(store, 3, cpu=4000)
+    submit_jobs(store, keys, [make_job("wide", 2, cpu=3000), make_job("zlate", 2, cpu=3000)], now=0.0)
+    s = Scheduler("b0", store, keys, BATCH, clock)
+    while s.step():
+        pass
+    rec = read_job_view(store, keys, "zlate").record  # submitted with "wide", after it by id
+    assert rec.status is JobStatus.PARKED
+    [group] = rec.refusal["groups"]
+    assert rec.refusal["kind"] == "unplaceable"
+    # 3 machines of 4000 mCPU; "wide" takes 3000 on two, "zlate" 3000 on the third: its second
+    # task finds 1000 free everywhere.
+    assert (group["group"], group["tasks_unplaced"], group["reason"], group["resource"],
+            group["machines_evaluated"]) == ("g", 1, "insufficient_resource", "cpu", 3)
+    assert group["rejected"] == {"insufficient cpu": 3}
+    assert "insufficient cpu" in rec.reason  # the sentence beside the data
+
+
+class BrokenPagingStore(MemoryStore):
+    """Paged reads fail with a non-store error: a bug in the loop's own path, not one job's."""
+
+    def get_page(self, prefix, limit, after=""):
+        raise KeyError("injected: the loop itself is broken")
+
+
+def test_loop_gives_up_after_repeated_step_errors_so_its_process_restarts():
+    from cellsched.schedulers.core import MAX_LOOP_ERRORS_IN_A_ROW
+
+    clock = SimClock()
+    store = BrokenPagingStore(clock=clock)
+    keys = make_cell(store, 1)
+    s = Scheduler("b0", store, keys, BATCH, clock)
+    with pytest.raises(KeyError, match="injected"):
+        s.run(clock.now() + 3600.0)
+    assert s.metrics()["loop_errors"] == MAX_LOOP_ERRORS_IN_A_ROW

@@ -14,35 +14,18 @@ import time
 import pytest
 
 from cellsched.cellstate.commit import CommitEngine, Plan
-from cellsched.cellstate.errors import CommitOutcomeUnknown, StoreUnavailableError
+from cellsched.cellstate.errors import StoreUnavailableError
+from cellsched.cellstate.faults import FaultInjectingStore, FaultPlan
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
 from cellsched.cellstate.model import Claim, Job, Machine, TaskGroup
-from cellsched.cellstate.store import Get, Put
+from cellsched.cellstate.store import Get
 from cellsched.cellstate.store.etcd import EtcdStore
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.views import job_records, read_job_view, read_machine_views
 
 TASK = (100, 100, 0)
-
-
-class DropAckStore:
-    """Sends the txn for real, then (for a seeded subset of writes) drops the ack."""
-
-    def __init__(self, inner: EtcdStore, rng: random.Random, rate: float):
-        self.inner, self.rng, self.rate, self.limits = inner, rng, rate, inner.limits
-        self.dropped = 0
-
-    def txn(self, compares, success, failure=()):
-        result = self.inner.txn(compares, success, failure)
-        if any(isinstance(op, Put) for op in success) and self.rng.random() < self.rate:
-            self.dropped += 1
-            raise CommitOutcomeUnknown("injected: ack dropped after the txn was applied")
-        return result
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 @pytest.mark.etcd
@@ -58,12 +41,14 @@ def test_leader_kill_commits_resume_and_nothing_is_bound_twice(etcd_three):
     ack_times: list[float] = []
     lock = threading.Lock()
     stop = threading.Event()
-    stores: list[DropAckStore] = []
+    stores: list[FaultInjectingStore] = []
     errors: list[str] = []
 
     def committer(k: int):
         rng = random.Random(k)
-        store = DropAckStore(EtcdStore(etcd_three.all_endpoints, timeout_s=2.0), rng, rate=0.05)
+        # Sends every commit for real, then drops the ack of a seeded 5% of them.
+        store = FaultInjectingStore(EtcdStore(etcd_three.all_endpoints, timeout_s=2.0), FaultPlan(p_lost_ack=0.05),
+                                    seed=k)
         stores.append(store)
         engine = CommitEngine(store, keys)
         for job in jobs[k::3]:
@@ -107,7 +92,7 @@ def test_leader_kill_commits_resume_and_nothing_is_bound_twice(etcd_three):
 
     after = EtcdStore(etcd_three.endpoints)
     resumed = [t for t in ack_times if t > killed_at]
-    dropped = sum(s.dropped for s in stores)
+    dropped = sum(s.faults["lost_ack"] for s in stores)
     print(f"\nacked commits before kill: {len(ack_times) - len(resumed)}, after: {len(resumed)}, "
           f"injected ack drops: {dropped}, acked placements: {len(acked)}")
     assert len(resumed) > 0, "no commit succeeded after the leader was killed"

@@ -124,12 +124,12 @@ def test_submission_release_spanning_more_machines_than_one_txn(store):
 
 def test_submission_claims_orphaned_by_a_lost_ack_are_adopted(store):
     from cellsched.cellstate.errors import CommitOutcomeUnknown
-    from tests.test_commit_engine import AckLostStore
+    from cellsched.cellstate.faults import ScriptedFaultStore
 
     keys = make_cell(store, 1)
     submit_jobs(store, keys, [make_job(f"o{i}", 1) for i in range(3)], now=0.0)
     lease = store.grant_lease(30)
-    flaky = AckLostStore(store, lose=1)
+    flaky = ScriptedFaultStore(store, lost_ack_at={1})  # the first claim txn lands, its ack is lost
     try:
         claim_jobs(flaky, keys, JobClass.BATCH, lease, "a", limit=3)
         raise AssertionError("the injected lost ack should surface")

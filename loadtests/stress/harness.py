@@ -104,10 +104,9 @@ def run_stress(seed: int, schedulers: int, seconds: float, backend: str = "memor
         settings = scheduler_settings(k, seed, think)
         name = f"{settings.job_class.value[:3]}{k}-{settings.conflict_mode.value[:3]}-if{settings.txns_in_flight}"
         st = wrap(name, faults, k)
-        sched = Scheduler(name, st, keys, settings, clock, decide_fn=decide_fn)
-        sched.engine.close()  # replaced by the (possibly injected) engine, audited
-        sched.engine = engine(st, keys, settings.conflict_mode, clock, settings.txns_in_flight,
-                              settings.max_tasks_per_machine)
+        planner = engine(st, keys, settings.conflict_mode, clock, settings.txns_in_flight,
+                         settings.max_tasks_per_machine)  # the (possibly injected) engine, audited
+        sched = Scheduler(name, st, keys, settings, clock, decide_fn=decide_fn, planner=planner)
         stores.append(st)
         scheds.append(sched)
     submit_store = wrap("submitter", FaultPlan(), schedulers)
