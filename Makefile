@@ -23,9 +23,14 @@ demo: setup
 system-deps:
 	@command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
 
+# import-linter and mypy read the installed layout that tools/stage.py links under
+# build/stage (docs/architecture.md, "Layout for static tools").
 lint: setup
 	$(VENV)/bin/ruff check .
 	tools/lint_imports.sh
+	$(PY) tools/stage.py >/dev/null
+	$(PY) -m mypy
+	$(PY) -m vulture
 
 test: setup system-deps lint
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -13,6 +13,7 @@ import time
 
 from cellsched import gpu
 from cellsched.cellstate.commit import CommitEngine, Plan
+from cellsched.cellstate.errors import InternalInvariantError
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
@@ -59,6 +60,8 @@ def run_demo(max_jobs: int = 3000, seed: int = 1) -> int:
     for k, job in enumerate(jobs):
         cache.sync()
         view = read_job_view(store, keys, job.id)
+        if view is None:  # submitted above, and nothing here deletes jobs
+            raise InternalInvariantError(f"job {job.id} vanished after its submission")
         claims = decide_job(cache.columns, cache.index, view.record, gpu.RANDOM_FIRST_FIT,
                             decision_seed(seed, job.id, 0)).claims
         if claims:

@@ -28,7 +28,7 @@ from .job_states import JobEvent, allowed, apply_event
 from .keys import CellKeys
 from .model import JobClass
 from .resources import Vector
-from .store import CellStore, Delete, Get, KeyValue, ModRevisionIs, Put
+from .store import CellStore, Delete, Get, KeyValue, ModRevisionIs, Op, Put
 from .views import JobView, complete_views
 
 __all__ = ["IndexEntry", "claim_jobs", "claim_entries", "release_claim", "park_job",
@@ -107,7 +107,9 @@ def claim_entries(store: CellStore, keys: CellKeys, entries: Sequence[KeyValue],
     per_txn = max(1, store.limits.max_txn_ops // 3)  # success: claim put, entry put, job read
 
     def send(batch: list[KeyValue]):
-        compares, success, failure = [], [], []
+        compares: list[ModRevisionIs] = []
+        success: list[Op] = []
+        failure: list[Op] = []
         for qkv in batch:
             jid = keys.last_segment(qkv.key)
             entry = IndexEntry.decode(qkv)
@@ -122,7 +124,8 @@ def claim_entries(store: CellStore, keys: CellKeys, entries: Sequence[KeyValue],
     todo = [kv for kv in entries if not IndexEntry.decode(kv).stuck]
     wave_size = in_flight if executor is not None else 1
     while todo and len(out) < limit:
-        wave, room = [], limit - len(out)
+        wave: list[list[KeyValue]] = []
+        room = limit - len(out)
         while todo and room > 0 and len(wave) < wave_size:
             batch = todo[:min(per_txn, room)]
             todo = todo[len(batch):]

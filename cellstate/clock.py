@@ -10,6 +10,7 @@ import heapq
 import threading
 import time
 from abc import ABC, abstractmethod
+from typing import Any
 
 from .errors import InvalidInputError
 
@@ -46,7 +47,7 @@ class SimClock(Clock):
     def __init__(self, start: float = 0.0):
         self._now = start
         self._lock = threading.Lock()
-        self._timers: list[tuple[float, int, object]] = []
+        self._timers: list[tuple[float, int, Any]] = []  # items: whatever the event loop scheduled
         self._seq = 0
 
     def now(self) -> float:
@@ -58,22 +59,17 @@ class SimClock(Clock):
         with self._lock:
             self._now += seconds
 
-    def advance_to(self, t: float) -> None:
-        with self._lock:
-            if t > self._now:
-                self._now = t
-
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             self.advance(seconds)
 
-    def push_timer(self, at: float, item: object) -> None:
+    def push_timer(self, at: float, item: Any) -> None:
         """Schedule an item for a discrete-event loop; ties break in insertion order."""
         with self._lock:
             self._seq += 1
             heapq.heappush(self._timers, (at, self._seq, item))
 
-    def pop_due(self) -> tuple[float, object] | None:
+    def pop_due(self) -> tuple[float, Any] | None:
         """Pop the earliest timer and advance the clock to it, or None when empty."""
         with self._lock:
             if not self._timers:

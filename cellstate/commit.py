@@ -36,9 +36,9 @@ from .errors import (
 )
 from .job_states import JobEvent, apply_event, commit_event
 from .keys import CellKeys
-from .model import Claim, ConflictMode, TransactionMode
+from .model import AllocationRecord, Claim, ConflictMode, JobRecord, TransactionMode
 from .shards import attach_shards, encode_shard, group_by_job
-from .store import CellStore, Get, ModRevisionIs, Put
+from .store import CellStore, Get, ModRevisionIs, Op, Put
 from .validation import DEFAULT_MAX_TASKS_PER_MACHINE, Refusal, RefusalKind, validate_claims
 from .views import JobView, MachineView, machine_views_from_kvs
 
@@ -115,8 +115,10 @@ class CommitEngine:
             n += 1
         if len({c.task_id for c in plan.claims}) != n:
             seen: set[str] = set()
-            dup = next(c.task_id for c in plan.claims if c.task_id in seen or seen.add(c.task_id))
-            raise InvalidInputError(f"claim {dup}: task appears twice in the plan")
+            for c in plan.claims:
+                if c.task_id in seen:
+                    raise InvalidInputError(f"claim {c.task_id}: task appears twice in the plan")
+                seen.add(c.task_id)
         return by_job
 
     def _check_gangs(self, plan: Plan, by_job: dict[str, set[str]]) -> None:
@@ -271,8 +273,11 @@ class CommitEngine:
         for c in claims:
             by_machine[c.machine_id][c.task_id] = c.request
             by_job[c.job_id][c.task_id] = c.machine_id
-        compares, success, failure = [], [], []
-        new_allocs, new_jobs = {}, {}
+        compares: list[ModRevisionIs] = []
+        success: list[Op] = []
+        failure: list[Op] = []
+        new_allocs: dict[str, AllocationRecord] = {}
+        new_jobs: dict[str, JobRecord] = {}
         keys = self.keys
         for mid, added in by_machine.items():
             view = machines[mid]
@@ -284,29 +289,29 @@ class CommitEngine:
             failure += [Get(sk), Get(ak)]
         now = self.clock.now()
         for jid, bound in by_job.items():
-            view = jobs[jid]
-            rec = view.record.copy()
-            rec.bound.update(bound)
-            sharded = is_sharded(rec.job)
+            job_view = jobs[jid]
+            job_rec = job_view.record.copy()
+            job_rec.bound.update(bound)
+            sharded = is_sharded(job_rec.job)
             if sharded:  # this txn's bindings go in a shard of their own (cellstate.shards)
-                success.append(Put(keys.bind(jid, rec.next_shard), encode_shard(bound, ())))
+                success.append(Put(keys.bind(jid, job_rec.next_shard), encode_shard(bound, ())))
                 for tid in bound:
-                    rec.shard_of[tid] = rec.next_shard
-                rec.next_shard += 1
-            if rec.first_attempt_at is None:
-                rec.first_attempt_at = now
+                    job_rec.shard_of[tid] = job_rec.next_shard
+                job_rec.next_shard += 1
+            if job_rec.first_attempt_at is None:
+                job_rec.first_attempt_at = now
             # The validator let only schedulable jobs through
             # (docs/architecture.md, "Job states"). Binding the last task places the job: its
             # index entry and claim go.
             # Binding some resets the entry's count of claims without progress; an unfenced
             # commit (tools, tests) leaves the entry as it is.
-            event = commit_event(rec)
+            event = commit_event(job_rec)
             if event is JobEvent.PLACE_ALL or jid in fences:
-                success += apply_event(rec, event, keys, now)
-            new_jobs[jid] = rec
+                success += apply_event(job_rec, event, keys, now)
+            new_jobs[jid] = job_rec
             jk = keys.job(jid)
-            compares.append(ModRevisionIs(jk, view.revision))
-            success.append(Put(jk, codec.encode_job(rec)))
+            compares.append(ModRevisionIs(jk, job_view.revision))
+            success.append(Put(jk, codec.encode_job(job_rec)))
             failure.append(Get(jk))
             if sharded:
                 failure.append(Get(keys.bind_prefix(jid), prefix=True))

@@ -15,7 +15,7 @@ from .job_states import apply_event, release_event
 from .keys import CellKeys
 from .model import JobRecord, TaskOutcome
 from .shards import encode_shard
-from .store import CellStore, Delete, Get, ModRevisionIs, Put
+from .store import CellStore, Delete, Get, ModRevisionIs, Op, Put
 from .views import read_job_view
 
 MAX_RELEASE_ROUNDS = 32
@@ -81,7 +81,7 @@ def release_loop(store: CellStore, keys: CellKeys, job_id: str, select: Callable
         by_machine = {m: by_machine[m] for m in mids}
         reads = store.txn([], [Get(keys.alloc(m)) for m in mids]).reads if mids else []
         compares = [ModRevisionIs(job_key, view.revision)]
-        success = []
+        success: list[Op] = []
         for mid, r in zip(mids, reads, strict=True):
             if not r:
                 raise InvalidInputError(f"job {job_id}: machine {mid} has no allocation record")

@@ -67,21 +67,9 @@ def add(a: Vector, b: Vector) -> Vector:
     return tuple(x + y for x, y in zip(a, b, strict=True))
 
 
-def sub(a: Vector, b: Vector) -> Vector:
-    return tuple(x - y for x, y in zip(a, b, strict=True))
-
-
 def fits(request: Vector, used: Vector, capacity: Vector) -> bool:
     """Exact: used + request <= capacity in every dimension."""
     return all(u + r <= c for r, u, c in zip(request, used, capacity, strict=True))
-
-
-def first_shortfall(request: Vector, used: Vector, capacity: Vector) -> str | None:
-    """Name of the first resource that does not fit, or None when it fits."""
-    for name, r, u, c in zip(RESOURCE_NAMES, request, used, capacity, strict=True):
-        if u + r > c:
-            return name
-    return None
 
 
 def dominates(capacity: Vector, request: Vector) -> bool:

@@ -196,7 +196,7 @@ def _one_pass(claims, machines, jobs, max_tasks, changed, dropped_gangs):
             continue
         rec = view_j.record
         why, group = _task_refusal(c, rec)
-        if why is None:
+        if why is None and group is not None:  # a task of the job: its group is known
             why = _placement_refusal(c, rec, group, machines, max_tasks, changed, extra_used, extra_tasks,
                                      group_machines)
         if why is not None:

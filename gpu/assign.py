@@ -103,7 +103,7 @@ class _Batch:
         self.result = [np.full(g.count, -1, dtype=np.int64) for g in groups]
         self.unplaceable: list[Unplaceable] = []
         self.passes = 0
-        self.partners = [set() for _ in groups]  # anti-affinity is symmetric
+        self.partners: list[set[int]] = [set() for _ in groups]  # anti-affinity is symmetric
         for g, spec in enumerate(groups):
             for h in spec.anti_affinity:
                 if 0 <= h < len(groups) and h != g:

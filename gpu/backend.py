@@ -81,15 +81,6 @@ def choose_array_module(pairs: int = 0, setting: str | Backend | None = None) ->
     return cp if cp is not None and pairs >= MIN_GPU_PAIRS else np
 
 
-def array_module(array: object) -> ModuleType:
-    """The module an array belongs to: cupy for device arrays, numpy for everything else."""
-    if type(array).__module__.startswith("cupy"):
-        cp = cupy_module()
-        if cp is not None:
-            return cp
-    return np
-
-
 def is_cupy(xp: ModuleType) -> bool:
     return xp is not np and xp.__name__ == "cupy"
 

@@ -17,7 +17,7 @@ free after placing one task, ``u_r = 1 - left_r`` the fraction in use. Resources
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from cellsched.cellstate import resources as res
 
@@ -26,14 +26,18 @@ from .policy import SCORER_ORDER, Scorer
 GPU_DIM = res.RESOURCE_NAMES.index("gpu")
 
 
+# A NumPy or CuPy array: CuPy ships no type stubs, so the kernels' arrays are untyped.
+XpArray = Any
+
+
 class MachineArrays(NamedTuple):
     """The per-machine inputs of the kernels, all ``xp`` arrays."""
 
-    free_t: object  # int64[R, N]
-    free_ft: object  # float32[R, N], free as float for the scores
-    inv_cap_t: object  # float32[R, N], 1 / cap_r (0 where cap_r = 0)
-    n_dims: object  # float32[N], |D|
-    schedulable: object  # bool[N]
+    free_t: XpArray  # int64[R, N]
+    free_ft: XpArray  # float32[R, N], free as float for the scores
+    inv_cap_t: XpArray  # float32[R, N], 1 / cap_r (0 where cap_r = 0)
+    n_dims: XpArray  # float32[N], |D|
+    schedulable: XpArray  # bool[N]
 
 
 def fit_mask(xp, m: MachineArrays, req_i):

@@ -84,9 +84,9 @@ def explain(
     remaining = np.ones(n, dtype=bool)
     reason, resource = Reason.NO_MACHINES, None
     if n:
-        for _, why, name, ok in filters:
+        for _, why, filtered, ok in filters:
             remaining &= ok
             if not remaining.any():
-                reason, resource = why, name
+                reason, resource = why, filtered
                 break
     return Unplaceable(group, tuple(tasks), reason, resource, rejected, n)

@@ -84,7 +84,7 @@ def eligibility_table(columns: MachineColumns, groups: Sequence[GroupSpec]):
     """(masks bool[M, N] on the device, mask_id int32[T] host): one row per distinct
     constraint set; -1 for groups whose only constraint is schedulability."""
     keys: dict[tuple, int] = {}
-    rows = []
+    rows: list[np.ndarray] = []
     ids = np.full(len(groups), -1, dtype=np.int32)
     for t, g in enumerate(groups):
         if not (g.labels or g.gpu_models or g.avoid_machines):

@@ -101,7 +101,8 @@ class EtcdCluster:
         while pending:
             m = pending[0]
             if not m.alive:
-                raise StoreUnavailableError(f"etcd member {m.name} exited: {m.log_path.read_text()[-2000:]}")
+                log = m.log_path.read_text()[-2000:] if m.log_path else ""
+                raise StoreUnavailableError(f"etcd member {m.name} exited: {log}")
             try:
                 with urllib.request.urlopen(f"http://{m.endpoint}/health", timeout=1) as r:
                     if b'"true"' in r.read():

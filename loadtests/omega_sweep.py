@@ -16,6 +16,7 @@ import itertools
 import json
 import sys
 import time
+from typing import Any
 
 from cellsched.cellstate.model import ConflictMode, Machine, TransactionMode
 from cellsched.schedulers.settings import BATCH, ThinkTime
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    grid: dict[str, Any]
     if args.quick:
         grid = dict(n=[1, 2], think=[0.1], machines=40, jobs=60, gap=0.05)
     else:

@@ -19,7 +19,6 @@ class HeldJob:
     claim_revision: int = 0  # our claim key's mod_revision: the fence every commit and release compares
     attempts: int = 0  # by this scheduler, including earlier claims of the job
     no_progress: int = 0  # conflicted attempts in a row that placed nothing
-    last_conflict: str = ""
 
 
 @dataclass

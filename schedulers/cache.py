@@ -157,10 +157,11 @@ class SchedulerCache(ConfirmedMachines):
             return
         claims = list(by_task.values())
         index, assumed = self.index, self._assumed
-        rows = [index.get(c.machine_id) for c in claims]
-        if None in rows:
-            c = claims[rows.index(None)]
-            raise UnknownMachineError(f"cannot assume {c.task_id} on {c.machine_id!r}: not in the cache")
+        try:
+            rows = [index[c.machine_id] for c in claims]
+        except KeyError:
+            c = next(c for c in claims if c.machine_id not in index)
+            raise UnknownMachineError(f"cannot assume {c.task_id} on {c.machine_id!r}: not in the cache") from None
         if not by_task.keys().isdisjoint(assumed.keys()):  # a task moves: the slow, exact path
             touched = self._release([assumed[t] for t in by_task if t in assumed])
             assumed.update(by_task)

@@ -77,8 +77,9 @@ class ConfirmedMachines:
         self._stale = True  # rows may be renumbered: the next refresh rebuilds the columns
         self._open_watch()
 
-    def _open_watch(self) -> None:
+    def _open_watch(self) -> Watch:
         self._watch = self.store.watch(self.keys.node_prefix, self.revision + 1)
+        return self._watch
 
     def _row(self, mid: str) -> int:
         i = self.index.get(mid)
@@ -102,9 +103,9 @@ class ConfirmedMachines:
             setattr(self, name, new)
         for name, dt in (("spec_rev", np.int64), ("alloc_rev", np.int64), ("schedulable", bool)):
             old = getattr(self, name)
-            new = np.zeros(n, dtype=dt)
-            new[: len(old)] = old
-            setattr(self, name, new)
+            col = np.zeros(n, dtype=dt)
+            col[: len(old)] = old
+            setattr(self, name, col)
 
     def _apply_spec(self, key: str, value: bytes, rev: int) -> None:
         m = codec.decode_machine(key, value)
@@ -139,9 +140,8 @@ class ConfirmedMachines:
         """Apply every change available now (waiting up to `timeout` for one) to the
         confirmed layer. Returns how many."""
         try:
-            if self._watch is None:
-                self._open_watch()
-            events = self._watch.get(timeout)
+            watch = self._watch if self._watch is not None else self._open_watch()
+            events = watch.get(timeout)
         except CompactedError:
             self.resyncs += 1
             self.resync()

@@ -242,7 +242,7 @@ class Scheduler:
         committed: dict[str, int] = {}
         for c in result.committed:
             committed[c.job_id] = committed.get(c.job_id, 0) + 1
-        conflicts: dict[str, str] = {}
+        conflicts: dict[str, Refusal] = {}
         for c, why in result.conflicted:
             conflicts.setdefault(c.job_id, why)  # the first refusal, as data
         for jid, decision in attempt.decisions.items():
@@ -273,7 +273,6 @@ class Scheduler:
                 out.retrying.append(jid)
 
     def _after_conflict(self, jid: str, held: HeldJob, progressed: bool, why: Refusal, out: Outcome) -> None:
-        held.last_conflict = str(why)
         held.no_progress = 0 if progressed else held.no_progress + 1
         if held.no_progress > self.settings.max_retries:
             self._metrics.jobs_parked_no_progress += 1

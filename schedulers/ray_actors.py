@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 
@@ -307,7 +308,8 @@ def host_store(limits: StoreLimits | None = None, name: str = STORE_HOST_NAME, d
     opts = dict(name=name, namespace=NAMESPACE, num_cpus=0.25, max_concurrency=1)
     if detached:
         opts["lifetime"] = "detached"
-    actor = ray.remote(StoreHost).options(**opts).remote(limits)
+    # Ray types a handle as its class, whose methods have no .remote: the handle is untyped here.
+    actor: Any = ray.remote(StoreHost).options(**opts).remote(limits)
     ray.get(actor.limits.remote())
     return actor
 

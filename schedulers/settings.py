@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from cellsched import gpu
 from cellsched.cellstate.errors import InvalidInputError
-from cellsched.cellstate.model import ConflictMode, JobClass, TransactionMode
+from cellsched.cellstate.model import ConflictMode, JobClass
 from cellsched.cellstate.validation import DEFAULT_MAX_TASKS_PER_MACHINE
 
 
@@ -37,8 +37,6 @@ class ThinkTime:
 
 # Omega §4's batch scheduler: t_job = 0.1 s, t_task = 5 ms.
 OMEGA_BATCH_THINK = ThinkTime(0.1, 0.005)
-# Omega §4's service scheduler sweeps t_job from 0.1 s to 100 s; 1 s is its middle ground.
-OMEGA_SERVICE_THINK = ThinkTime(1.0, 0.005)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +44,6 @@ class SchedulerSettings:
     job_class: JobClass
     think_time: ThinkTime = field(default_factory=ThinkTime)
     conflict_mode: ConflictMode = ConflictMode.RESOURCE_FIT
-    # The mode a job of this class gets when its submitter names none (the API and the
-    # workload generators read it); a stored job always carries its own mode.
-    default_transaction_mode: TransactionMode = TransactionMode.INCREMENTAL
     policy_name: str = "spread"  # a key of gpu.PRESETS
     claim_batch: int = 64  # jobs claimed, decided and committed together: fewer, fuller txns
     # Store txns a scheduler keeps in flight at once: claim batches, and commit chunks that share
@@ -91,11 +86,7 @@ BATCH = SchedulerSettings(JobClass.BATCH, policy_name="random_first_fit", claim_
 # Service: long-running, placement quality first; spread load (Kubernetes' default).
 SERVICE = SchedulerSettings(JobClass.SERVICE, policy_name="spread", claim_batch=16)
 # GPU: distributed training is usually a gang; keep whole multi-GPU machines free.
-GPU = SchedulerSettings(JobClass.GPU, policy_name="gpu_pack", claim_batch=16,
-                        default_transaction_mode=TransactionMode.ALL_OR_NOTHING)
+# (A gang's all-or-nothing commit is the job's own mode, not a setting.)
+GPU = SchedulerSettings(JobClass.GPU, policy_name="gpu_pack", claim_batch=16)
 
 PRESETS: dict[JobClass, SchedulerSettings] = {s.job_class: s for s in (BATCH, SERVICE, GPU)}
-
-
-def for_class(job_class: JobClass) -> SchedulerSettings:
-    return PRESETS[job_class]

@@ -148,7 +148,7 @@ def check_revision_arg(name: str, revision: object, minimum: int) -> None:
         raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {revision!r}")
 
 
-def check_txn_limits(limits: StoreLimits, compares: Sequence[object], success: Sequence[Op],
+def check_txn_limits(limits: StoreLimits, compares: Sequence[ModRevisionIs], success: Sequence[Op],
                      failure: Sequence[Op]) -> None:
     """Refuse a txn that etcd would refuse, with the same rules, before sending it."""
     max_ops = limits.max_txn_ops
@@ -156,7 +156,7 @@ def check_txn_limits(limits: StoreLimits, compares: Sequence[object], success: S
         if len(seq) > max_ops:
             raise TxnLimitError(f"txn has {len(seq)} {name}; the store allows {max_ops}")
     # Rough request size: keys, values and a few bytes of framing per op, as etcd counts it.
-    size = 16 * len(compares) + sum(len(c.key) for c in compares)  # type: ignore[attr-defined]
+    size = 16 * len(compares) + sum(len(c.key) for c in compares)
     for branch in (success, failure):
         for op in branch:
             _check_op(op)
@@ -175,11 +175,10 @@ def _check_op(op: Op) -> None:
     key; a negative limit would mean "no limit" there and "nothing" elsewhere)."""
     if type(op.key) is not str or not op.key:
         raise InvalidInputError(f"a txn op needs a non-empty str key, got {op.key!r}")
-    kind = type(op)
-    if kind is Put:
+    if type(op) is Put:
         if type(op.value) is not bytes:
             raise InvalidInputError(f"Put {op.key!r}: value must be bytes, got {type(op.value).__name__}")
-    elif kind is Get:
+    elif type(op) is Get:
         if type(op.limit) is not int or op.limit < 0:
             raise InvalidInputError(f"Get {op.key!r}: limit must be an integer >= 0, got {op.limit!r}")
 

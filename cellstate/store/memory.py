@@ -122,11 +122,10 @@ class MemoryStore(CellStore):
             new_rev = self._revision + 1
             changed = False
             for op in ops:
-                kind = type(op)
-                if kind is Put:
+                if type(op) is Put:
                     self._apply_put(op, new_rev)
                     changed = True
-                elif kind is Get:
+                elif type(op) is Get:
                     reads.append(self._read(op))
                 elif self._apply_delete(op.key, new_rev):
                     changed = True
@@ -134,16 +133,12 @@ class MemoryStore(CellStore):
                 self._revision = new_rev
             return TxnResult(ok, self._revision, reads)
 
-    def _mod_revision(self, key: str) -> int:
-        kv = self._data.get(key)
-        return kv.mod_revision if kv else 0
-
     def _read(self, op: Get) -> list[KeyValue]:
         if not op.prefix:
             kv = self._data.get(op.key)
             return [kv] if kv else []
         lo = bisect.bisect_left(self._sorted_keys, max(op.key, op.start))
-        out = []
+        out: list[KeyValue] = []
         for k in itertools.islice(self._sorted_keys, lo, None):
             if not k.startswith(op.key) or (op.limit and len(out) >= op.limit):
                 break

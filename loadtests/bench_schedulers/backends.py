@@ -13,6 +13,8 @@ from cellsched.cellstate.store import CellStore, StoreLimits
 from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.loadtests.etcd_process import etcd_binary
 
+from .workload import BenchmarkError
+
 
 @dataclass
 class Backend:
@@ -25,6 +27,8 @@ class Backend:
         """A new client (etcd), or the one shared embedded store (memory)."""
         if self.memory is not None:
             return self.memory
+        if self.endpoints is None:
+            raise BenchmarkError(f"backend {self.name}: neither an embedded store nor etcd endpoints")
         from cellsched.cellstate.store.etcd import EtcdStore
 
         return EtcdStore(self.endpoints)
@@ -62,7 +66,7 @@ def open_backend(name: str, clients: str = "leader"):
     cluster = start_etcd_cluster(int(name.split("-")[1]))
     try:
         endpoints = cluster.leader().endpoint if clients == "leader" else cluster.endpoints
-        yield Backend(name, endpoints, [m.process.pid for m in cluster.members])
+        yield Backend(name, endpoints, [m.process.pid for m in cluster.members if m.process is not None])
     finally:
         # SIGKILL, by PID: a SIGTERMed 3-member cluster spends ~5 s on its last member.
         for m in cluster.members:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from cellsched.cellstate.keys import CellKeys
@@ -61,12 +61,14 @@ class CountingStore(CellStore):
         self._log.append((success, failure, result.succeeded, time.perf_counter() - t0))
         return result
 
-    def counts(self) -> tuple[Counter, Counter, Counter]:
+    def counts(self) -> tuple[Counter[str], Counter[str], dict[str, float]]:
         """(keys written by kind, txns by kind and kind_failed, seconds spent in txns by kind)."""
         kinds = [(self.keys.alloc_prefix, "alloc"), (self.keys.jobs_prefix, "job"),
                  (self.keys.queue_prefix(), "queue"), (self.keys.claims_prefix, "claim"),
                  (self.keys.spec_prefix, "spec")]
-        written, txns, wall = Counter(), Counter(), Counter()
+        written: Counter[str] = Counter()
+        txns: Counter[str] = Counter()
+        wall: defaultdict[str, float] = defaultdict(float)
         for success, failure, ok, secs in self._log:
             what = _txn_kind(success, self.keys)
             txns[what] += 1

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from cellsched.cellstate.clock import RealClock
@@ -54,7 +54,7 @@ class ThreadRunner:
         except Exception as exc:  # reported with the results, never swallowed
             self._errors.append(f"{s.name}: {exc!r}")
         finally:
-            if prof is not None:
+            if prof is not None and self.profile_dir:
                 prof.dump_stats(str(Path(self.profile_dir) / f"{s.name}.prof"))
 
     def wait_placed(self, tasks: int, timeout_s: float) -> bool:
@@ -79,10 +79,15 @@ class ThreadRunner:
         return metrics, self._errors
 
     def store_counts(self) -> tuple[Counter, dict] | None:
-        written, txns, wall = Counter(), Counter(), Counter()
+        written: Counter[str] = Counter()
+        txns: Counter[str] = Counter()
+        wall: defaultdict[str, float] = defaultdict(float)  # seconds in txns, by kind
         for store in self.stores:
             w, t, s = store.counts()
-            written, txns, wall = written + w, txns + t, wall + s
+            written.update(w)
+            txns.update(t)
+            for kind, secs in s.items():
+                wall[kind] += secs
         return written, dict(sorted(txns.items())) | {f"{k}_s": round(v, 2) for k, v in sorted(wall.items())}
 
 
@@ -144,4 +149,4 @@ def stop_ray() -> None:
     _ray_tmp = None
 
 
-RUNNERS = {"threads": ThreadRunner, "ray": RayRunner}
+RUNNERS: dict[str, type[ThreadRunner] | type[RayRunner]] = {"threads": ThreadRunner, "ray": RayRunner}

@@ -15,7 +15,7 @@ from cellsched.schedulers.settings import SchedulerSettings
 
 from .backends import Backend
 from .measuring import QueueDrain, own_cpu_s
-from .runners import RUNNERS
+from .runners import RUNNERS, ThreadRunner
 from .workload import BenchmarkError, hold, make_jobs, make_machines, submit_all, verify
 
 
@@ -99,7 +99,10 @@ def run_phase(backend: Backend, admin: CellStore, keys: CellKeys, spec: RunSpec,
         if runner.gate:
             admin.revoke_lease(lease)  # frees every held job in one revision
         runner.start()
-        res.completed = drain.wait(spec.timeout_s) if drain else runner.wait_placed(res.tasks, spec.timeout_s)
+        if drain is not None:
+            res.completed = drain.wait(spec.timeout_s)
+        elif isinstance(runner, ThreadRunner):  # the only runner without a gate
+            res.completed = runner.wait_placed(res.tasks, spec.timeout_s)
         res.measured_s = time.perf_counter() - t0
         res.etcd_cpu_s, res.bench_cpu_s = backend.cpu_s() - etcd_cpu0, own_cpu_s() - own_cpu0
         writes1 = backend.writes()
@@ -110,7 +113,7 @@ def run_phase(backend: Backend, admin: CellStore, keys: CellKeys, spec: RunSpec,
     counts = runner.store_counts()
     if counts is not None:
         res.written, res.txns = counts
-    if writes0 is not None:  # the gate's claims, deleted by the revoke, are the benchmark's
+    if writes0 is not None and writes1 is not None:  # the gate's claims, deleted by the revoke, are the benchmark's
         res.store_writes = writes1 - writes0 - (len(jobs) if runner.gate else 0)
     return res
 

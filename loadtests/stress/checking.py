@@ -93,7 +93,6 @@ class InvariantRecorder:
         self.outages = 0  # checks that could not read the store
         self.onsets = 0  # subjects that appeared in a check while absent from the one before
         self._active: set[str] = set()  # subjects the last check reported
-        self.last_report = None
 
     # -- what the checker expects -------------------------------------------------
 
@@ -137,7 +136,6 @@ class InvariantRecorder:
             rep, violations = None, [f"checker error: {exc!r}"]
         with self._lock:
             self.checks += 1
-            self.last_report = rep
             subjects = {violation_subject(m): m for m in violations}
             self.onsets += len(subjects.keys() - self._active)
             self._active = set(subjects)

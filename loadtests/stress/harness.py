@@ -11,6 +11,7 @@ were injected, every distinct invariant violation and how many accepted jobs wer
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -90,7 +91,7 @@ def run_stress(seed: int, schedulers: int, seconds: float, backend: str = "memor
         return FaultInjectingStore(connect(), plan, seed=seed * 7919 + k,
                                    after_write=recorder.hook(source) if per_write else None,
                                    write_lock=write_lock,
-                                   on_fault=lambda kind, s=source: recorder.fault(s, kind))
+                                   on_fault=functools.partial(recorder.fault, source))
 
     add_machines(raw, keys, build_fleet(rng, cpu_machines, gpu_machines))
     maker = JobMaker(random.Random(rng.getrandbits(64)), prefix=f"s{seed}", big_tasks=big_tasks)

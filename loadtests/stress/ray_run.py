@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from cellsched.cellstate.faults import FaultInjectingStore
 from cellsched.cellstate.keys import CellKeys
@@ -60,7 +61,7 @@ class _Incarnations:
     def __init__(self):
         self.last: dict[tuple[str, int], dict] = {}
 
-    def poll(self, actors: dict[str, object]) -> dict[str, int]:
+    def poll(self, actors: dict[str, Any]) -> dict[str, int]:
         pids = {}
         for name, actor in actors.items():
             st = ray_actors.get(actor.status.remote(), timeout=STATUS_TIMEOUT_S)
@@ -95,7 +96,7 @@ def run_ray_stress(seed: int, schedulers: int, seconds: float, *, etcd_endpoints
     kills = dict.fromkeys(KILL_KINDS, 0)
     restarts = [0]
     seen = _Incarnations()
-    actors: dict[str, object] = {}
+    actors: dict[str, Any] = {}  # Ray actor handles (their methods' .remote are untyped)
     client_stores = [FaultInjectingStore(be.connect()) for _ in range(2)]  # submitter, chaos: no faults
     try:
         add_machines(be.admin, keys, build_fleet(rng, 28, 8))

@@ -216,16 +216,20 @@ def first_task_event_time(trace_dir: str | Path, parts: Iterable[int | str] | No
     return min(first)
 
 
+# A SUBMIT row's fields in TaskAttempt order, minus runtime (known only at the attempt's end).
+_Submitted = tuple[int, int, int, int, int, int, int, int, bool]
+
+
 def _submitted(
     row: list[str], path: Path, line: int, time_us: int, job: int, index: int, attempt: int
-) -> list:
+) -> _Submitted:
     """The fields of a SUBMIT row, in TaskAttempt order minus runtime."""
     f = TASK_FIELDS
     cpu = _amount(row, 9, path, line, f)
     memory = _amount(row, 10, path, line, f)
-    for col, value in ((9, cpu), (10, memory)):
-        if value is None:
-            raise TraceFormatError(str(path), line, f[col], "missing on a SUBMIT row")
+    if cpu is None or memory is None:
+        col = 9 if cpu is None else 10
+        raise TraceFormatError(str(path), line, f[col], "missing on a SUBMIT row")
     priority = _int(row, 8, path, line, f)
     if not 0 <= priority <= 11:
         raise TraceFormatError(str(path), line, f[8], f"{priority} is outside 0..11")
@@ -234,7 +238,7 @@ def _submitted(
         raise TraceFormatError(str(path), line, f[7], f"{scheduling_class} is outside 0..3")
     if row[12] not in ("", "0", "1"):  # optional in the schema: blank means unrestricted
         raise TraceFormatError(str(path), line, f[12], f"expected 0 or 1, got {row[12]!r}")
-    return [job, index, attempt, time_us, cpu, memory, priority, scheduling_class, row[12] == "1"]
+    return job, index, attempt, time_us, cpu, memory, priority, scheduling_class, row[12] == "1"
 
 
 def _task_keys(row: list[str], path: Path, line: int) -> tuple[int, int, int, int]:
@@ -261,7 +265,7 @@ def read_task_attempts(trace_dir: str | Path, parts: Iterable[int | str] | None 
     Rows of tasks not yet submitted in the files read (attempts that began before the
     window) are checked but otherwise ignored.
     """
-    fields: list[list] = []  # per attempt, TaskAttempt's fields minus runtime
+    fields: list[_Submitted] = []  # per attempt
     runtime: list[float | None] = []
     scheduled: list[int | None] = []
     ended: list[bool] = []
@@ -294,4 +298,4 @@ def read_task_attempts(trace_dir: str | Path, parts: Iterable[int | str] | None 
                 if code in _RUNTIME_END_CODES and start is not None and time_us != TIME_AFTER_TRACE:
                     runtime[at] = (time_us - start) / 1e6
     # Rows arrive in time order, so the list is already in submit-time order.
-    return [TaskAttempt(*values, runtime_s=r) for values, r in zip(fields, runtime, strict=True)]
+    return [TaskAttempt(*values, r) for values, r in zip(fields, runtime, strict=True)]

@@ -23,7 +23,6 @@ SHARED_DATA_ENV = "CELLSCHED_SHARED_DATA"  # overrides ../shared/data
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "google2011_sample"
 
-TABLES = ("machine_events", "task_events", "job_events")
 
 
 def shared_data_dir() -> Path:
