@@ -11,82 +11,21 @@ fits it in the final state.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 
 import pytest
 
-from cellsched import gpu
-from cellsched.cellstate import codec
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
-from cellsched.cellstate.model import JobClass, JobStatus, TransactionMode, group_of_task
-from cellsched.cellstate.store import Get
+from cellsched.cellstate.model import JobClass, JobStatus
 from cellsched.cellstate.store.etcd import EtcdStore
-from cellsched.cellstate.views import job_records
-from cellsched.gpu import reference
+from cellsched.loadtests.final_state import read_final_state, unplaced_that_fit
 from cellsched.loadtests.replay import ReplayDriver, google_workload
 from cellsched.schedulers import ray_actors
 from cellsched.schedulers.settings import BATCH, GPU, SERVICE
 from tests._shared_data import shared_data_dir
 
 PARKED_RETRY_S = 2.0
-
-
-def final_state(store, keys):
-    reads = store.txn([], [Get(keys.spec_prefix, prefix=True), Get(keys.alloc_prefix, prefix=True),
-                           Get(keys.jobs_prefix, prefix=True), Get(keys.bind_root, prefix=True)]).reads
-    machines = {keys.last_segment(kv.key): codec.decode_machine(kv.key, kv.value) for kv in reads[0]}
-    allocs = {keys.last_segment(kv.key): codec.decode_alloc(kv.key, kv.value) for kv in reads[1]}
-    jobs = job_records(reads[2], reads[3])
-    return machines, allocs, jobs
-
-
-def unplaced_that_fit(machines, allocs, jobs) -> list[str]:
-    """Tasks left unplaced although the scalar reference finds a machine for them.
-
-    Incremental jobs: each unplaced task on its own. Gangs: the reference's greedy first
-    fit of the whole gang (a gang that cannot be placed whole is correctly waiting).
-    """
-    ids = sorted(machines)
-    ref = [reference.RefMachine(machines[m].capacity, allocs[m].used if m in allocs else (0, 0, 0),
-                                machines[m].labels, machines[m].schedulable) for m in ids]
-    bad = []
-    for rec in jobs:
-        if rec.status in (JobStatus.FINISHED, JobStatus.CANCELLED):
-            continue
-        unbound = rec.unbound_tasks()
-        if not unbound:
-            continue
-        by_group = defaultdict(list)
-        for tid, gi, group in unbound:
-            by_group[gi].append((tid, group))
-        if rec.job.mode is TransactionMode.ALL_OR_NOTHING:
-            free = [list(m.free) for m in ref]
-            placed_all = True
-            for tasks in by_group.values():
-                spec = gpu.GroupSpec.from_task_group(tasks[0][1])
-                for _ in tasks:
-                    k = next((i for i, m in enumerate(ref) if reference.eligible(m, i, spec)
-                              and reference.fits(free[i], spec.request)), None)
-                    if k is None:
-                        placed_all = False
-                        break
-                    free[k] = [f - r for f, r in zip(free[k], spec.request, strict=True)]
-            if placed_all:
-                bad.append(f"gang {rec.job.id} fits whole")
-            continue
-        for gi, tasks in by_group.items():
-            group = tasks[0][1]
-            spec = gpu.GroupSpec.from_task_group(group)
-            excluded = [False] * len(ids)
-            if group.different_machines:
-                for tid, mid in rec.bound.items():
-                    if group_of_task(tid) == gi:
-                        excluded[ids.index(mid)] = True
-            if reference.fits_somewhere(ref, spec, excluded):
-                bad.append(f"{tasks[0][0]} ({len(tasks)} of group {gi}) fits somewhere")
-    return bad
 
 
 @pytest.mark.ray
@@ -117,8 +56,7 @@ def test_trace_replay_four_actors_real_etcd_and_ray(ray_cluster, etcd_member):
     # against the final state.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        _, _, jobs_now = final_state(store, keys)
-        if not any(r.status is JobStatus.PENDING for r in jobs_now):
+        if not any(r.status is JobStatus.PENDING for r in read_final_state(store, keys).jobs):
             break
         time.sleep(0.5)
     time.sleep(3 * PARKED_RETRY_S)
@@ -138,12 +76,13 @@ def test_trace_replay_four_actors_real_etcd_and_ray(ray_cluster, etcd_member):
     assert all(st["metrics"]["jobs_placed"] >= 1 for st in statuses), "every actor commits at least one job"
     report = check_store(store, keys, [j.id for j in workload.jobs])
     assert report.ok, report.violations[:10]
-    machines, allocs, jobs = final_state(store, keys)
+    state = read_final_state(store, keys)
+    machines, jobs = state.machines, state.jobs
     gpu_jobs = [r for r in jobs if r.job.job_class is JobClass.GPU]
     for r in gpu_jobs:
         for mid in r.bound.values():
             assert machines[mid].labels.get("gpu.model") == "h100"
     assert any(r.bound or r.done for r in gpu_jobs)
-    bad = unplaced_that_fit(machines, allocs, jobs)
+    bad = unplaced_that_fit(state)  # the scalar reference's check, shared with replay_contention
     assert not bad, bad[:10]
     store.close()
