@@ -16,6 +16,8 @@ from .errors import InvalidInputError
 
 
 class Clock(ABC):
+    real_time = False  # whether sleep() blocks: background threads may then keep time too
+
     @abstractmethod
     def now(self) -> float:
         """Seconds since an arbitrary epoch."""
@@ -28,6 +30,8 @@ class Clock(ABC):
 class RealClock(Clock):
     """Wall-clock seconds: timestamps written to the store (submitted, placed) must
     compare across processes and hosts."""
+
+    real_time = True
 
     def now(self) -> float:
         return time.time()

@@ -92,7 +92,7 @@ def unplaced_that_fit(state: FinalState) -> list[str]:
             continue
         if rec.job.mode is TransactionMode.ALL_OR_NOTHING:
             if _gang_fits(ref, by_group):
-                bad.append(f"gang {rec.job.id} ({rec.status.value}) fits whole")
+                bad.append(f"gang {rec.job.id} ({rec.status.value}) fits whole{_why(rec)}")
             continue
         for gi, tasks in by_group.items():
             group = tasks[0][1]
@@ -103,8 +103,14 @@ def unplaced_that_fit(state: FinalState) -> list[str]:
                     if group_of_task(tid) == gi and mid in index:
                         excluded[index[mid]] = True
             if reference.fits_somewhere(ref, spec, excluded):
-                bad.append(f"{tasks[0][0]} ({rec.status.value}; {len(tasks)} unplaced in group {gi}) fits somewhere")
+                bad.append(f"{tasks[0][0]} ({rec.status.value}; {len(tasks)} unplaced in group {gi}) "
+                           f"fits somewhere{_why(rec)}")
     return bad
+
+
+def _why(rec) -> str:
+    """The job's own reason, shortened: a stuck job (crash limit) reads differently from a slow one."""
+    return f"; its reason: {rec.reason[:120]}" if rec.reason else ""
 
 
 def _gang_fits(ref: list[reference.RefMachine], by_group: dict) -> bool:

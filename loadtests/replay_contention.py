@@ -10,8 +10,8 @@ loadtests.replay's: a seeded machine subset sized for 90% peak offered CPU, time
 compressed so the ~2.8 h window plays in --horizon seconds, plus synthetic GPU gangs.
 
 After the replay comes a settle: no job still waiting for a first decision, and placement
-unchanged over a few parked-retry periods, so every parked job has been retried against
-the final state. Then it reports, and exits 0 only when all four hold:
+unchanged while every scheduler made two whole passes over its parked index, so every
+parked job has been retried against the final state. Then it reports, and exits 0 only when all four hold:
 - violations: cellstate.invariants.check_store finds none (no overcommit, no double
   binding, records agree, no accepted job missing);
 - jobs_lost: every accepted job is pending and queued, parked and in the parked index,
@@ -149,7 +149,8 @@ def run_contention(config: ContentionConfig, etcd_endpoints: str,
         t0 = time.monotonic()
         driver = ReplayDriver(store, keys, workload)
         progress = driver.run(until_s=config.horizon_s * 3, on_progress=lambda p: log(_progress_line(p)))
-        settled = _settle(store, keys, config)
+        settled = _settle(store, keys, config, [a for (name, _), a in zip(fleet, actors, strict=True)
+                                                if name in first_pids])
         replay_s = time.monotonic() - t0
         statuses = []
         for (name, _), actor in zip(fleet, actors, strict=True):
@@ -189,6 +190,8 @@ def run_contention(config: ContentionConfig, etcd_endpoints: str,
         "jobs_placed": sum(r.status in (JobStatus.PLACED, JobStatus.FINISHED) for r in state.jobs),
         "jobs_parked": sum(r.status is JobStatus.PARKED for r in state.jobs),
         "jobs_pending": sum(r.status is JobStatus.PENDING for r in state.jobs),
+        "jobs_parked_for_good": sum(r.status is JobStatus.PARKED and (r.refusal or {}).get("kind") == "crash_limit"
+                                    for r in state.jobs),
         "status_counts": dict(Counter(r.status.value for r in state.jobs)),
         "settled": settled,
         "violations": len(report.violations),
@@ -206,7 +209,7 @@ def run_contention(config: ContentionConfig, etcd_endpoints: str,
 
 
 _METRIC_KEYS = ("tasks_placed", "jobs_placed", "wait_placed_p50_s", "wait_placed_p99_s", "busyness",
-                "conflict_fraction", "store_errors", "lease_losses")
+                "conflict_fraction", "store_errors", "lease_losses", "parked_rounds")
 
 
 def _progress_line(p: ReplayProgress) -> str:
@@ -214,13 +217,14 @@ def _progress_line(p: ReplayProgress) -> str:
             f"CPU {p.cpu_used / max(1, p.cpu_capacity):.0%}")
 
 
-def _settle(store: CellStore, keys: CellKeys, config: ContentionConfig) -> bool:
+def _settle(store: CellStore, keys: CellKeys, config: ContentionConfig, actors: list) -> bool:
     """Wait, by progress and not by the clock, until no job still waits for a first decision
-    and placement has stopped changing over a few parked-retry periods: then every parked
-    job has had its retries against the final state, and one left that fits is stuck, not
-    slow. False when that did not happen within settle_timeout_s."""
+    and placement has stopped changing while every scheduler made two whole passes over its
+    parked index (a pass is counted by the scheduler, `parked_rounds`): then every parked job
+    has been retried against the final state, and one left that fits is stuck, not slow.
+    False when that did not happen within settle_timeout_s."""
     deadline = time.monotonic() + config.settle_timeout_s
-    previous = None
+    previous, rounds_then = None, None
     while time.monotonic() < deadline:
         records = [codec.decode_job(kv.key, kv.value)
                    for kv in store.txn([], [Get(keys.jobs_prefix, prefix=True)]).reads[0]]
@@ -228,13 +232,26 @@ def _settle(store: CellStore, keys: CellKeys, config: ContentionConfig) -> bool:
         if statuses[JobStatus.PENDING]:
             time.sleep(0.5)
             continue
+        rounds = _parked_rounds(actors)
         # Statuses and the inline bindings: an incremental job placed part-way stays parked.
         snapshot = (statuses, sum(len(r.bound) + len(r.done) for r in records))
-        if snapshot == previous:
+        if snapshot != previous or rounds is None or rounds_then is None:
+            previous, rounds_then = snapshot, rounds
+        elif all(now >= then + 2 for now, then in zip(rounds, rounds_then, strict=True)):
             return True
-        previous = snapshot
-        time.sleep(3 * config.parked_retry_s)
+        time.sleep(config.parked_retry_s)
     return False
+
+
+def _parked_rounds(actors: list) -> list[int] | None:
+    """Each actor's count of whole passes over its parked index; None when one did not answer."""
+    out = []
+    for actor in actors:
+        st, _ = _actor_status(actor, timeout_s=30.0)
+        if st is None:
+            return None
+        out.append(st["metrics"]["parked_rounds"])
+    return out
 
 
 def is_clean(result: dict) -> bool:
@@ -249,7 +266,8 @@ def print_report(result: dict) -> None:
               f"{m['wait_placed_p99_s'] or 0:8.2f} {m['busyness']:6.1%} {m['conflict_fraction']:9.3f} "
               f"{m['store_errors']:9d}")
     print(f"jobs {result['jobs']:,} ({result['tasks']:,} tasks) on {result['machines']:,} machines; "
-          f"placed {result['jobs_placed']:,} jobs / {result['tasks_placed']:,} tasks, parked {result['jobs_parked']:,}, "
+          f"placed {result['jobs_placed']:,} jobs / {result['tasks_placed']:,} tasks, parked {result['jobs_parked']:,} "
+          f"({result['jobs_parked_for_good']:,} for good), "
           f"pending {result['jobs_pending']:,}; replay {result['replay_s']} s"
           f"{'' if result['settled'] else ' (NOT settled: placement still changing at the settle timeout)'}")
     for label, count, examples in (("violations", result["violations"], result["violation_examples"]),

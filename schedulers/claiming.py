@@ -23,6 +23,9 @@ from cellsched.cellstate.views import JobView
 
 from .settings import SchedulerSettings
 
+# A parked look that is due while the queue fills every batch takes this fraction of it.
+PARKED_SHARE = 4
+
 
 def smallest_need(rec: JobRecord) -> Vector:
     """The least a machine must have free for the job to place one more task: the
@@ -54,31 +57,30 @@ class Claimer:
         # A claim call was cut short: look for claims we hold unknowingly.
         self._orphans_possible = False
         self._parked_cursor = ""  # where the next look at the parked index starts
+        self.parked_rounds = 0  # complete passes over the parked index: every entry had its look
         self._parked_tried_at = clock.now()
 
     def capacity_freed(self) -> None:
-        """The cache saw capacity free: look at the parked index on the next claim."""
+        """The cache saw capacity free: look at the parked index on the next claim that has room."""
         self._freed = True
 
     def claim(self, lease_id: int, room: int, held: Container[str], free_rows) -> list[JobView]:
-        """Claim up to `room` jobs: the queue from its head, then (when due) the parked jobs
-        whose need fits on some row of `free_rows()`. LeaseNotFoundError when the lease expired."""
+        """Claim up to `room` jobs: the queue from its head, and the parked jobs whose need
+        fits on some row of `free_rows()`, when capacity freed and the queue left room, or
+        every parked_retry_s in any case (then with a share of the batch kept for them, so a
+        queue that never drains cannot starve the parked jobs either). LeaseNotFoundError
+        when the lease expired."""
+        overdue = self.clock.now() - self._parked_tried_at >= self.settings.parked_retry_s
+        reserve = max(1, room // PARKED_SHARE) if overdue else 0
         try:
-            views = self.claim_queue(lease_id, room, held)
-            if len(views) < room and self._parked_due():
+            views = self.claim_queue(lease_id, room - reserve, held) if room > reserve else []
+            if overdue or (self._freed and len(views) < room):
+                self._freed, self._parked_tried_at = False, self.clock.now()
                 views += self._claim_parked(lease_id, room - len(views), held, free_rows())
         except StoreUnavailableError:
             self._orphans_possible = True
             raise
         return views
-
-    def _parked_due(self) -> bool:
-        """Look at the parked index when capacity freed, or every parked_retry_s."""
-        now = self.clock.now()
-        if self._freed or now - self._parked_tried_at >= self.settings.parked_retry_s:
-            self._freed, self._parked_tried_at = False, now
-            return True
-        return False
 
     def claim_queue(self, lease_id: int, room: int, held: Container[str]) -> list[JobView]:
         # Orphans (claims of our lease we do not know we hold) exist only after a claim call
@@ -99,6 +101,8 @@ class Claimer:
             page = self.store.get_page(self.keys.parked_prefix(self.settings.job_class), CLAIM_PAGE,
                                        self._parked_cursor)
             self._parked_cursor = page[-1].key if len(page) == CLAIM_PAGE else ""
+            if not self._parked_cursor:
+                self.parked_rounds += 1
             if not page:
                 break
             wanted = []

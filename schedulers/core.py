@@ -44,6 +44,7 @@ from .attempts import Attempt, HeldJob, Outcome
 from .cache import SchedulerCache
 from .claiming import Claimer, smallest_need
 from .decide import DecideFn, Decision, decide_job, decision_seed
+from .lease import LeaseKeeper
 from .metrics import SchedulerMetrics
 from .settings import SchedulerSettings
 
@@ -69,8 +70,7 @@ class Scheduler:
         self.cache = SchedulerCache(store, keys, settings.max_tasks_per_machine, settings.array_backend)
         self.held: dict[str, HeldJob] = {}  # insertion order = claim order = priority order
         self._metrics = SchedulerMetrics(started_at=clock.now())
-        self._lease_id = 0
-        self._lease_refreshed_at = 0.0
+        self.lease = LeaseKeeper(store, settings.lease_ttl_s, clock, settings.lease_stall_s)
         # Attempts per job survive parking and re-claiming, so a retry never reuses a seed.
         self._attempts: dict[str, int] = {}
 
@@ -91,6 +91,8 @@ class Scheduler:
         def done() -> bool:
             return stop.is_set() if isinstance(stop, threading.Event) else self.clock.now() >= stop
 
+        if self.clock.real_time:
+            self.lease.start(self.name)  # a long step must not let the claims lapse (schedulers/lease.py)
         failed_in_a_row = 0
         while not done():
             try:
@@ -131,6 +133,7 @@ class Scheduler:
     def prepare(self) -> Attempt | None:
         """Keep the lease, sync, claim and decide. None when there is nothing to do."""
         started = self.clock.now()
+        self.lease.tick()
         lease_id = self._keep_lease()
         self._sync()
         self._claim(lease_id)
@@ -173,7 +176,8 @@ class Scheduler:
 
     def _complete(self, attempt: Attempt) -> Outcome:
         out = Outcome()
-        if not self._lease_alive(attempt.lease_id, only_if_due=True):
+        self.lease.tick()
+        if not self.lease.alive(attempt.lease_id, only_if_due=True):
             self._lose_lease(out)
             self._metrics.busy_s += self.clock.now() - attempt.started_at
             return out
@@ -317,11 +321,11 @@ class Scheduler:
 
     def _claim(self, lease_id: int) -> None:
         try:
-            self._hold(self.claimer.collect_prefetch(self._lease_id))
+            self._hold(self.claimer.collect_prefetch(self.lease.lease_id))
         except LeaseNotFoundError:
             self._lose_lease(Outcome())
         room = self.settings.claim_batch - len(self.held)
-        if room <= 0 or lease_id != self._lease_id:
+        if room <= 0 or lease_id != self.lease.lease_id:
             return
         try:
             views = self.claimer.claim(lease_id, room, self.held, self.cache.free_rows)
@@ -339,42 +343,26 @@ class Scheduler:
             self.claimer.capacity_freed()
 
     def _keep_lease(self) -> int:
-        now = self.clock.now()
-        if self._lease_id and now - self._lease_refreshed_at >= self.settings.lease_ttl_s / 3:
-            if not self._lease_alive(self._lease_id):
-                self._lose_lease(Outcome())
-        if not self._lease_id:
-            self._lease_id = self.store.grant_lease(self.settings.lease_ttl_s)
-            self._lease_refreshed_at = now
-        return self._lease_id
-
-    def _lease_alive(self, lease_id: int, only_if_due: bool = False) -> bool:
-        """Refresh the lease; False when it expired. only_if_due skips the round trip while
-        the last refresh is recent enough that the lease cannot have expired since."""
-        if lease_id != self._lease_id:
-            return False
-        if only_if_due and self.clock.now() - self._lease_refreshed_at < self.settings.lease_ttl_s / 3:
-            return True
-        try:
-            self.store.refresh_lease(lease_id)
-        except LeaseNotFoundError:
-            return False
-        self._lease_refreshed_at = self.clock.now()
-        return True
+        lease = self.lease
+        if lease.lease_id and lease.due() and not lease.alive(lease.lease_id):
+            self._lose_lease(Outcome())
+        return lease.ensure()
 
     def _lose_lease(self, out: Outcome) -> None:
         """The lease expired: every claim bound to it is gone, so forget those jobs."""
         self._metrics.lease_losses += 1
         self._metrics.jobs_lost_to_lease += len(self.held)
         self.held.clear()
-        self._lease_id = 0
+        self.lease.drop()
         out.lease_lost = True
 
     # -- reading ----------------------------------------------------------------------
 
     def metrics(self) -> dict:
         return {"scheduler": self.name, "job_class": self.settings.job_class.value,
-                **self._metrics.snapshot(self.clock.now())}
+                **self._metrics.snapshot(self.clock.now()),
+                "parked_rounds": self.claimer.parked_rounds,
+                "lease_background_refreshes": self.lease.background_refreshes}
 
     @property
     def raw_metrics(self) -> SchedulerMetrics:
@@ -382,11 +370,6 @@ class Scheduler:
 
     def close(self) -> None:
         self.claimer.close()  # before the revoke, so no claim txn races it
-        if self._lease_id:
-            try:
-                self.store.revoke_lease(self._lease_id)
-            except LeaseNotFoundError:
-                pass
-            self._lease_id = 0
+        self.lease.close()  # revokes the lease: every claim bound to it goes at once
         self.engine.close()
         self.cache.close()

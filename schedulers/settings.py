@@ -51,6 +51,9 @@ class SchedulerSettings:
     # round on etcd) when a batch needs many txns, e.g. many single-task jobs.
     txns_in_flight: int = 1
     lease_ttl_s: int = 10
+    # In real time a background thread keeps the lease while the loop steps; a loop that has
+    # not stepped for this long is taken as hung, and its lease left to lapse (schedulers/lease.py).
+    lease_stall_s: float = 120.0
     max_retries: int = 5  # conflicted attempts in a row without progress before a job is parked
     parked_retry_s: float = 10.0  # look at parked jobs at least this often, even if nothing freed
     max_tasks_per_machine: int = DEFAULT_MAX_TASKS_PER_MACHINE  # enforced at commit (cellstate.validation)
@@ -68,6 +71,8 @@ class SchedulerSettings:
             raise InvalidInputError("txns_in_flight must be at least 1")
         if self.lease_ttl_s < 1:
             raise InvalidInputError("lease_ttl_s must be at least 1 second (etcd's lease granularity)")
+        if self.lease_stall_s < self.lease_ttl_s:
+            raise InvalidInputError("lease_stall_s must be at least lease_ttl_s")
         if self.max_retries < 0:
             raise InvalidInputError("max_retries must be non-negative")
         if self.parked_retry_s <= 0 or self.idle_poll_s <= 0:
