@@ -8,6 +8,7 @@ CorruptValueError naming the key, never a bare KeyError deep in a scheduler.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from . import resources as res
@@ -45,21 +46,27 @@ def _load(key: str, raw: bytes) -> dict[str, Any]:
     return obj
 
 
-def _decoding(key: str):
-    """Turn any structural surprise while decoding into CorruptValueError."""
+class _Decoding:
+    """Turn any structural surprise while decoding into CorruptValueError (one class, made
+    once: a snapshot of a big cell enters this hundreds of thousands of times)."""
 
-    class _Guard:
-        def __enter__(self):
-            return self
+    __slots__ = ("key",)
 
-        def __exit__(self, et, ev, tb):
-            if et is not None and issubclass(et, KeyError | TypeError | ValueError | AttributeError):
-                if isinstance(ev, CorruptValueError):
-                    return False
-                raise CorruptValueError(key, f"{et.__name__}: {ev}") from None
-            return False
+    def __init__(self, key: str):
+        self.key = key
 
-    return _Guard()
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if et is not None and issubclass(et, KeyError | TypeError | ValueError | AttributeError):
+            if isinstance(ev, CorruptValueError):
+                return False
+            raise CorruptValueError(self.key, f"{et.__name__}: {ev}") from None
+        return False
+
+
+_decoding = _Decoding
 
 
 # -- machines ---------------------------------------------------------------
@@ -98,7 +105,24 @@ def encode_alloc(a: AllocationRecord) -> bytes:
     escaping because task ids are validated to [A-Za-z0-9._:/-] (model.check_id)."""
     if a.encoded_tasks is None:
         a.encoded_tasks = _task_entries(a.tasks)
-    return f'{{"v":{FORMAT_VERSION},"u":[{_ints(a.used)}],"t":{{{a.encoded_tasks}}}}}'.encode()
+    return f'{{"v":{FORMAT_VERSION},"u":[{_ints(a.used)}],"n":{len(a.tasks)},"t":{{{a.encoded_tasks}}}}}'.encode()
+
+
+# What encode_alloc writes first: version, used vector, task count. A local copy of a big
+# cell reads just this at its snapshot and decodes the task map only for the machines it
+# touches (schedulers/confirmed.py), so a snapshot costs a regex per machine, not a parse.
+_ALLOC_HEAD = re.compile(rb'\{"v":%d,"u":\[%s\],"n":(\d+),"t":\{'
+                         % (FORMAT_VERSION, b",".join([rb"(-?\d+)"] * res.NUM_RESOURCES)))
+
+
+def alloc_summary(raw: bytes) -> tuple[res.Vector, int] | None:
+    """(used, number of tasks) read off the head of an encoded allocation record, or None
+    when the value does not start the way encode_alloc writes it (then decode it whole)."""
+    m = _ALLOC_HEAD.match(raw)
+    if m is None or not raw.endswith(b"}}"):
+        return None
+    *used, n = map(int, m.groups())
+    return tuple(used), n
 
 
 def alloc_with_tasks(a: AllocationRecord, added: dict) -> AllocationRecord:
@@ -118,6 +142,8 @@ def decode_alloc(key: str, raw: bytes) -> AllocationRecord:
         tasks = {tid: tuple(r) for tid, r in obj["t"].items()}
         if len(used) != res.NUM_RESOURCES or any(not isinstance(x, int) for x in used):
             raise CorruptValueError(key, f"used vector {obj['u']!r} is malformed")
+        if "n" in obj and obj["n"] != len(tasks):
+            raise CorruptValueError(key, f"says {obj['n']!r} tasks but holds {len(tasks)}")
         return AllocationRecord(used, tasks)
 
 

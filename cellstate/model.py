@@ -104,7 +104,7 @@ class Machine:
         check_id("machine", self.id)
         if self.state_by not in ("", "monitor", "operator"):
             raise InvalidInputError(f"machine {self.id}: state_by {self.state_by!r} is not monitor or operator")
-        object.__setattr__(self, "capacity", res.from_list(self.capacity, f"machine {self.id}.capacity"))
+        object.__setattr__(self, "capacity", res.check_vector(self.capacity, f"machine {self.id}.capacity"))
         object.__setattr__(self, "labels", check_labels(f"machine {self.id}", self.labels))
 
     @property

@@ -69,7 +69,7 @@ class SchedulerCache(ConfirmedMachines):
         kept = []
         for tid, c in list(self._assumed.items()):
             i = self.index.get(c.machine_id)
-            if i is None or tid in self.allocs[i].tasks:
+            if i is None or tid in self.alloc(i).tasks:
                 del self._assumed[tid]
             else:
                 kept.append(c)
@@ -210,8 +210,7 @@ class SchedulerCache(ConfirmedMachines):
                 self.spec_rev[i] = view.spec_revision
                 self.dirty.add(i)
             if view.alloc_revision > self.alloc_rev[i]:
-                self.allocs[i] = view.alloc
-                self.used[i] = view.alloc.used
+                self.set_alloc(i, view.alloc)
                 self.alloc_rev[i] = view.alloc_revision
                 self.dirty.add(i)
             self._update_schedulable(i)
@@ -240,7 +239,7 @@ class SchedulerCache(ConfirmedMachines):
 
     def _held_by_alloc(self, i: int) -> list[Claim]:
         """Row i's assumed claims whose tasks its confirmed allocation holds: to be Added."""
-        tasks = self.allocs[i].tasks
+        tasks = self.alloc(i).tasks
         return [c for t, c in self._on_row[i].items() if t in tasks]
 
     def _drop(self, claims: list[Claim]) -> list[int]:
@@ -287,7 +286,7 @@ class SchedulerCache(ConfirmedMachines):
     def view(self, mid: str) -> MachineView:
         """The confirmed view of one machine: what a commit compares."""
         i = self.index[mid]
-        return MachineView(self.machines[i], int(self.spec_rev[i]), self.allocs[i], int(self.alloc_rev[i]))
+        return MachineView(self.machines[i], int(self.spec_rev[i]), self.alloc(i), int(self.alloc_rev[i]))
 
     def views(self, mids) -> dict[str, MachineView]:
         return {m: self.view(m) for m in mids}

@@ -7,7 +7,9 @@ allocation record), then kept fresh by a watch from snapshot revision + 1: no ga
 duplicates, since an event is applied only if it is newer than the row it changes. A
 compacted watch triggers a full resync; a broken stream is reopened from the last revision
 seen. A machine at its task limit is unschedulable, so the kernels stop picking it before
-the validator refuses it. ``dirty`` names the rows changed since the columns last took
+the validator refuses it. An allocation record is kept encoded until something asks for
+its tasks (``alloc(i)``): its used vector and task count come off the value's head
+(``codec.alloc_summary``), so a snapshot of a 100,000-machine cell parses no task map. ``dirty`` names the rows changed since the columns last took
 them; ``_stale`` says rows were added or renumbered.
 
 The assumed layer (SchedulerCache) hooks in around a snapshot and after each allocation
@@ -60,13 +62,15 @@ class ConfirmedMachines:
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
         self.machines: list[Machine] = []
-        self.allocs: list[AllocationRecord] = []
+        self._allocs: list[AllocationRecord | None] = []  # None: still encoded, in _alloc_raw
+        self._alloc_raw: list[bytes | None] = []
         n = max(16, len(spec_kvs))
         self.capacity = np.zeros((n, NUM_RESOURCES), dtype=np.int64)
         self.used = np.zeros((n, NUM_RESOURCES), dtype=np.int64)
         self.spec_rev = np.zeros(n, dtype=np.int64)
         self.alloc_rev = np.zeros(n, dtype=np.int64)
         self.schedulable = np.zeros(n, dtype=bool)
+        self.task_count = np.zeros(n, dtype=np.int64)
         self.dirty: set[int] = set()  # confirmed rows changed since the columns last refreshed
         for kv in spec_kvs:
             self._apply_spec(kv.key, kv.value, kv.mod_revision)
@@ -90,7 +94,8 @@ class ConfirmedMachines:
             self.ids.append(mid)
             self.index[mid] = i
             self.machines.append(None)  # type: ignore[arg-type]
-            self.allocs.append(AllocationRecord())
+            self._allocs.append(AllocationRecord())
+            self._alloc_raw.append(None)
             self._stale = True  # a new machine: the columns need a new row
         return i
 
@@ -101,7 +106,8 @@ class ConfirmedMachines:
             new = np.zeros((n, NUM_RESOURCES), dtype=np.int64)
             new[: len(old)] = old
             setattr(self, name, new)
-        for name, dt in (("spec_rev", np.int64), ("alloc_rev", np.int64), ("schedulable", bool)):
+        for name, dt in (("spec_rev", np.int64), ("alloc_rev", np.int64), ("schedulable", bool),
+                         ("task_count", np.int64)):
             old = getattr(self, name)
             col = np.zeros(n, dtype=dt)
             col[: len(old)] = old
@@ -123,18 +129,35 @@ class ConfirmedMachines:
         i = self.index.get(mid)
         if i is None or rev <= self.alloc_rev[i]:
             return
-        rec = codec.decode_alloc(key, value)
-        self.allocs[i] = rec
-        self.used[i] = rec.used
+        summary = codec.alloc_summary(value)
+        if summary is None:  # not as encode_alloc writes it: decode it whole now
+            self.set_alloc(i, codec.decode_alloc(key, value))
+        else:
+            self._allocs[i], self._alloc_raw[i] = None, value
+            self.used[i], self.task_count[i] = summary
         self.alloc_rev[i] = rev
         self._update_schedulable(i)
         self._alloc_applied(i)
         self.dirty.add(i)
 
+    def alloc(self, i: int) -> AllocationRecord:
+        """Row i's allocation record, decoded on first use."""
+        rec = self._allocs[i]
+        if rec is None:
+            rec = codec.decode_alloc(self.keys.alloc(self.ids[i]), self._alloc_raw[i] or b"")
+            self._allocs[i], self._alloc_raw[i] = rec, None
+        return rec
+
+    def set_alloc(self, i: int, rec: AllocationRecord) -> None:
+        """Row i's allocation record is now `rec` (decoded); the caller sets its revision."""
+        self._allocs[i], self._alloc_raw[i] = rec, None
+        self.used[i] = rec.used
+        self.task_count[i] = len(rec.tasks)
+
     def _update_schedulable(self, i: int) -> None:
         m = self.machines[i]
         self.schedulable[i] = m is not None and m.state is MachineState.UP \
-            and len(self.allocs[i].tasks) < self.max_tasks
+            and self.task_count[i] < self.max_tasks
 
     def poll(self, timeout: float = 0.0) -> int:
         """Apply every change available now (waiting up to `timeout` for one) to the

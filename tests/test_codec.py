@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellsched.cellstate import codec
+from cellsched.cellstate.errors import CorruptValueError
 from cellsched.cellstate.model import AllocationRecord, Job, JobRecord, JobStatus, TaskGroup
 
 ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,20}", fullmatch=True)
@@ -20,8 +22,18 @@ vec = st.tuples(*[st.integers(0, 10**12)] * 3)
 def test_codec_alloc_round_trip_is_valid_json(used, tasks):
     rec = AllocationRecord(used, tasks)
     raw = codec.encode_alloc(rec)
-    assert json.loads(raw) == {"v": 1, "u": list(used), "t": {k: list(v) for k, v in tasks.items()}}
+    assert json.loads(raw) == {"v": 1, "u": list(used), "n": len(tasks), "t": {k: list(v) for k, v in tasks.items()}}
     assert codec.decode_alloc("k", raw) == rec
+    assert codec.alloc_summary(raw) == (tuple(used), len(tasks))  # the snapshot's fast path agrees
+
+
+def test_codec_alloc_summary_falls_back_and_count_is_checked():
+    old_layout = b'{"v":1,"u":[5,6,0],"t":{"j/0/0":[5,6,0]}}'  # written before the count
+    assert codec.alloc_summary(old_layout) is None
+    assert codec.decode_alloc("k", old_layout).tasks == {"j/0/0": (5, 6, 0)}
+    assert codec.alloc_summary(b'{"v":1,"u":[5,6,0],"n":1,"t":{"j/0/0":[5,6,0]') is None  # cut short
+    with pytest.raises(CorruptValueError, match="says 2 tasks but holds 1"):
+        codec.decode_alloc("k", b'{"v":1,"u":[5,6,0],"n":2,"t":{"j/0/0":[5,6,0]}}')
 
 
 def test_codec_job_record_round_trip():

@@ -335,3 +335,16 @@ def test_only_the_cache_defines_assume_confirm_forget():
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in CACHE_API:
                 defined.setdefault(node.name, set()).add(rel)
     assert defined == {"assume": {CACHE}, "confirm": {CACHE}, "forget": {CACHE}}
+
+
+def test_snapshot_reads_allocation_heads_and_decodes_task_maps_on_use(store):
+    keys = make_cell(store, 3)
+    place(store, keys, "full", "m0", n=3)
+    place(store, keys, "one", "m1", n=1)
+    copy = SchedulerCache(store, keys, max_tasks=3)
+    i0, i1 = copy.index["m0"], copy.index["m1"]
+    assert copy.task_count[[i0, i1]].tolist() == [3, 1]  # off the values' heads
+    assert not copy.schedulable[i0] and copy.schedulable[i1]  # m0 is at its task limit
+    assert sorted(copy.view("m0").alloc.tasks) == [task_id("full", 0, k) for k in range(3)]
+    assert copy.used[i1].tolist() == list(copy.view("m1").alloc.used)
+    copy.close()
