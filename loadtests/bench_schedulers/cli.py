@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> dict:
     sc.add_argument("--scaling-machines", type=int, default=1000)
     sc.add_argument("--scaling-jobs", type=int, default=1000)
     sc.add_argument("--scaling-tasks", type=int, default=10, help="tasks per job")
+    sc.add_argument("--scaling-backends", default="memory,etcd-1,etcd-3", help="comma-separated: memory, etcd-1, etcd-3")
+    sc.add_argument("--scaling-modes", default="resource_fit,sequence", help="comma-separated conflict modes")
+    sc.add_argument("--scaling-counts", default="1,2,4,8", help="comma-separated scheduler counts")
+    ap.add_argument("--homes", choices=["on", "off", "both"], default="on",
+                    help="N schedulers get disjoint homes (gpu/home.py); both: every scaling run twice, off then on")
     tune = ap.add_argument_group("this process")
     tune.add_argument("--gc-threshold", type=int, default=50_000,
                       help="gc.set_threshold(N, 10, 10), as the scheduler actors set it (0: Python's default, 700)")
@@ -59,6 +64,9 @@ def main(argv: list[str] | None = None) -> dict:
             result["k8s_upstream_min_pods_per_s"] = result["k8s"]["upstream_min_pods_per_s"]
         if args.case in ("scaling", "all"):
             result["scaling"] = scaling_case(args)
+            for key, value in result["scaling"].items():
+                if key.startswith("scaling_") and key != "scaling_series":
+                    result[key] = value
     finally:
         stop_ray()
     print_tables(result)
