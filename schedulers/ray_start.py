@@ -1,7 +1,8 @@
 """Starting a local Ray instance that starts every time: one retry, with the cause logged.
 
-Why a local start fails at all (docs/architecture.md, "Environment facts the code depends
-on"): ``include_dashboard=False`` does not keep Ray's dashboard process from starting.
+Why a local start fails at all (docs/architecture.md,
+"Environment facts the code depends on"): ``include_dashboard=False`` does not keep Ray's
+dashboard process from starting.
 Ray's head node always runs ``dashboard/dashboard.py`` as its API server and only loads
 fewer modules (``--modules-to-load=UsageStatsHead --disable-frontend``); every raylet also
 starts a dashboard agent and a runtime-env agent. On a small, shared machine this
