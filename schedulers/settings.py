@@ -63,6 +63,9 @@ class SchedulerSettings:
     # their commits do not collide; the whole cell is each one's fallback. 1 = the whole cell.
     home: int = 0
     homes: int = 1
+    # Decide the one-task jobs of one shape in a batch together, in one vectorised pass
+    # (gpu/alike.py); False decides every job on its own.
+    batch_alike: bool = True
 
     def __post_init__(self) -> None:
         if self.policy_name not in gpu.PRESETS:
