@@ -26,7 +26,7 @@ def k8s_case(args) -> dict:
     if backend_name != args.k8s_backend:
         out["note"] = f"etcd is not installed: ran on the memory store, not {args.k8s_backend}"
     settings = BATCH.with_(claim_batch=args.claim_batch, txns_in_flight=args.txns_in_flight,
-                           policy_name=args.policy, idle_poll_s=0.01)
+                           policy_name=args.policy, idle_poll_s=0.01, batch_alike=not args.no_batch_alike)
     for runner in ["threads", "ray"] if args.runner == "both" else [args.runner]:
         with open_backend(backend_name, args.clients) as backend:
             if args.raw_seconds > 0 and backend.memory is None:

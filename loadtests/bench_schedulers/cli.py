@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> dict:
     k8s.add_argument("--claim-batch", type=int, default=4096, help="jobs claimed, decided and committed together")
     k8s.add_argument("--txns-in-flight", type=int, default=4, help="claim and commit txns in flight per scheduler")
     k8s.add_argument("--policy", default="random_first_fit", help="the BATCH preset's scoring policy by default")
+    k8s.add_argument("--no-batch-alike", action="store_true",
+                     help="decide every pod on its own (default: alike one-task jobs in one pass, gpu/alike.py)")
     k8s.add_argument("--k8s-backend", choices=["etcd-3", "etcd-1", "memory"], default="etcd-3")
     k8s.add_argument("--raw-seconds", type=float, default=1.0,
                      help="seconds per raw store phase measured before the run (0: skip)")

@@ -146,7 +146,7 @@ def row(r: RunResult) -> dict:
     return {
         "backend": r.backend, "runner": r.spec.runner, "schedulers": r.spec.schedulers,
         "conflict_mode": s.conflict_mode.value, "policy": s.policy_name,
-        "homes_on": r.spec.homes, "homes": r.spec.schedulers if r.spec.homes else 1, "claim_batch": s.claim_batch,
+        "homes_on": r.spec.homes, "homes": r.spec.schedulers if r.spec.homes else 1, "claim_batch": s.claim_batch, "batch_alike": s.batch_alike,
         "txns_in_flight": s.txns_in_flight, "tasks": r.tasks, "completed": r.completed,
         "submit_s": round(r.submit_s, 3),
         "submit_jobs_per_s": round(r.spec.measured_jobs / r.submit_s, 1) if r.submit_s else None,
