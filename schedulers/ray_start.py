@@ -37,21 +37,22 @@ TAIL_LINES = 5
 def start_with_retry(start: Callable[[], T], what: str, attempts: int = START_ATTEMPTS) -> T:
     """``start()``, retried on failure up to ``attempts`` times in all. Argument errors
     (TypeError, ValueError) are not retried: a second try would fail the same way."""
-    for attempt in range(1, attempts + 1):
+    attempt = 1
+    while True:
         before = descendants(os.getpid())
         try:
             return start()
         except (TypeError, ValueError):
             raise
         except Exception as exc:
-            if attempt == attempts:
+            if attempt >= attempts:
                 log.error("%s failed on attempt %d of %d: %s", what, attempt, attempts, startup_cause(exc))
                 raise
             log.warning("%s failed on attempt %d of %d, retrying: %s", what, attempt, attempts, startup_cause(exc))
             stopped = stop_leftovers(before)
             if stopped:
                 log.warning("%s: stopped %d process(es) the failed attempt left: pids %s", what, len(stopped), stopped)
-    raise AssertionError("unreachable")
+        attempt += 1
 
 
 def startup_cause(exc: BaseException) -> str:
