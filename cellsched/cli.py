@@ -74,7 +74,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     for cls, (n, settings) in counts.items():
         for i in range(n):
             name = f"{args.cell}-{cls}-{i}"
-            actors.append(ray_actors.start_scheduler(name, spec, args.cell, settings, detached=detached))
+            # Disjoint homes (gpu/home.py): the class's schedulers pick disjoint machines first.
+            homed = settings.with_(home=i, homes=n)
+            actors.append(ray_actors.start_scheduler(name, spec, args.cell, homed, detached=detached))
     ray_actors.start_housekeeper(spec, args.cell, detached=detached, machine_liveness=args.machine_liveness)
     for st in ray_actors.get([a.status.remote() for a in actors], timeout=120):
         print(f"started {st['name']} (pid {st['pid']}, node {st['node_id'][:12]})")

@@ -28,9 +28,11 @@ Public API (signatures):
     MachineColumns(machine_ids, capacity, used=None, labels=None, schedulable=None, *, xp=None)
     GroupSpec(request, count=1, labels={}, gpu_models=frozenset(), different_machines=False,
               avoid_machines=frozenset(), anti_affinity=frozenset(), name="")
-    Policy(name, weights={Scorer: float}, selection=Selection.TOP_K, top_k=8)
+    Policy(name, weights={Scorer: float}, selection=Selection.TOP_K, top_k=8, home=Home())
         presets: SPREAD, PACK, TETRIS, GPU_PACK, RANDOM_FIRST_FIT (PRESETS by name)
+        policy.at_home(index, count): picks drawn first from home index of count (``home``)
     assign_job(columns, groups, policy, seed) -> Assignment
+    assign_alike(columns, spec, jobs, policy, seed) -> Assignment   many one-task jobs of one shape at once
     score_topk(columns, groups, policy, *, k=None, memory_budget=..., fused=None) -> TopK
     score_topk_by_class(columns, groups, policy, *, k=None, classes=None) -> TopK
     seed_from(job_id, attempt) -> int
@@ -38,15 +40,18 @@ Public API (signatures):
 Modules, one concept each: ``backend`` (xp choice), ``columns`` (device-resident machine
 columns), ``spec`` (task group constraints), ``policy`` (scorer weights), ``kernels``
 (the xp kernels, formulas in docstrings), ``cuda`` (fused CuPy kernel), ``select``
-(chunked top-k, seeded pick), ``assign`` (batch assignment), ``reasons`` (why a task
+(chunked top-k, seeded pick), ``home`` (a scheduler's share of the cell, picked from first),
+``assign`` (batch assignment), ``alike`` (many one-task jobs of one shape in one pass), ``reasons`` (why a task
 is unplaceable), ``equivalence`` (identical machines scored once), ``reference`` (scalar
 test oracle). Depends on ``cellsched.cellstate`` only.
 """
 
+from .alike import assign_alike
 from .assign import Assignment, assign_job
 from .backend import Backend, BackendUnavailableError, choose_array_module, cupy_usable
 from .columns import MachineColumns
 from .equivalence import EquivalenceClasses, score_topk_by_class
+from .home import Home
 from .policy import GPU_PACK, PACK, PRESETS, RANDOM_FIRST_FIT, SPREAD, TETRIS, Policy, Scorer, Selection
 from .reasons import Reason, Unplaceable
 from .select import TopK, score_topk, seed_from
@@ -65,6 +70,7 @@ __all__ = [
     "BackendUnavailableError",
     "EquivalenceClasses",
     "GroupSpec",
+    "Home",
     "MachineColumns",
     "Policy",
     "Reason",
@@ -72,6 +78,7 @@ __all__ = [
     "Selection",
     "TopK",
     "Unplaceable",
+    "assign_alike",
     "assign_job",
     "choose_array_module",
     "cupy_usable",

@@ -5,7 +5,9 @@ The pipeline per group, one line per stage:
   2. feasibility  : exact int64 fit against the batch's running free vectors
   3. scores       : the policy's weighted kernels, -inf where infeasible
   4. candidates   : the top L machines from one vectorised pass (L >= k)
-  5. pick         : uniform among the k best, seeded from (job id, attempt)
+  5. pick         : uniform among the k best, seeded from (job id, attempt), drawn from
+                   the policy's home first (gpu/home.py); a group with no feasible
+                   machine left at home looks at the whole cell in the same call
   6. batch assume : free[machine] -= request in this call's running free vectors; only
                    that machine's score changes
 
@@ -54,6 +56,7 @@ class Assignment:
     used: dict[int, tuple[int, ...]]
     seed: int
     passes: int  # vectorised passes run (a cost metric)
+    widened: int = 0  # groups that found their home full and were placed on the whole cell
 
     def placements(self) -> Iterator[tuple[int, int, int]]:
         """(group, task, machine index) for every placed task."""
@@ -85,7 +88,8 @@ def assign_job(
     for g in range(len(groups)):
         run.place_group(g)
     used = {i: tuple(int(v) for v in columns.host_capacity[i] - run.free[i]) for i in sorted(run.touched)}
-    return Assignment(tuple(run.result), tuple(run.unplaceable), used, run.seed, run.passes)
+    return Assignment(tuple(run.result), tuple(run.unplaceable), used, run.seed, run.passes,
+                      0 if run.home_rows is None else sum(run.widened))
 
 
 class _Batch:
@@ -103,6 +107,12 @@ class _Batch:
         self.result = [np.full(g.count, -1, dtype=np.int64) for g in groups]
         self.unplaceable: list[Unplaceable] = []
         self.passes = 0
+        whole = policy.home.whole_cell
+        self.home_rows: np.ndarray | None = None  # the home's rows; None: the whole cell
+        self.home_device = None  # the home as a device mask
+        if not whole:
+            _, self.home_rows, self.home_device = columns.home(policy.home)
+        self.widened = [whole] * len(self.groups)  # True once a group looks beyond its home
         self.partners: list[set[int]] = [set() for _ in groups]  # anti-affinity is symmetric
         for g, spec in enumerate(groups):
             for h in spec.anti_affinity:
@@ -147,23 +157,40 @@ class _Batch:
 
     # ---- Omega's randomised first fit ---------------------------------------------------
     def _place_random(self, g: int, spec: GroupSpec) -> int:
-        n = len(self.columns)
         req = np.asarray(spec.request, dtype=np.int64)
         eligible = self.columns.host_eligibility(spec) & ~self._excluded(g, spec)
         for task in range(spec.count):
-            probes = self.rng.integers(n, size=min(RANDOM_PROBES, n)) if n else np.empty(0, dtype=np.int64)
-            ok = eligible[probes] & (self.free[probes] >= req).all(axis=1)
-            if ok.any():
-                machine = int(probes[np.argmax(ok)])
-            else:  # probing failed: scan everything, then pick uniformly among what fits
-                fits = np.flatnonzero(eligible & (self.free >= req).all(axis=1))
-                if len(fits) == 0:
-                    return task
-                machine = int(fits[self.rng.integers(len(fits))])
+            machine = self._random_pick(g, eligible, req)
+            if machine < 0:
+                return task
             self._assume(g, task, machine, spec)
             if spec.different_machines:
                 eligible[machine] = False
         return spec.count
+
+    def _random_pick(self, g: int, eligible: np.ndarray, req: np.ndarray) -> int:
+        """Probe RANDOM_PROBES random machines of the home (the whole cell once widened);
+        when none fits, scan the home and pick uniformly among what fits there; when
+        nothing does, widen the group to the whole cell and scan that. -1: nothing fits."""
+        pool = None if self.widened[g] else self.home_rows
+        size = len(self.columns) if pool is None else len(pool)
+        if size:
+            probes = self.rng.integers(size, size=min(RANDOM_PROBES, size))
+            if pool is not None:
+                probes = pool[probes]
+            ok = eligible[probes] & (self.free[probes] >= req).all(axis=1)
+            if ok.any():
+                return int(probes[np.argmax(ok)])
+        fit = eligible & (self.free >= req).all(axis=1)
+        if pool is not None:
+            at_home = pool[fit[pool]]
+            if len(at_home):
+                return int(at_home[self.rng.integers(len(at_home))])
+            self.widened[g] = True  # the home is full for this group: the rest of it looks everywhere
+        fits = np.flatnonzero(fit)
+        if len(fits) == 0:
+            return -1
+        return int(fits[self.rng.integers(len(fits))])
 
     # ---- scored top-k ---------------------------------------------------------------------
     def _place_top_k(self, g: int, spec: GroupSpec) -> int:
@@ -177,7 +204,11 @@ class _Batch:
                 heap, outside = self._candidates(g, spec, spec.count - task)
                 continue
             if not best:
-                return task
+                if self.widened[g]:
+                    return task
+                self.widened[g] = True  # nothing feasible left at home: look at the whole cell
+                heap, outside = self._candidates(g, spec, spec.count - task)
+                continue
             chosen = int(self.rng.integers(len(best)))
             machine = best[chosen][1]
             self._assume(g, task, machine, spec)
@@ -201,6 +232,8 @@ class _Batch:
         excluded = self._excluded(g, spec)
         if excluded.any():
             eligible = eligible & ~xp.asarray(excluded)
+        if not self.widened[g]:
+            eligible = eligible & self.home_device
         req = xp.asarray(np.asarray(spec.request, dtype=np.int64)[None, :])
         scores = kernels.combined_scores(xp, self._device_arrays(), req, self.weights, eligible)
         idx, vals = topk_rows(xp, scores, limit + 1)

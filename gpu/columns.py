@@ -23,6 +23,7 @@ from cellsched.cellstate.errors import InvalidInputError
 from cellsched.cellstate.model import AllocationRecord, Machine
 
 from .backend import choose_array_module
+from .home import Home, home_mask, machine_hashes
 from .spec import GPU_MODEL_LABEL, GroupSpec
 
 GPU_DIM = res.RESOURCE_NAMES.index("gpu")
@@ -60,6 +61,8 @@ class MachineColumns:
         self.xp = xp if xp is not None else choose_array_module(n * max(1, expected_groups))
         self._label_codes: dict[str, tuple[np.ndarray, dict[str, int]]] = {}
         self._eligibility: dict[tuple, object] = {}
+        self._hashes: np.ndarray | None = None  # machine id hashes, for homes (ids never change here)
+        self._homes: dict[Home, tuple[np.ndarray, np.ndarray, object]] = {}
         self._upload_all()
 
     # ---- construction -------------------------------------------------------------
@@ -154,6 +157,17 @@ class MachineColumns:
         if mask is None:
             mask = self._eligibility[key] = self.xp.asarray(self.host_eligibility(spec))
         return mask
+
+    def home(self, home: Home) -> tuple[np.ndarray, np.ndarray, object]:
+        """(host bool[N] mask, int64 rows, device mask) of the machines in ``home``
+        (gpu/home.py), cached: a columns object's machine ids never change."""
+        cached = self._homes.get(home)
+        if cached is None:
+            if self._hashes is None:
+                self._hashes = machine_hashes(self.machine_ids)
+            mask = home_mask(self._hashes, home)
+            cached = self._homes[home] = (mask, np.flatnonzero(mask).astype(np.int64), self.xp.asarray(mask))
+        return cached
 
     # ---- device mirror ------------------------------------------------------------------
     def _upload_all(self) -> None:

@@ -8,10 +8,12 @@ benchmark use; callers may build their own.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from cellsched.cellstate.errors import InvalidInputError
+
+from .home import WHOLE_CELL, Home
 
 
 class Scorer(Enum):
@@ -39,6 +41,9 @@ class Policy:
     weights: Mapping[Scorer, float] = field(default_factory=dict)
     selection: Selection = Selection.TOP_K
     top_k: int = 8
+    # Where the picks are drawn from first (gpu/home.py): parallel schedulers get disjoint
+    # homes so their commits touch disjoint machines; the whole cell is the fallback.
+    home: Home = WHOLE_CELL
 
     def __post_init__(self) -> None:
         weights = {Scorer(s): float(w) for s, w in dict(self.weights).items() if float(w) != 0.0}
@@ -46,7 +51,13 @@ class Policy:
             raise InvalidInputError(f"policy {self.name!r}: weights must be non-negative")
         if not 1 <= self.top_k <= 32:
             raise InvalidInputError(f"policy {self.name!r}: top_k must be in 1..32 (the fused kernel's limit)")
+        if not isinstance(self.home, Home):
+            raise InvalidInputError(f"policy {self.name!r}: home must be a gpu.Home, got {self.home!r}")
         object.__setattr__(self, "weights", weights)
+
+    def at_home(self, index: int, count: int) -> Policy:
+        """This policy, drawing first from home ``index`` of ``count`` (1: the whole cell)."""
+        return replace(self, home=Home(index, count))
 
     def normalised_weights(self) -> tuple[float, ...]:
         """Weights in SCORER_ORDER, summing to 1 (all zero when the policy has none)."""

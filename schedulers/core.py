@@ -43,7 +43,7 @@ from cellsched.cellstate.views import JobView, read_job_view
 from .attempts import Attempt, HeldJob, Outcome
 from .cache import SchedulerCache
 from .claiming import Claimer, smallest_need
-from .decide import DecideFn, Decision, decide_job, decision_seed
+from .decide import DecideFn, Decision, decide_batches, decide_job, decision_seed
 from .lease import LeaseKeeper
 from .metrics import SchedulerMetrics
 from .settings import SchedulerSettings
@@ -142,28 +142,36 @@ class Scheduler:
             return None
         self.claimer.start_prefetch(lease_id, self.held)
         attempt = Attempt(started, 0.0, lease_id)
-        tasks = 0
         for jid, held in self.held.items():
             held.attempts = self._attempts.get(jid, 0) + 1
             self._attempts[jid] = held.attempts
-            rec = held.view.record
             if held.attempts == 1:
-                self._metrics.wait_first_attempt_s.append(started - rec.submitted_at)
-            seed = decision_seed(self.settings.seed, jid, held.attempts)
-            try:
-                decision = self.decide_fn(self.cache.columns, self.cache.index, rec, self.policy, seed)
-            except Exception as exc:  # one job's bug must not stop the loop: park it with the error
-                # Decide functions only read the cache, so a crash leaves nothing assumed.
-                attempt.crashed[jid] = f"scheduler error while deciding: {exc!r}"
-                continue
-            decision = self._fit_gang_in_one_txn(rec, decision)
+                self._metrics.wait_first_attempt_s.append(started - held.view.record.submitted_at)
+        # Alike one-task jobs first, a pass per kind, assumed at once (decide.decide_batches); then the rest.
+        batched = {} if not self.settings.batch_alike or self.decide_fn is not decide_job else decide_batches(
+            self.cache.columns, {j: h.view.record for j, h in self.held.items()},
+            {j: h.attempts for j, h in self.held.items()}, self.policy, self.settings.seed,
+            lambda claims: self._assume(attempt, claims))
+        for jid, held in self.held.items():
+            decision = batched.get(jid)
+            if decision is None:
+                rec = held.view.record
+                try:
+                    decision = self._fit_gang_in_one_txn(rec, self.decide_fn(
+                        self.cache.columns, self.cache.index, rec, self.policy,
+                        decision_seed(self.settings.seed, jid, held.attempts)))
+                except Exception as exc:  # one job's bug must not stop the loop: park it (nothing assumed)
+                    attempt.crashed[jid] = f"scheduler error while deciding: {exc!r}"
+                    continue
+                self._assume(attempt, decision.claims)
             attempt.decisions[jid] = decision
-            # Assumed, so the next job of the batch sees these placements.
-            self.cache.assume(decision.claims)
-            attempt.assumed += decision.claims
-            tasks += decision.tasks_decided
+        tasks = sum(d.tasks_decided for d in attempt.decisions.values())
         attempt.think_s = self.settings.think_time.for_jobs(len(attempt.decisions), tasks)
         return attempt
+
+    def _assume(self, attempt: Attempt, claims: list) -> None:
+        self.cache.assume(claims)  # so the next decision of the batch sees them
+        attempt.assumed += claims
 
     def complete(self, attempt: Attempt) -> Outcome:
         """Commit the attempt's claims and settle every job it decided."""

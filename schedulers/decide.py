@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from cellsched import gpu
 from cellsched.cellstate.model import Claim, JobRecord, TransactionMode
 
+ALIKE_MIN_JOBS = 2  # fewer alike jobs than this are decided one by one
+
 
 def decision_seed(base: int, job_id: str, attempt: int) -> int:
     """The pick's seed: (job id, attempt), so parallel schedulers spread and a decision
@@ -117,3 +119,63 @@ def _claims(columns: gpu.MachineColumns, record: JobRecord, specs: list[gpu.Grou
     out.reason = "; ".join(reasons)
     return out
 
+
+
+def alike_key(record: JobRecord) -> tuple | None:
+    """Jobs with equal keys are one-task jobs of one shape, nothing bound yet: they can be
+    decided together (``decide_alike``). None for every other job."""
+    groups = record.job.groups
+    if len(groups) != 1 or groups[0].count != 1 or record.bound or record.done:
+        return None
+    g = groups[0]
+    return (tuple(g.request), tuple(sorted(g.labels.items())))
+
+
+def alike_batches(records: Mapping[str, JobRecord]) -> list[list[str]]:
+    """The job ids of ``records`` (in their order) grouped by ``alike_key``, groups of at
+    least ALIKE_MIN_JOBS only."""
+    by_key: dict[tuple, list[str]] = {}
+    for jid, rec in records.items():
+        key = alike_key(rec)
+        if key is not None:
+            by_key.setdefault(key, []).append(jid)
+    return [jids for jids in by_key.values() if len(jids) >= ALIKE_MIN_JOBS]
+
+
+def decide_alike(columns: gpu.MachineColumns, records: list[JobRecord], policy: gpu.Policy,
+                 seed: int) -> list[Decision]:
+    """Decide one-task jobs of one shape (equal ``alike_key``) in one vectorised pass
+    (``gpu.assign_alike``); one Decision per record, in order. Reads the columns only."""
+    group = records[0].job.groups[0]
+    spec = gpu.GroupSpec.from_task_group(group)
+    assignment = gpu.assign_alike(columns, spec, len(records), policy, seed)
+    why = assignment.reason(0)
+    out = []
+    for rec, row in zip(records, assignment.machines[0].tolist(), strict=True):
+        tid = next(t for t, _, _ in rec.unbound_tasks())
+        if row >= 0:
+            out.append(Decision([Claim(tid, columns.machine_ids[row], spec.request)], tasks_decided=1))
+        else:  # unplaced tasks always come with their reason
+            assert why is not None
+            out.append(Decision([], 1, f"task group {group.name!r}: 1 task(s) unplaced, {why.message}", 1,
+                                [unplaceable_obj(group.name, why) | {"tasks_unplaced": 1}]))
+    return out
+
+
+def decide_batches(columns: gpu.MachineColumns, records: Mapping[str, JobRecord], attempts: Mapping[str, int],
+                   policy: gpu.Policy, base_seed: int,
+                   assume: Callable[[list[Claim]], None]) -> dict[str, Decision]:
+    """Every batch of alike jobs among ``records`` decided together, each seeded from its first
+    job's (id, attempt), its claims handed to ``assume`` (the scheduler's cache) before the
+    next batch is decided. A batch whose decision raises is left out: its jobs are then
+    decided one by one, where an error parks only the job that raised it."""
+    out: dict[str, Decision] = {}
+    for jids in alike_batches(records):
+        seed = decision_seed(base_seed, jids[0], attempts[jids[0]])
+        try:
+            decisions = decide_alike(columns, [records[j] for j in jids], policy, seed)
+        except Exception:
+            continue
+        assume([c for d in decisions for c in d.claims])
+        out.update(zip(jids, decisions, strict=True))
+    return out

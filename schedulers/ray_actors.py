@@ -31,11 +31,13 @@ from cellsched.cellstate.store import CellStore, ModRevisionIs, Op, StoreLimits,
 from cellsched.cellstate.store.memory import MemoryStore
 
 from .core import Scheduler
+from .ray_start import start_with_retry
 from .settings import SchedulerSettings
 
 NAMESPACE = "cellsched"
 WATCH_IDLE_S = 60.0  # a live local copy polls its watch every step, far more often
 STORE_HOST_NAME = "cellsched-store"
+LOCAL_OBJECT_STORE_BYTES = 78_643_200  # Ray's minimum: the actors pass small objects only
 
 
 class StoreHost:
@@ -294,14 +296,33 @@ def start_housekeeper(spec: StoreSpec, cell: str, retention_s: float = 3600.0, e
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = 2, **kwargs) -> None:
-    """Connect to a cluster (`address`), or start a small local instance."""
+    """Connect to a cluster (`address`), or start a small local instance, retried once on a
+    failed start with the cause logged (schedulers/ray_start.py says why starts fail)."""
     if ray.is_initialized():
         return
     if address:
         ray.init(address=address, namespace=NAMESPACE, **kwargs)
-    else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
-                 object_store_memory=78_643_200, **kwargs)
+        return
+
+    def start() -> None:
+        try:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
+                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, **kwargs)
+        except Exception:
+            ray.shutdown()  # whatever the failed init set up in this process
+            raise
+
+    start_with_retry(start, "local Ray start")
+
+
+def local_cluster(num_cpus: int = 2, **head_node_args):
+    """A ray.cluster_utils.Cluster with its head node started (tests add and remove worker
+    nodes on it), retried once like init_ray. Stop it with cluster.shutdown() (by PID)."""
+    from ray.cluster_utils import Cluster
+
+    args = {"num_cpus": num_cpus, "object_store_memory": LOCAL_OBJECT_STORE_BYTES, "include_dashboard": False,
+            **head_node_args}
+    return start_with_retry(lambda: Cluster(initialize_head=True, head_node_args=args), "local Ray cluster start")
 
 
 def host_store(limits: StoreLimits | None = None, name: str = STORE_HOST_NAME, detached: bool = False):

@@ -61,6 +61,14 @@ class SchedulerSettings:
     idle_poll_s: float = 0.5  # how long run() waits when there was nothing to do
     seed: int = 0  # mixed into every (job id, attempt) seed; 0 = the plain (job id, attempt) seed
     array_backend: str | None = None  # "numpy" | "cupy" | "auto"; None = CELLSCHED_ARRAY_BACKEND
+    # This scheduler's home among `homes` disjoint shares of the cell (gpu/home.py): N schedulers
+    # of one class given homes (i, N) pick disjoint machines while their homes have room, so
+    # their commits do not collide; the whole cell is each one's fallback. 1 = the whole cell.
+    home: int = 0
+    homes: int = 1
+    # Decide the one-task jobs of one shape in a batch together, in one vectorised pass
+    # (gpu/alike.py); False decides every job on its own.
+    batch_alike: bool = True
 
     def __post_init__(self) -> None:
         if self.policy_name not in gpu.PRESETS:
@@ -77,10 +85,13 @@ class SchedulerSettings:
             raise InvalidInputError("max_retries must be non-negative")
         if self.parked_retry_s <= 0 or self.idle_poll_s <= 0:
             raise InvalidInputError("parked_retry_s and idle_poll_s must be positive")
+        if self.homes < 1 or not 0 <= self.home < self.homes:
+            raise InvalidInputError(f"home {self.home} of homes {self.homes}: need homes >= 1 and 0 <= home < homes")
 
     @property
     def policy(self) -> gpu.Policy:
-        return gpu.PRESETS[self.policy_name]
+        preset = gpu.PRESETS[self.policy_name]
+        return preset if self.homes == 1 else preset.at_home(self.home, self.homes)
 
     def with_(self, **changes) -> SchedulerSettings:
         return replace(self, **changes)

@@ -65,12 +65,9 @@ def ray_cluster(tmp_path_factory):
     os.environ["RAY_AUTH_MODE"] = "disabled"
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["RAY_TMPDIR"] = str(tmp_path_factory.mktemp("ray"))
-    from ray.cluster_utils import Cluster
-
     from cellsched.schedulers import ray_actors
 
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "object_store_memory": 78_643_200, "include_dashboard": False})
+    cluster = ray_actors.local_cluster(num_cpus=2)  # one retry on a failed start, cause logged
     ray_actors.init_ray(cluster.address, num_cpus=None)
     yield cluster
     ray_actors.shutdown()

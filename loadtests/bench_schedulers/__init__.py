@@ -16,6 +16,12 @@ Cases:
            a 1-member and a 3-member etcd, in both conflict modes, with Omega's conflict
            fraction (conflicted claims per successful txn) and the fraction of failed txns.
            The schedulers run the BATCH preset unchanged (claim_batch 128, txns one by one).
+           --runner both runs it on Ray actors too (etcd backends only); --homes on|off|both
+           gives the N schedulers disjoint homes (gpu/home.py), or not, or runs both;
+           --scaling-backends / --scaling-modes / --scaling-counts / --scaling-jobs narrow it.
+           Reports scaling_min_ratio (lowest tasks/s with N >= 2 over tasks/s with 1, over the
+           RESOURCE_FIT series) and scaling_max_failed_txn_fraction (N >= 2), per series in
+           scaling_series, and with the suffix _without_homes for --homes off runs.
 
 Method:
   - Machines and jobs are written in bulk before the measured phase (submission is timed

@@ -26,14 +26,14 @@ def k8s_case(args) -> dict:
     if backend_name != args.k8s_backend:
         out["note"] = f"etcd is not installed: ran on the memory store, not {args.k8s_backend}"
     settings = BATCH.with_(claim_batch=args.claim_batch, txns_in_flight=args.txns_in_flight,
-                           policy_name=args.policy, idle_poll_s=0.01)
+                           policy_name=args.policy, idle_poll_s=0.01, batch_alike=not args.no_batch_alike)
     for runner in ["threads", "ray"] if args.runner == "both" else [args.runner]:
         with open_backend(backend_name, args.clients) as backend:
             if args.raw_seconds > 0 and backend.memory is None:
                 raw_txn, raw_keys = bench_raw(backend.connect, 4, args.raw_seconds)
                 out["raw_txn_per_s"], out["raw_batched_keys_per_s"] = round(raw_txn, 1), round(raw_keys, 1)
             spec = RunSpec(f"k8s-{runner}", case.nodes, case.node_capacity, case.pod_request, case.init_pods,
-                           case.measure_pods, 1, args.schedulers, settings, runner)
+                           case.measure_pods, 1, args.schedulers, settings, runner, homes=args.homes != "off")
             r = run_once(backend, spec)
             out["runs"].append(row(r))
             print(f"  k8s {runner}: {r.tasks_per_s:.0f} pods/s", file=sys.stderr, flush=True)
@@ -47,8 +47,11 @@ def k8s_case(args) -> dict:
 
 
 def scaling_case(args) -> dict:
-    backends, counts = ["memory", "etcd-1", "etcd-3"], [1, 2, 4, 8]
+    backends, counts = args.scaling_backends.split(","), [int(c) for c in args.scaling_counts.split(",")]
+    modes = [ConflictMode(m) for m in args.scaling_modes.split(",")]
     machines, jobs, tasks = args.scaling_machines, args.scaling_jobs, args.scaling_tasks
+    runners = ["threads", "ray"] if args.runner == "both" else [args.runner]
+    homes = {"on": [True], "off": [False], "both": [False, True]}[args.homes]
     if args.quick:
         backends, counts, machines, jobs, tasks = ["memory", "etcd-1"], [1, 2], 50, 40, 5
     rows, skipped = [], []
@@ -57,15 +60,51 @@ def scaling_case(args) -> dict:
             skipped.append(f"{b}: etcd is not installed")
             continue
         with open_backend(b, args.clients) as backend:
-            for mode in (ConflictMode.RESOURCE_FIT, ConflictMode.SEQUENCE):
-                for n in counts:
-                    settings = BATCH.with_(conflict_mode=mode, idle_poll_s=0.01)
-                    spec = RunSpec(f"sc-{b}-{mode.value.replace('_', '')}-{n}", machines, NODE, POD, 0, jobs,
-                                   tasks, n, settings)
-                    r = run_once(backend, spec)
-                    rows.append(row(r))
-                    print(f"  scaling {b:7} {mode.value:12} n={n}: {r.tasks_per_s:8.0f} tasks/s, "
-                          f"conflict fraction {r.conflict_fraction:.3f}", file=sys.stderr, flush=True)
+            for runner in runners:
+                if runner == "ray" and backend.memory is not None:
+                    skipped.append(f"{b}/ray: the ray runner needs an etcd backend")
+                    continue
+                for mode in modes:
+                    for homed in homes:
+                        for n in counts:
+                            if n == 1 and not homed and True in homes:
+                                continue  # one scheduler has the whole cell either way: run it once
+                            settings = BATCH.with_(conflict_mode=mode, idle_poll_s=0.01)
+                            spec = RunSpec(f"sc-{b}-{runner}-{mode.value.replace('_', '')}-{int(homed)}-{n}",
+                                           machines, NODE, POD, 0, jobs, tasks, n, settings, runner, homes=homed)
+                            r = run_once(backend, spec)
+                            rows.append(row(r))
+                            print(f"  scaling {b:7} {runner:7} {mode.value:12} homes={'on' if homed else 'off'} "
+                                  f"n={n}: {r.tasks_per_s:8.0f} tasks/s, failed txn fraction "
+                                  f"{r.failed_txn_fraction:.3f}", file=sys.stderr, flush=True)
     return {"workload": f"{jobs} jobs x {tasks} tasks of 100m/500Mi on {machines} machines of 4 CPU/32Gi, "
-                        f"BATCH preset (claim_batch {BATCH.claim_batch}, {BATCH.policy_name}), threads",
-            "rows": rows, "skipped": skipped}
+                        f"BATCH preset (claim_batch {BATCH.claim_batch}, {BATCH.policy_name}), "
+                        f"runners {'/'.join(runners)}",
+            "rows": rows, "skipped": skipped, **scaling_figures(rows)}
+
+
+def scaling_figures(rows: list[dict]) -> dict:
+    """Issue 9's figures over the RESOURCE_FIT rows: per (backend, runner, homes) series, the
+    lowest tasks/s with N >= 2 over tasks/s with 1, and the highest failed txn fraction with
+    N >= 2; then the worst over the series with homes (and, if run, without)."""
+    series: dict[tuple, dict[int, dict]] = {}
+    for r in rows:
+        if r["conflict_mode"] == ConflictMode.RESOURCE_FIT.value:
+            series.setdefault((r["backend"], r["runner"], r["homes_on"]), {})[r["schedulers"]] = r
+    singles = {(b, r): by_n[1] for (b, r, _), by_n in series.items() if 1 in by_n}
+    figures = []
+    for (backend, runner, homed), by_n in sorted(series.items(), key=str):
+        one, many = singles.get((backend, runner)), [by_n[n] for n in sorted(by_n) if n >= 2]
+        if one is None or not many or not one["tasks_per_s"]:
+            continue
+        figures.append({"backend": backend, "runner": runner, "homes": homed,
+                        "single_tasks_per_s": one["tasks_per_s"],
+                        "min_ratio": round(min(r["tasks_per_s"] for r in many) / one["tasks_per_s"], 3),
+                        "max_failed_txn_fraction": max(r["failed_txn_fraction"] for r in many)})
+    out: dict = {"scaling_series": figures}
+    for homed, suffix in ((True, ""), (False, "_without_homes")):
+        chosen = [f for f in figures if f["homes"] is homed]
+        if chosen:
+            out[f"scaling_min_ratio{suffix}"] = min(f["min_ratio"] for f in chosen)
+            out[f"scaling_max_failed_txn_fraction{suffix}"] = max(f["max_failed_txn_fraction"] for f in chosen)
+    return out

@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> dict:
     k8s.add_argument("--claim-batch", type=int, default=4096, help="jobs claimed, decided and committed together")
     k8s.add_argument("--txns-in-flight", type=int, default=4, help="claim and commit txns in flight per scheduler")
     k8s.add_argument("--policy", default="random_first_fit", help="the BATCH preset's scoring policy by default")
+    k8s.add_argument("--no-batch-alike", action="store_true",
+                     help="decide every pod on its own (default: alike one-task jobs in one pass, gpu/alike.py)")
     k8s.add_argument("--k8s-backend", choices=["etcd-3", "etcd-1", "memory"], default="etcd-3")
     k8s.add_argument("--raw-seconds", type=float, default=1.0,
                      help="seconds per raw store phase measured before the run (0: skip)")
@@ -37,6 +39,11 @@ def main(argv: list[str] | None = None) -> dict:
     sc.add_argument("--scaling-machines", type=int, default=1000)
     sc.add_argument("--scaling-jobs", type=int, default=1000)
     sc.add_argument("--scaling-tasks", type=int, default=10, help="tasks per job")
+    sc.add_argument("--scaling-backends", default="memory,etcd-1,etcd-3", help="comma-separated: memory, etcd-1, etcd-3")
+    sc.add_argument("--scaling-modes", default="resource_fit,sequence", help="comma-separated conflict modes")
+    sc.add_argument("--scaling-counts", default="1,2,4,8", help="comma-separated scheduler counts")
+    ap.add_argument("--homes", choices=["on", "off", "both"], default="on",
+                    help="N schedulers get disjoint homes (gpu/home.py); both: every scaling run twice, off then on")
     tune = ap.add_argument_group("this process")
     tune.add_argument("--gc-threshold", type=int, default=50_000,
                       help="gc.set_threshold(N, 10, 10), as the scheduler actors set it (0: Python's default, 700)")
@@ -59,6 +66,9 @@ def main(argv: list[str] | None = None) -> dict:
             result["k8s_upstream_min_pods_per_s"] = result["k8s"]["upstream_min_pods_per_s"]
         if args.case in ("scaling", "all"):
             result["scaling"] = scaling_case(args)
+            for key, value in result["scaling"].items():
+                if key.startswith("scaling_") and key != "scaling_series":
+                    result[key] = value
     finally:
         stop_ray()
     print_tables(result)

@@ -38,20 +38,39 @@ def print_tables(result: dict) -> None:
         _pivot("tasks/s", rows, "tasks_per_s", "{:.0f}")
         _pivot("conflict fraction (conflicted claims per successful txn)", rows, "conflict_fraction", "{:.3f}")
         _pivot("failed txn fraction", rows, "failed_txn_fraction", "{:.3f}")
+        for f in s.get("scaling_series", []):
+            print(f"   {f['backend']}/{f['runner']}/homes {'on' if f['homes'] else 'off'}: 1 scheduler "
+                  f"{f['single_tasks_per_s']:.0f} tasks/s; min ratio N>=2 {f['min_ratio']:.3f}; "
+                  f"max failed txn fraction N>=2 {f['max_failed_txn_fraction']:.3f}")
+        for key in ("scaling_min_ratio", "scaling_max_failed_txn_fraction",
+                    "scaling_min_ratio_without_homes", "scaling_max_failed_txn_fraction_without_homes"):
+            if key in s:
+                print(f"   {key} = {s[key]}")
         print()
-        _table(("backend", "conflict_mode", "schedulers", "tasks_per_s", "conflict_fraction", "failed_txn_fraction",
+        _table(("backend", "runner", "homes", "conflict_mode", "schedulers", "tasks_per_s", "conflict_fraction", "failed_txn_fraction",
                 "recommitted_claims", "jobs_parked", "busyness_mean", "keys_written_per_pod", "verified"), rows)
 
 
+def _column(r: dict) -> str:
+    """A pivot column: backend/conflict mode, with the runner and homes when not the defaults."""
+    name = f"{r['backend']}/{r['conflict_mode']}"
+    if r.get("runner", "threads") != "threads":
+        name += f"/{r['runner']}"
+    if not r.get("homes_on", True):
+        name += "/no-homes"
+    return name
+
+
 def _pivot(title: str, rows: list[dict], metric: str, fmt: str) -> None:
-    cols = sorted({(r["backend"], r["conflict_mode"]) for r in rows},
-                  key=lambda c: (["memory", "etcd-1", "etcd-3"].index(c[0]), c[1] != "resource_fit"))
+    order = ["memory", "etcd-1", "etcd-3"]
+    cols = sorted({(_column(r), r["backend"], r["conflict_mode"]) for r in rows},
+                  key=lambda c: (order.index(c[1]), c[2] != "resource_fit", c[0]))
+    names = [c[0] for c in cols]
     counts = sorted({r["schedulers"] for r in rows})
-    table = {(r["backend"], r["conflict_mode"], r["schedulers"]): r[metric] for r in rows}
-    header = ("schedulers", *(f"{b}/{m}" for b, m in cols))
+    table = {(_column(r), r["schedulers"]): r[metric] for r in rows}
     print(f"\n   {title}")
-    _table(header, [{"schedulers": n, **{f"{b}/{m}": fmt.format(table[(b, m, n)]) for b, m in cols}}
-                    for n in counts])
+    _table(("schedulers", *names), [{"schedulers": n, **{c: fmt.format(table[(c, n)]) for c in names if (c, n) in table}}
+                                    for n in counts])
 
 
 def _table(header: Sequence[str], rows: list[dict]) -> None:

@@ -32,6 +32,7 @@ class RunSpec:
     settings: SchedulerSettings
     runner: str = "threads"
     timeout_s: float = 300.0
+    homes: bool = True  # give the N schedulers disjoint homes (gpu/home.py); False: all pick from the whole cell
 
 
 @dataclass
@@ -80,8 +81,11 @@ class RunResult:
 def run_phase(backend: Backend, admin: CellStore, keys: CellKeys, spec: RunSpec, jobs: list[Job]) -> RunResult:
     """Submit `jobs`, then time fresh schedulers placing them until the store holds them all bound."""
     res = RunResult(spec, backend.name, tasks=sum(j.task_count for j in jobs))
-    # Distinct seeds, so parallel schedulers do not probe the same machines in the same order.
-    settings = [spec.settings.with_(seed=spec.settings.seed + i) for i in range(spec.schedulers)]
+    # Distinct seeds, so parallel schedulers do not probe the same machines in the same order;
+    # and, unless turned off, disjoint homes, so their commits touch disjoint machines.
+    homes = spec.schedulers if spec.homes else 1
+    settings = [spec.settings.with_(seed=spec.settings.seed + i, home=i % homes, homes=homes)
+                for i in range(spec.schedulers)]
     runner = RUNNERS[spec.runner](backend, spec.cell, settings)
     drain = None
     try:
@@ -141,7 +145,8 @@ def row(r: RunResult) -> dict:
     s = r.spec.settings
     return {
         "backend": r.backend, "runner": r.spec.runner, "schedulers": r.spec.schedulers,
-        "conflict_mode": s.conflict_mode.value, "policy": s.policy_name, "claim_batch": s.claim_batch,
+        "conflict_mode": s.conflict_mode.value, "policy": s.policy_name,
+        "homes_on": r.spec.homes, "homes": r.spec.schedulers if r.spec.homes else 1, "claim_batch": s.claim_batch, "batch_alike": s.batch_alike,
         "txns_in_flight": s.txns_in_flight, "tasks": r.tasks, "completed": r.completed,
         "submit_s": round(r.submit_s, 3),
         "submit_jobs_per_s": round(r.spec.measured_jobs / r.submit_s, 1) if r.submit_s else None,
