@@ -74,7 +74,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     for cls, (n, settings) in counts.items():
         for i in range(n):
             name = f"{args.cell}-{cls}-{i}"
-            # Disjoint homes (gpu/home.py): the class's schedulers pick disjoint machines first.
+            # Disjoint homes (gpu/home.py): the class's schedulers pick disjoint machines, and claim
+            # disjoint shares of the queue (cellstate.claims.claim_jobs), first.
             homed = settings.with_(home=i, homes=n)
             actors.append(ray_actors.start_scheduler(name, spec, args.cell, homed, detached=detached))
     ray_actors.start_housekeeper(spec, args.cell, detached=detached, machine_liveness=args.machine_liveness)

@@ -19,6 +19,7 @@ instead of being handed to the next one.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Container, Sequence
 from concurrent.futures import Executor
 
@@ -31,7 +32,7 @@ from .resources import Vector
 from .store import CellStore, Delete, Get, KeyValue, ModRevisionIs, Op, Put
 from .views import JobView, complete_views
 
-__all__ = ["IndexEntry", "claim_jobs", "claim_entries", "release_claim", "park_job",
+__all__ = ["IndexEntry", "shard_of", "claim_jobs", "claim_entries", "release_claim", "park_job",
            "park_for_good", "list_queue", "list_parked", "adopt_orphans"]
 
 CLAIM_PAGE = 256  # index entries read per page
@@ -68,17 +69,30 @@ def adopt_orphans(store: CellStore, keys: CellKeys, lease_id: int, held: Contain
     return complete_views(store, keys, out)
 
 
+def shard_of(job_id: str, shards: int) -> int:
+    """The queue share a job falls in among `shards`: stable across processes and runs."""
+    return zlib.crc32(job_id.encode()) % shards
+
+
 def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: int, owner: str,
                limit: int, executor: Executor | None = None, in_flight: int = 1,
                held: Container[str] = frozenset(), crash_limit: int = DEFAULT_CRASH_LIMIT,
-               adopt: bool = True) -> list[JobView]:
+               adopt: bool = True, share: tuple[int, int] = (0, 1)) -> list[JobView]:
     """Claim up to `limit` pending jobs of a class: highest priority first, then first come.
 
     With `adopt`, orphans of `lease_id` are adopted first (that reads every claim key: the
     scheduler asks only after a claim call of its own was cut short). With an `executor`,
     up to `in_flight` claim txns (disjoint sets of jobs) are sent at once.
+
+    `share` = (k, n): one of n schedulers of the class that claim side by side. Within the
+    queue's first n x limit entries (what the n of them take in one round) it claims the jobs
+    of its own share first (shard_of), then the rest from the head; so n schedulers claim
+    disjoint jobs instead of racing for the same head, the queue is reordered by at most one
+    round, and the share of a scheduler that died is taken by the others as it reaches the head.
     """
     out = adopt_orphans(store, keys, lease_id, held) if adopt else []
+    k, n = share
+    window: list[KeyValue] = []  # the first n x limit entries, for a share's first pick
     after = ""
     for _ in range(MAX_CLAIM_PAGES):
         if len(out) >= limit:
@@ -88,6 +102,16 @@ def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: 
             break
         after = page[-1].key
         candidates = [kv for kv in page if keys.last_segment(kv.key) not in held]
+        if n > 1 and len(window) < n * limit:
+            fits = n * limit - len(window)
+            window, beyond = window + candidates[:fits], candidates[fits:]
+            if len(window) < n * limit and len(page) == CLAIM_PAGE:
+                continue  # read on until the window is whole
+            mine = [kv for kv in window if shard_of(keys.last_segment(kv.key), n) == k]
+            out += claim_entries(store, keys, mine, lease_id, owner, limit - len(out), executor, in_flight,
+                                 crash_limit)
+            taken = {keys.last_segment(kv.key) for kv in mine}
+            candidates = [kv for kv in window if keys.last_segment(kv.key) not in taken] + beyond
         out += claim_entries(store, keys, candidates, lease_id, owner, limit - len(out), executor, in_flight,
                              crash_limit)
         if len(page) < CLAIM_PAGE:

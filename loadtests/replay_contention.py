@@ -98,9 +98,12 @@ class ContentionConfig:
     settle_timeout_s: float = 180.0
 
     def schedulers(self) -> list[tuple[str, SchedulerSettings]]:
+        # Each class's n actors get homes (i, n), as `cellsched up` deploys them: disjoint
+        # shares of the machines and of the queue first, the whole cell as the fallback.
         return [(f"{self.cell}-{c.value}-{i}", PRESETS[c].with_(lease_ttl_s=self.lease_ttl_s,
                                                                  idle_poll_s=self.idle_poll_s,
-                                                                 parked_retry_s=self.parked_retry_s))
+                                                                 parked_retry_s=self.parked_retry_s,
+                                                                 home=i, homes=n))
                 for c, n in self.fleet for i in range(n)]
 
 

@@ -88,7 +88,7 @@ class Claimer:
         adopt, self._orphans_possible = self._orphans_possible, False
         return claim_jobs(self.store, self.keys, self.settings.job_class, lease_id, self.name, room,
                           executor=self._claim_pool, in_flight=self.settings.txns_in_flight, held=held,
-                          adopt=adopt)
+                          adopt=adopt, share=(self.settings.home, self.settings.homes))
 
     def _claim_parked(self, lease_id: int, room: int, held: Container[str], free) -> list[JobView]:
         """Capacity freed since we last looked: claim the parked jobs whose recorded need

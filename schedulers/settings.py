@@ -64,6 +64,8 @@ class SchedulerSettings:
     # This scheduler's home among `homes` disjoint shares of the cell (gpu/home.py): N schedulers
     # of one class given homes (i, N) pick disjoint machines while their homes have room, so
     # their commits do not collide; the whole cell is each one's fallback. 1 = the whole cell.
+    # The same (i, N) is its share of the queue (cellstate.claims.claim_jobs), so their claims
+    # do not collide either.
     home: int = 0
     homes: int = 1
     # Decide the one-task jobs of one shape in a batch together, in one vectorised pass

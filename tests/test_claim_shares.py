@@ -1,0 +1,67 @@
+"""Schedulers side by side claim disjoint jobs (queue shares), and a dead scheduler's share
+is taken by the others as it reaches the head: no job starves behind a missing scheduler."""
+
+from __future__ import annotations
+
+from cellsched.cellstate.claims import claim_jobs, list_queue, shard_of
+from cellsched.cellstate.clock import SimClock
+from cellsched.cellstate.faults import CountingStore
+from cellsched.cellstate.model import JobClass
+from cellsched.cellstate.store.memory import MemoryStore
+from cellsched.cellstate.submission import submit_jobs
+
+from .cellfactory import make_cell, make_job
+
+
+def _queue(n_jobs: int):
+    clock = SimClock()
+    store = CountingStore(MemoryStore(clock=clock))
+    keys = make_cell(store, 2)
+    jobs = [make_job(f"j{i:05d}", 1) for i in range(n_jobs)]
+    for k in range(0, n_jobs, 500):
+        submit_jobs(store, keys, jobs[k:k + 500], now=float(k))
+    return store, keys
+
+
+def test_shard_of_is_stable_and_spreads():
+    counts = [0, 0, 0]
+    for i in range(3000):
+        counts[shard_of(f"job-{i}", 3)] += 1
+    assert all(800 < c < 1200 for c in counts), counts
+    assert shard_of("job-7", 3) == shard_of("job-7", 3)
+
+
+def test_schedulers_with_shares_claim_disjoint_jobs_without_failed_claims():
+    store, keys = _queue(1000)
+    n = 4
+    leases = [store.grant_lease(10) for _ in range(n)]
+    store.reset()
+    claimed = [claim_jobs(store, keys, JobClass.BATCH, leases[k], f"s{k}", 64, share=(k, n)) for k in range(n)]
+    ids = [{v.record.job.id for v in views} for views in claimed]
+    assert [len(s) for s in ids] == [64] * n
+    assert sum(len(s) for s in ids) == len(set().union(*ids))  # disjoint
+    own = sum(shard_of(j, n) == k for k, s in enumerate(ids) for j in s)
+    assert own >= 0.85 * n * 64, own  # each mostly its own share (the rest: from the head when it ran short)
+    # Claim txns that failed (a job another scheduler took first): few, against one per page otherwise.
+    failed = store.txns - store.write_txns - n  # less one page read per claim call
+    assert failed <= n, (store.txns, store.write_txns)
+
+
+def test_a_missing_schedulers_share_is_taken_as_it_reaches_the_head():
+    store, keys = _queue(2000)
+    lease = store.grant_lease(10)
+    head = list_queue(store, keys, JobClass.BATCH)[:8]
+    foreign = [j for j in head if shard_of(j, 2) == 1]
+    assert foreign  # the head holds jobs of the absent scheduler's share
+    got: set[str] = set()
+    for _ in range(3):  # scheduler 0 of 2 alone: within a few rounds it takes the head
+        got |= {v.record.job.id for v in claim_jobs(store, keys, JobClass.BATCH, lease, "s0", 16,
+                                                    held=set(got), adopt=False, share=(0, 2))}
+    assert set(foreign) <= got
+
+
+def test_claims_stay_head_first_without_shares():
+    store, keys = _queue(300)
+    lease = store.grant_lease(10)
+    views = claim_jobs(store, keys, JobClass.BATCH, lease, "s0", 10)
+    assert [v.record.job.id for v in views] == [f"j{i:05d}" for i in range(10)]
