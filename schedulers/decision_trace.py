@@ -1,7 +1,8 @@
 """One span per batch attempt of a scheduler (docs/architecture.md, "Observability").
 
     schedule.batch     prepare() to the end of complete(); a span LINK to the traceparent of
-                       every job it decides (links, not children: a 4,096-job batch is one span);
+                       every job it decides (links, not children: a 4,096-job batch is one span),
+                       the job ids in link order in `cellsched.linked_jobs`;
                        an event per conflicted claim (job, task, machine, the Refusal as data)
                        and per parked job (its reason and the counts of what refused it)
       schedule.sync    each sync of the scheduler cache
@@ -11,7 +12,10 @@
 
 Nothing is traced while the loop idles: the batch span is opened once the claims hold a job,
 with the start time of the prepare() that claimed it, and the syncs before that are added as
-children with their own times. With tracing off (schedulers/tracing.py) every method returns
+children with their own times. The score and commit-txn spans are current (OpenTelemetry's
+context) while they run, so log lines then carry their ids; the batch span is not, since its
+prepare() and complete() need not nest (a simulation interleaves schedulers in one thread).
+With tracing off (schedulers/tracing.py) every method returns
 at its first line, so the loop pays one attribute test per call.
 """
 
@@ -42,7 +46,6 @@ class DecisionTracer:
         self.cache = scheduler.cache
         engine = scheduler.engine
         self._span = None
-        self._token: object | None = None
         self._started_ns = 0
         self._syncs: list[tuple[int, int]] = []  # syncs before the batch span opened
         if self.on and isinstance(engine, CommitEngine):
@@ -79,18 +82,20 @@ class DecisionTracer:
         """The claims hold jobs: open the batch span, linked to each job's submission."""
         if not self.on:
             return
-        links = []
+        # The job ids ride in one array attribute, in link order: an attribute on each of 4,096
+        # links costs the SDK a bounded, locked dict apiece (about 3x the span's creation).
+        links, linked = [], []
         for jid, h in held.items():
-            link = tracing.link_to(h.view.record.job.traceparent, {"cellsched.job": jid})
+            link = tracing.link_to(h.view.record.job.traceparent)
             if link is not None:
                 links.append(link)
-        span = self.tracing.start_span("schedule.batch", self._started_ns, links=links,
-                                       attributes={**self.base, "cellsched.jobs": len(held)})
+                linked.append(jid)
+        span = self.tracing.start_span("schedule.batch", self._started_ns, links=links, attributes={
+            **self.base, "cellsched.jobs": len(held), "cellsched.linked_jobs": linked})
         for t0, t1 in self._syncs:
             self.tracing.start_span("schedule.sync", t0, span, attributes=self.base).end(t1)
         self._syncs.clear()
         self._span = span
-        self._token = tracing.attach(span)  # log lines of this batch carry its ids (schedulers/logs.py)
 
     def scoring(self, attempt: Attempt):
         if not self.on or self._span is None:
@@ -103,9 +108,11 @@ class DecisionTracer:
         span = self.tracing.start_span("schedule.score", parent=self._span, attributes={
             **self.base, "cellsched.kernel": self.kernel, "cellsched.backend": columns.xp.__name__,
             "cellsched.machines_scored": len(columns)})
+        token = tracing.attach(span)  # log lines while deciding carry its ids (schedulers/logs.py)
         try:
             yield
         finally:
+            tracing.detach(token)
             span.set_attributes({
                 "cellsched.jobs_decided": len(attempt.decisions), "cellsched.jobs_crashed": len(attempt.crashed),
                 "cellsched.tasks_decided": sum(d.tasks_decided for d in attempt.decisions.values()),
@@ -121,12 +128,14 @@ class DecisionTracer:
         span = self.tracing.start_span("schedule.commit_txn", parent=parent, attributes={
             **self.base, "cellsched.claims": len(claims), "cellsched.jobs": len({c.job_id for c in claims}),
             "cellsched.machines": len({c.machine_id for c in claims})})
+        token = tracing.attach(span)  # in the thread that sends the txn
         try:
             yield lambda succeeded: span.set_attribute("cellsched.txn.succeeded", succeeded)
         except BaseException as exc:
             span.record_exception(exc)
             raise
         finally:
+            tracing.detach(token)
             span.end()
 
     def settled(self, attempt: Attempt, result: CommitResult, out: Outcome) -> None:
@@ -157,8 +166,5 @@ class DecisionTracer:
     def _end_dangling(self) -> None:
         """End the open batch span (a prepare() that raised after opening it leaves one)."""
         span, self._span = self._span, None
-        if self._token is not None:
-            tracing.detach(self._token)
-            self._token = None
         if span is not None:
             span.end()

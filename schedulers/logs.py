@@ -4,8 +4,8 @@
     {"ts": "2026-12-02T07:30:00.123456Z", "level": "INFO", "logger": "cellsched.ray",
      "msg": "...", "pid": 123, "thread": "b0-loop", "trace_id": "...", "span_id": "..."}
 
-trace_id/span_id are the current span's (a scheduler's batch span is current in its loop
-thread while it decides and commits, schedulers/decision_trace.py), absent outside any span.
+trace_id/span_id are the current span's (a scheduler's score span while it decides, a commit
+txn's while it commits: schedulers/decision_trace.py), absent outside any span.
 Fields passed with `extra=` are kept. Nothing secret leaves: Authorization headers, bearer
 tokens and values of keys named like token, secret, password or api key are replaced by
 [REDACTED] in the message, the exception text and every extra field, however they are nested.

@@ -31,7 +31,7 @@ from cellsched.cellstate.machine_health import MachineMonitor
 from cellsched.cellstate.store import CellStore, ModRevisionIs, Op, StoreLimits, TxnResult, Watch, WatchEvent
 from cellsched.cellstate.store.memory import MemoryStore
 
-from . import logs
+from . import logs, tracing
 from .core import Scheduler
 from .ray_start import start_with_retry
 from .settings import SchedulerSettings
@@ -216,6 +216,7 @@ class SchedulerActor:
             self.scheduler.close()
         except Exception:  # the store may be what broke; the lease then expires on its own
             pass
+        tracing.current().flush()  # the exits below skip atexit, where the SDK would flush
 
     def _on_sigterm(self, _signum, _frame) -> None:
         """A rolling restart: stop, release our claims at once (not after the lease TTL), exit."""

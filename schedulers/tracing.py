@@ -56,8 +56,26 @@ _SAMPLERS = {
 }
 
 
+def span_obj(span: ReadableSpan) -> dict:
+    """One finished span as plain data, ids in hex, times in ns since the epoch. Compact on
+    purpose: ReadableSpan.to_json costs about 30 us per link, and a batch span has thousands."""
+    ctx = span.context
+    assert ctx is not None  # a finished SDK span always has one
+    obj: dict = {"name": span.name, "trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}",
+                 "parent_span_id": f"{span.parent.span_id:016x}" if span.parent is not None else None,
+                 "start_ns": span.start_time, "end_ns": span.end_time, "status": span.status.status_code.name,
+                 "service": span.resource.attributes.get("service.name"),
+                 "attributes": dict(span.attributes or {})}
+    if span.events:
+        obj["events"] = [{"name": e.name, "ts_ns": e.timestamp, "attributes": dict(e.attributes or {})}
+                         for e in span.events]
+    if span.links:
+        obj["links"] = [[f"{lk.context.trace_id:032x}", f"{lk.context.span_id:016x}"] for lk in span.links]
+    return obj
+
+
 class JsonLinesSpanExporter(SpanExporter):
-    """Finished spans appended to a file, one JSON object a line (ReadableSpan.to_json)."""
+    """Finished spans appended to a file, one JSON object a line (span_obj)."""
 
     def __init__(self, path: str):
         self.path = path
@@ -65,7 +83,7 @@ class JsonLinesSpanExporter(SpanExporter):
         self._file: IO[str] | None = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by shutdown
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lines = "".join(span.to_json(indent=None) + "\n" for span in spans)
+        lines = "".join(json.dumps(span_obj(span), separators=(",", ":"), default=str) + "\n" for span in spans)
         with self._lock:
             if self._file is None:
                 return SpanExportResult.FAILURE

@@ -67,8 +67,8 @@ def test_two_schedulers_one_machine_batch_spans_link_jobs_and_show_the_conflict(
     batch_of = {s.attributes["cellsched.scheduler"]: s for s in batches}
     for name, ctx, jid in (("a", ctx_a, "ja"), ("b", ctx_b, "jb")):
         span = batch_of[name]
-        links = [(lk.context.trace_id, lk.context.span_id, lk.attributes["cellsched.job"]) for lk in span.links]
-        assert links == [(ctx.trace_id, ctx.span_id, jid)]
+        links = [(lk.context.trace_id, lk.context.span_id) for lk in span.links]
+        assert links == [(ctx.trace_id, ctx.span_id)] and span.attributes["cellsched.linked_jobs"] == (jid,)
         children = [s for s in spans if s.parent is not None and s.parent.span_id == span.context.span_id]
         names = sorted({s.name for s in children})
         assert names == ["schedule.commit_txn", "schedule.score", "schedule.sync"], names
@@ -107,7 +107,7 @@ def test_a_park_is_an_event_with_the_reasons_counts(traced):
         s.close()
     assert list(out.parked) == ["huge"]
     (batch,) = by_name(exporter.get_finished_spans(), "schedule.batch")
-    assert batch.links == ()  # submitted without a traceparent: nothing to link
+    assert batch.links == () and batch.attributes["cellsched.linked_jobs"] == ()  # no traceparent: no link
     (park,) = [e for e in batch.events if e.name == "park"]
     assert park.attributes["cellsched.job"] == "huge"
     counts = json.loads(park.attributes["cellsched.counts"])
@@ -168,8 +168,11 @@ def test_file_exporter_writes_json_lines_and_the_sampler_is_honoured(tmp_path):
     span.end()
     sampled.shutdown()
     lines = path.read_text().splitlines()
-    assert len(lines) == 1 and json.loads(lines[0])["name"] == "one"
-    assert json.loads(lines[0])["attributes"] == {"k": "v"}
+    assert len(lines) == 1
+    obj = json.loads(lines[0])
+    ctx = span.get_span_context()
+    assert obj["name"] == "one" and obj["attributes"] == {"k": "v"} and obj["parent_span_id"] is None
+    assert obj["trace_id"] == f"{ctx.trace_id:032x}" and obj["end_ns"] >= obj["start_ns"] > 0
     dropped = tracing.from_env({tracing.TRACE_FILE_VAR: str(path), "OTEL_TRACES_SAMPLER": "always_off"})
     dropped.start_span("two").end()
     dropped.shutdown()
@@ -183,3 +186,54 @@ def test_link_to_ignores_missing_and_malformed_traceparents():
     assert tracing.link_to("00-" + "z" * 32 + "-" + "1" * 16 + "-01") is None
     link = tracing.link_to("00-" + "a" * 32 + "-" + "b" * 16 + "-01")
     assert link is not None and link.context.trace_id == int("a" * 32, 16) and link.context.is_remote
+
+
+def test_log_lines_while_deciding_carry_the_score_spans_ids(traced):
+    chosen, exporter = traced
+    seen: list[tuple[str, str] | None] = []
+
+    def deciding(columns, index, record, policy, seed):
+        seen.append(tracing.current_ids())
+        from cellsched.schedulers.decide import decide_job
+        return decide_job(columns, index, record, policy, seed)
+
+    clock = SimClock()
+    store = MemoryStore(clock=clock)
+    keys = make_cell(store, 2)
+    submit_jobs(store, keys, [make_job("j", 1)], now=0.0)
+    s = Scheduler("l", store, keys, BATCH, clock, decide_fn=deciding)
+    try:
+        s.complete(s.prepare())
+        assert tracing.current_ids() is None  # nothing left current after the batch
+    finally:
+        s.close()
+    (score,) = by_name(exporter.get_finished_spans(), "schedule.score")
+    assert seen == [(f"{score.context.trace_id:032x}", f"{score.context.span_id:016x}")]
+
+
+def test_a_batch_span_of_a_file_trace_keeps_every_link_of_a_big_batch(tmp_path):
+    path = tmp_path / "spans.jsonl"
+    chosen = tracing.from_env({tracing.TRACE_FILE_VAR: str(path)})
+    before = tracing.install(chosen)
+    try:
+        clock = SimClock()
+        store = MemoryStore(clock=clock)
+        keys = make_cell(store, 50, cpu=100_000)
+        tp = {}
+        jobs = []
+        for i in range(300):  # more than the SDK's default limit of 128 links per span
+            job, ctx = submitted(chosen, make_job(f"p{i:03d}", 1, cpu=100))
+            jobs.append(job)
+            tp[job.id] = (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}")
+        submit_jobs(store, keys, jobs, now=0.0)
+        s = Scheduler("big", store, keys, BATCH.with_(claim_batch=512), clock)
+        assert len(s.complete(s.prepare()).placed) == 300
+        s.close()
+    finally:
+        tracing.install(before)
+        chosen.shutdown()
+    spans = [json.loads(line) for line in path.read_text().splitlines()]
+    (batch,) = [sp for sp in spans if sp["name"] == "schedule.batch"]
+    linked = batch["attributes"]["cellsched.linked_jobs"]
+    assert sorted(linked) == sorted(tp) and [tuple(lk) for lk in batch["links"]] == [tp[j] for j in linked]
+    assert batch["attributes"]["cellsched.jobs_placed"] == 300
