@@ -341,9 +341,13 @@ def host_store(limits: StoreLimits | None = None, name: str = STORE_HOST_NAME, d
 
 
 def start_scheduler(name: str, spec: StoreSpec, cell: str, settings: SchedulerSettings, num_cpus: float = 0.25,
-                    max_restarts: int = -1, detached: bool = False, scheduling_strategy=None):
-    opts = dict(name=name, namespace=NAMESPACE, num_cpus=num_cpus, max_restarts=max_restarts,
-                max_task_retries=-1, max_concurrency=4)
+                    max_restarts: int = -1, detached: bool = False, scheduling_strategy=None,
+                    env: dict[str, str] | None = None):
+    """`env`: variables for the actor's process, e.g. its OTEL_* tracing (schedulers/tracing.py)."""
+    opts: dict[str, Any] = dict(name=name, namespace=NAMESPACE, num_cpus=num_cpus, max_restarts=max_restarts,
+                                max_task_retries=-1, max_concurrency=4)
+    if env:
+        opts["runtime_env"] = {"env_vars": dict(env)}
     if detached:
         opts["lifetime"] = "detached"
     if scheduling_strategy is not None:
