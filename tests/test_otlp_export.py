@@ -6,9 +6,13 @@ scoring and commit spans; the forced conflict shows as an event."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 
+import pytest
+
 from cellsched.cellstate.clock import SimClock
+from cellsched.cellstate.errors import InvalidInputError
 from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.loadtests.otlp_receiver import OtlpReceiver
@@ -67,3 +71,20 @@ def test_spans_reach_an_otlp_http_receiver_with_one_trace_per_decision():
     assert conflict["attributes"]["cellsched.job"] == "jb" and conflict["attributes"]["cellsched.machine"] == "m0"
     assert json.loads(conflict["attributes"]["cellsched.reason"])["kind"] == "insufficient_resource"
     assert not any("authorization" in json.dumps(s).lower() for s in spans)
+
+
+def test_the_generic_endpoint_alone_turns_otlp_on_with_the_signal_path_appended():
+    with OtlpReceiver() as receiver:
+        base = receiver.endpoint.removesuffix("/v1/traces")
+        chosen = tracing.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": base + "/"})  # no OTEL_TRACES_EXPORTER
+        assert chosen.enabled
+        chosen.start_span("ping").end()
+        chosen.shutdown()
+    assert [s["name"] for s in receiver.spans] == ["ping"]
+
+
+def test_grpc_without_its_exporter_installed_is_refused_by_name():
+    if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is not None:
+        pytest.skip("the gRPC exporter is installed here")
+    with pytest.raises(InvalidInputError, match=r"grpc needs the gRPC exporter: pip install 'cellsched\[otlp-grpc\]'"):
+        tracing.from_env({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
