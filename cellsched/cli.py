@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from cellsched.schedulers import logs
+
+    logs.configure()  # the CLI's own log lines, and those of the schedulers it runs in process
     return args.fn(args)
 
 

@@ -18,8 +18,9 @@ job record and every txn compares it, a task can never be bound twice.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from . import codec
@@ -42,6 +43,9 @@ from .store import CellStore, Get, ModRevisionIs, Op, Put
 from .validation import DEFAULT_MAX_TASKS_PER_MACHINE, Refusal, RefusalKind, validate_claims
 from .views import JobView, MachineView, machine_views_from_kvs
 
+# Sees every commit txn: given the txn's claims, a context around the store call whose value is
+# told whether the txn succeeded. Schedulers trace with it; cellstate stays free of tracing.
+TxnObserver = Callable[[list[Claim]], AbstractContextManager[Callable[[bool], None]]]
 MAX_ROUNDS_PER_CHUNK = 16
 SETTLE_ATTEMPTS = 50
 
@@ -97,6 +101,7 @@ class CommitEngine:
         self.max_in_flight = max_in_flight
         self.max_tasks_per_machine = max_tasks_per_machine
         self._pool: ThreadPoolExecutor | None = None
+        self.txn_observer: TxnObserver = lambda claims: nullcontext(lambda succeeded: None)
 
     # -- validation -----------------------------------------------------------
 
@@ -218,7 +223,9 @@ class CommitEngine:
             compares, success, failure, new_allocs, new_jobs = self._build_txn(pending, machines, jobs, fences)
             out.stats.txns += 1
             try:
-                result = self.store.txn(compares, success, failure)
+                with self.txn_observer(pending) as seen:
+                    result = self.store.txn(compares, success, failure)
+                    seen(result.succeeded)
             except CommitOutcomeUnknown:
                 out.stats.unknown_outcomes += 1
                 landed, result = self._settle(pending, jobs, failure)

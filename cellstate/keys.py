@@ -15,6 +15,7 @@
     /<cell>/claims/<job>            a scheduler's claim on a job, bound to its lease; every commit and
                                     every claim delete compares its mod_revision (the fence)
     /<cell>/live/<machine>          liveness heartbeat, bound to the machine agent's lease
+    /<cell>/metrics/<scheduler>     a scheduler's published metrics, bound to its lease: gone with it
 
 spec and alloc share the `/node/` prefix so one consistent range read and one watch
 cover everything a scheduler's local copy needs. Liveness keys stay outside `/node/`:
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import InvalidInputError
 from .model import PRIORITY_MAX, JobClass
 
 
@@ -64,6 +66,15 @@ class CellKeys:
         if job_class is None:
             return f"/{self.cell}/queue/"
         return f"/{self.cell}/queue/{job_class.value}/"
+
+    @property
+    def metrics_prefix(self) -> str:
+        return f"/{self.cell}/metrics/"
+
+    def metrics(self, scheduler: str) -> str:
+        if not scheduler or "/" in scheduler:
+            raise InvalidInputError(f"scheduler name {scheduler!r}: expected a non-empty name without '/'")
+        return self.metrics_prefix + scheduler
 
     def spec(self, machine_id: str) -> str:
         return self.spec_prefix + machine_id

@@ -44,8 +44,10 @@ from .attempts import Attempt, HeldJob, Outcome
 from .cache import SchedulerCache
 from .claiming import Claimer, smallest_need
 from .decide import DecideFn, Decision, decide_batches, decide_job, decision_seed
+from .decision_trace import DecisionTracer
 from .lease import LeaseKeeper
 from .metrics import SchedulerMetrics
+from .metrics_publish import MetricsPublisher
 from .settings import SchedulerSettings
 
 MAX_LOOP_ERRORS_IN_A_ROW = 5
@@ -73,6 +75,8 @@ class Scheduler:
         self.lease = LeaseKeeper(store, settings.lease_ttl_s, clock, settings.lease_stall_s)
         # Attempts per job survive parking and re-claiming, so a retry never reuses a seed.
         self._attempts: dict[str, int] = {}
+        self.trace = DecisionTracer(self)  # a span per batch attempt (schedulers/decision_trace.py)
+        self.publisher = MetricsPublisher(self)  # metrics under the lease (schedulers/metrics_publish.py)
 
     # -- the loop ---------------------------------------------------------------
 
@@ -115,6 +119,7 @@ class Scheduler:
                 if failed_in_a_row >= MAX_LOOP_ERRORS_IN_A_ROW:
                     raise
                 worked = False
+            self.publisher.tick()
             if not worked:
                 self.clock.sleep(self.settings.idle_poll_s)
 
@@ -133,6 +138,7 @@ class Scheduler:
     def prepare(self) -> Attempt | None:
         """Keep the lease, sync, claim and decide. None when there is nothing to do."""
         started = self.clock.now()
+        self.trace.start()
         self.lease.tick()
         lease_id = self._keep_lease()
         self._sync()
@@ -140,6 +146,7 @@ class Scheduler:
         self._sync()  # the claims read job records at a newer revision: catch the cache up
         if not self.held:
             return None
+        self.trace.begin(self.held)
         self.claimer.start_prefetch(lease_id, self.held)
         attempt = Attempt(started, 0.0, lease_id)
         for jid, held in self.held.items():
@@ -147,24 +154,25 @@ class Scheduler:
             self._attempts[jid] = held.attempts
             if held.attempts == 1:
                 self._metrics.wait_first_attempt_s.append(started - held.view.record.submitted_at)
-        # Alike one-task jobs first, a pass per kind, assumed at once (decide.decide_batches); then the rest.
-        batched = {} if not self.settings.batch_alike or self.decide_fn is not decide_job else decide_batches(
-            self.cache.columns, {j: h.view.record for j, h in self.held.items()},
-            {j: h.attempts for j, h in self.held.items()}, self.policy, self.settings.seed,
-            lambda claims: self._assume(attempt, claims))
-        for jid, held in self.held.items():
-            decision = batched.get(jid)
-            if decision is None:
-                rec = held.view.record
-                try:
-                    decision = self._fit_gang_in_one_txn(rec, self.decide_fn(
-                        self.cache.columns, self.cache.index, rec, self.policy,
-                        decision_seed(self.settings.seed, jid, held.attempts)))
-                except Exception as exc:  # one job's bug must not stop the loop: park it (nothing assumed)
-                    attempt.crashed[jid] = f"scheduler error while deciding: {exc!r}"
-                    continue
-                self._assume(attempt, decision.claims)
-            attempt.decisions[jid] = decision
+        with self.trace.scoring(attempt):
+            # Alike one-task jobs first, a pass per kind, assumed at once (decide.decide_batches); then the rest.
+            batched = {} if not self.settings.batch_alike or self.decide_fn is not decide_job else decide_batches(
+                self.cache.columns, {j: h.view.record for j, h in self.held.items()},
+                {j: h.attempts for j, h in self.held.items()}, self.policy, self.settings.seed,
+                lambda claims: self._assume(attempt, claims))
+            for jid, held in self.held.items():
+                decision = batched.get(jid)
+                if decision is None:
+                    rec = held.view.record
+                    try:
+                        decision = self._fit_gang_in_one_txn(rec, self.decide_fn(
+                            self.cache.columns, self.cache.index, rec, self.policy,
+                            decision_seed(self.settings.seed, jid, held.attempts)))
+                    except Exception as exc:  # one job's bug must not stop the loop: park it (nothing assumed)
+                        attempt.crashed[jid] = f"scheduler error while deciding: {exc!r}"
+                        continue
+                    self._assume(attempt, decision.claims)
+                attempt.decisions[jid] = decision
         tasks = sum(d.tasks_decided for d in attempt.decisions.values())
         attempt.think_s = self.settings.think_time.for_jobs(len(attempt.decisions), tasks)
         return attempt
@@ -181,6 +189,7 @@ class Scheduler:
             # However complete ends, what the commit's views did not confirm (conflicts,
             # jobs parked or whose commit raised, a lost lease, an outage) is forgotten.
             self.cache.forget(attempt.assumed)
+            self.trace.end()
 
     def _complete(self, attempt: Attempt) -> Outcome:
         out = Outcome()
@@ -204,6 +213,7 @@ class Scheduler:
         self.cache.confirm(result.machines)
         out.committed = result.committed
         self._settle_jobs(attempt, result, out)
+        self.trace.settled(attempt, result, out)
         m = self._metrics
         m.record_commit(result.stats, len(result.committed), len(result.conflicted))
         m.record_decision(decided_at - attempt.started_at, len(result.committed), len(result.conflicted))
@@ -347,8 +357,9 @@ class Scheduler:
             self.held.setdefault(view.record.job.id, HeldJob(view, view.claim_revision))
 
     def _sync(self) -> None:
-        if self.cache.sync():
-            self.claimer.capacity_freed()
+        with self.trace.sync():
+            if self.cache.sync():
+                self.claimer.capacity_freed()
 
     def _keep_lease(self) -> int:
         lease = self.lease

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import signal
 import threading
@@ -30,6 +31,7 @@ from cellsched.cellstate.machine_health import MachineMonitor
 from cellsched.cellstate.store import CellStore, ModRevisionIs, Op, StoreLimits, TxnResult, Watch, WatchEvent
 from cellsched.cellstate.store.memory import MemoryStore
 
+from . import logs, tracing
 from .core import Scheduler
 from .ray_start import start_with_retry
 from .settings import SchedulerSettings
@@ -183,6 +185,7 @@ def _start_scheduler(name: str, store: CellStore, keys: CellKeys, settings: Sche
 class SchedulerActor:
     def __init__(self, name: str, spec: StoreSpec, cell: str, settings: SchedulerSettings):
         gc.set_threshold(SCHEDULER_GC_THRESHOLD, 10, 10)
+        logs.configure()  # JSON lines with the batch span's ids (schedulers/logs.py)
         self.name = name
         self._crash_after_send = 0
         store = AfterSendStore(spec.connect(), self._after_send)
@@ -204,6 +207,7 @@ class SchedulerActor:
             # loop itself is broken. A live process with a dead loop would never be restarted,
             # so release the claims (revoking the lease) and exit: Ray restarts the actor.
             self._error = repr(exc)
+            logging.getLogger("cellsched.scheduler").exception("scheduler loop died", extra={"scheduler": self.name})
             self._close_quietly()
             os._exit(LOOP_DIED_EXIT_CODE)
 
@@ -212,6 +216,7 @@ class SchedulerActor:
             self.scheduler.close()
         except Exception:  # the store may be what broke; the lease then expires on its own
             pass
+        tracing.current().flush()  # the exits below skip atexit, where the SDK would flush
 
     def _on_sigterm(self, _signum, _frame) -> None:
         """A rolling restart: stop, release our claims at once (not after the lease TTL), exit."""
@@ -336,9 +341,13 @@ def host_store(limits: StoreLimits | None = None, name: str = STORE_HOST_NAME, d
 
 
 def start_scheduler(name: str, spec: StoreSpec, cell: str, settings: SchedulerSettings, num_cpus: float = 0.25,
-                    max_restarts: int = -1, detached: bool = False, scheduling_strategy=None):
-    opts = dict(name=name, namespace=NAMESPACE, num_cpus=num_cpus, max_restarts=max_restarts,
-                max_task_retries=-1, max_concurrency=4)
+                    max_restarts: int = -1, detached: bool = False, scheduling_strategy=None,
+                    env: dict[str, str] | None = None):
+    """`env`: variables for the actor's process, e.g. its OTEL_* tracing (schedulers/tracing.py)."""
+    opts: dict[str, Any] = dict(name=name, namespace=NAMESPACE, num_cpus=num_cpus, max_restarts=max_restarts,
+                                max_task_retries=-1, max_concurrency=4)
+    if env:
+        opts["runtime_env"] = {"env_vars": dict(env)}
     if detached:
         opts["lifetime"] = "detached"
     if scheduling_strategy is not None:

@@ -71,6 +71,9 @@ class SchedulerSettings:
     # Decide the one-task jobs of one shape in a batch together, in one vectorised pass
     # (gpu/alike.py); False decides every job on its own.
     batch_alike: bool = True
+    # A real-time loop publishes its metrics under its lease at most this often
+    # (schedulers/metrics_publish.py); 0 never publishes.
+    metrics_publish_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.policy_name not in gpu.PRESETS:
@@ -87,6 +90,8 @@ class SchedulerSettings:
             raise InvalidInputError("max_retries must be non-negative")
         if self.parked_retry_s <= 0 or self.idle_poll_s <= 0:
             raise InvalidInputError("parked_retry_s and idle_poll_s must be positive")
+        if self.metrics_publish_s < 0:
+            raise InvalidInputError(f"metrics_publish_s {self.metrics_publish_s}: must be non-negative (0: never)")
         if self.homes < 1 or not 0 <= self.home < self.homes:
             raise InvalidInputError(f"home {self.home} of homes {self.homes}: need homes >= 1 and 0 <= home < homes")
 

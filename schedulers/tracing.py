@@ -1,0 +1,284 @@
+"""OpenTelemetry setup: the one module of the schedulers that imports it (docs/architecture.md,
+"Observability"; an import-linter contract holds that).
+
+What a process traces is configured by the standard variables, read once:
+
+    OTEL_SDK_DISABLED=true                  nothing is traced
+    OTEL_TRACES_EXPORTER=otlp,console,none  a comma list; unset means none (see below)
+    OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL    http/protobuf (default) or grpc (extra `otlp-grpc`)
+    OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT    read by the OTLP exporters themselves
+    OTEL_TRACES_SAMPLER[_ARG]               always_on, always_off, traceidratio and their parentbased_
+    OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+    CELLSCHED_TRACE_FILE=path               JSON lines, one finished span a line, for offline use
+
+Unset OTEL_TRACES_EXPORTER means no exporter (the spec's default is otlp), unless an OTLP
+endpoint variable is set: a bare process must not send spans to a collector nobody runs.
+With no exporter the tracer is off, and a scheduler's DecisionTracer skips every span call
+(schedulers/decision_trace.py): less than a no-op tracer, which still builds its spans.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import IO
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider, sampling
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.trace import Link, SpanContext, TraceFlags
+
+from cellsched.cellstate.errors import InvalidInputError
+
+TRACE_FILE_VAR = "CELLSCHED_TRACE_FILE"
+DEFAULT_SERVICE = "cellsched-scheduler"
+# A batch span links every job it decides (up to claim_batch, 4,096 in the k8s case) and carries
+# an event per conflict: the SDK's default limit of 128 of each would drop most of them.
+MIN_LINKS_AND_EVENTS = 8192
+
+_SAMPLERS = {
+    "always_on": lambda arg: sampling.ALWAYS_ON,
+    "always_off": lambda arg: sampling.ALWAYS_OFF,
+    "traceidratio": lambda arg: sampling.TraceIdRatioBased(arg),
+    "parentbased_always_on": lambda arg: sampling.ParentBased(sampling.ALWAYS_ON),
+    "parentbased_always_off": lambda arg: sampling.ParentBased(sampling.ALWAYS_OFF),
+    "parentbased_traceidratio": lambda arg: sampling.ParentBased(sampling.TraceIdRatioBased(arg)),
+}
+
+
+def span_obj(span: ReadableSpan) -> dict:
+    """One finished span as plain data, ids in hex, times in ns since the epoch. Compact on
+    purpose: ReadableSpan.to_json costs about 30 us per link, and a batch span has thousands."""
+    ctx = span.context
+    assert ctx is not None  # a finished SDK span always has one
+    obj: dict = {"name": span.name, "trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}",
+                 "parent_span_id": f"{span.parent.span_id:016x}" if span.parent is not None else None,
+                 "start_ns": span.start_time, "end_ns": span.end_time, "status": span.status.status_code.name,
+                 "service": span.resource.attributes.get("service.name"),
+                 "attributes": dict(span.attributes or {})}
+    if span.events:
+        obj["events"] = [{"name": e.name, "ts_ns": e.timestamp, "attributes": dict(e.attributes or {})}
+                         for e in span.events]
+    if span.links:
+        obj["links"] = [[f"{lk.context.trace_id:032x}", f"{lk.context.span_id:016x}"] for lk in span.links]
+    return obj
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Finished spans appended to a file, one JSON object a line (span_obj)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = threading.Lock()
+        self._file: IO[str] | None = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by shutdown
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = "".join(json.dumps(span_obj(span), separators=(",", ":"), default=str) + "\n" for span in spans)
+        with self._lock:
+            if self._file is None:
+                return SpanExportResult.FAILURE
+            self._file.write(lines)
+            self._file.flush()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+class Tracing:
+    """A tracer and the provider behind it; `enabled` False when nothing would be exported."""
+
+    def __init__(self, provider: TracerProvider | trace.NoOpTracerProvider | None, name: str = "cellsched"):
+        self.provider = provider
+        self.enabled = provider is not None
+        self.tracer = provider.get_tracer(name) if provider is not None else trace.NoOpTracer()
+
+    @classmethod
+    def off(cls) -> Tracing:
+        return cls(None)
+
+    @classmethod
+    def noop(cls) -> Tracing:
+        """Spans through OpenTelemetry's no-op tracer: what 'off' is measured against."""
+        return cls(trace.NoOpTracerProvider())
+
+    @classmethod
+    def to(cls, exporters: Sequence[SpanExporter], batch: bool = False, sampler: sampling.Sampler | None = None,
+           service: str = DEFAULT_SERVICE) -> Tracing:
+        """A provider exporting to `exporters`: at once (tests) or batched in a thread (production)."""
+        provider = TracerProvider(sampler=sampler or sampling.ParentBased(sampling.ALWAYS_ON),
+                                  resource=Resource.create({"service.name": service}),
+                                  span_limits=_span_limits())
+        for exporter in exporters:
+            provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
+        return cls(provider)
+
+    def start_span(self, name: str, start_ns: int | None = None, parent=None, links: Sequence[Link] = (),
+                   attributes: Mapping | None = None):
+        """A span, child of the span `parent` when given (explicitly: commit txns run in threads)."""
+        ctx = trace.set_span_in_context(parent) if parent is not None else otel_context.Context()
+        return self.tracer.start_span(name, context=ctx, links=links, attributes=attributes, start_time=start_ns)
+
+    def flush(self) -> None:
+        if isinstance(self.provider, TracerProvider):
+            self.provider.force_flush()
+
+    def shutdown(self) -> None:
+        if isinstance(self.provider, TracerProvider):
+            self.provider.shutdown()
+
+
+def _span_limits() -> SpanLimits:
+    links = os.environ.get("OTEL_SPAN_LINK_COUNT_LIMIT")
+    events = os.environ.get("OTEL_SPAN_EVENT_COUNT_LIMIT")
+    return SpanLimits(max_links=None if links else MIN_LINKS_AND_EVENTS,
+                      max_events=None if events else MIN_LINKS_AND_EVENTS)
+
+
+def _sampler(env: Mapping[str, str]) -> sampling.Sampler:
+    name = env.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+    if name not in _SAMPLERS:
+        raise InvalidInputError(f"OTEL_TRACES_SAMPLER={name!r}: expected one of {sorted(_SAMPLERS)}")
+    raw = env.get("OTEL_TRACES_SAMPLER_ARG", "1.0")
+    try:
+        arg = float(raw)
+    except ValueError:
+        raise InvalidInputError(f"OTEL_TRACES_SAMPLER_ARG={raw!r}: expected a number in [0, 1]") from None
+    if not 0.0 <= arg <= 1.0:
+        raise InvalidInputError(f"OTEL_TRACES_SAMPLER_ARG={raw!r}: expected a number in [0, 1]")
+    return _SAMPLERS[name](arg)
+
+
+def _otlp_exporter(env: Mapping[str, str]) -> SpanExporter:
+    protocol = (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+                or "http/protobuf").strip()
+    # The endpoint from `env` (the exporters would read os.environ): the signal's own as given,
+    # the generic one with the signal's path appended, as the spec says.
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        if not endpoint and base:
+            endpoint = base.rstrip("/") + "/v1/traces"
+        return OTLPSpanExporter(endpoint=endpoint or None)
+    if protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
+                OTLPSpanExporter as GrpcExporter,
+            )
+        except ImportError:
+            raise InvalidInputError("OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs the gRPC exporter: "
+                                    "pip install 'cellsched[otlp-grpc]'") from None
+        return GrpcExporter(endpoint=endpoint or base or None)
+    raise InvalidInputError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: expected 'http/protobuf' or 'grpc'")
+
+
+def from_env(env: Mapping[str, str] | None = None, service: str = DEFAULT_SERVICE) -> Tracing:
+    """The tracing the OTEL_* variables and CELLSCHED_TRACE_FILE describe (module docstring)."""
+    env = os.environ if env is None else env
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return Tracing.off()
+    names = env.get("OTEL_TRACES_EXPORTER")
+    if names is None:
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        names = "otlp" if endpoint else "none"
+    exporters: list[SpanExporter] = []
+    for name in (n.strip().lower() for n in names.split(",") if n.strip()):
+        if name == "otlp":
+            exporters.append(_otlp_exporter(env))
+        elif name == "console":
+            exporters.append(ConsoleSpanExporter())
+        elif name != "none":
+            raise InvalidInputError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r}; expected otlp, console or none")
+    if env.get(TRACE_FILE_VAR):
+        exporters.append(JsonLinesSpanExporter(env[TRACE_FILE_VAR]))
+    if not exporters:
+        return Tracing.off()
+    return Tracing.to(exporters, batch=True, sampler=_sampler(env), service=env.get("OTEL_SERVICE_NAME") or service)
+
+
+# -- the process's tracing -----------------------------------------------------------------
+
+_installed: Tracing | None = None
+_install_lock = threading.Lock()
+
+
+def install(tracing: Tracing | None) -> Tracing | None:
+    """Make `tracing` what schedulers created from now on use (None: read the environment
+    again at the next use). Returns what was installed before."""
+    global _installed
+    with _install_lock:
+        before, _installed = _installed, tracing
+    return before
+
+
+def current() -> Tracing:
+    """The installed tracing, built from the environment on first use."""
+    global _installed
+    with _install_lock:
+        if _installed is None:
+            _installed = from_env()
+        return _installed
+
+
+# -- W3C trace context ----------------------------------------------------------------------
+
+def link_to(traceparent: str | None, attributes: Mapping | None = None) -> Link | None:
+    """A span link to the context a W3C traceparent names; None when it is missing or malformed
+    (a job submitted without tracing, or by a client that sent garbage: never an error here)."""
+    # "00-<32 hex trace id>-<16 hex span id>-<2 hex flags>"; sliced, not split: a batch links thousands
+    if not traceparent or len(traceparent) != 55 or traceparent[2] != "-" or traceparent[35] != "-" \
+            or traceparent[52] != "-":
+        return None
+    try:
+        trace_id, span_id = int(traceparent[3:35], 16), int(traceparent[36:52], 16)
+        flags = int(traceparent[53:55], 16)
+    except ValueError:
+        return None
+    if trace_id == 0 or span_id == 0:
+        return None
+    ctx = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags & 0xFF))
+    return Link(ctx, attributes=dict(attributes) if attributes else None)
+
+
+def traceparent_of(span) -> str | None:
+    """The W3C traceparent of a span (what a submitter stores with a job)."""
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def attach(span) -> object:
+    """Make `span` the current one in this thread (for log lines); returns the token for detach."""
+    return otel_context.attach(trace.set_span_in_context(span))
+
+
+def detach(token: object) -> None:
+    otel_context.detach(token)  # type: ignore[arg-type]
+
+
+def current_ids() -> tuple[str, str] | None:
+    """(trace id, span id) in hex of the current span, for log lines; None outside any span."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
+
+
+def json_attr(obj: object) -> str:
+    """A structured value as one attribute (OTLP attributes are scalars or arrays of them)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
