@@ -57,6 +57,11 @@ class ThreadRunner:
             if prof is not None and self.profile_dir:
                 prof.dump_stats(str(Path(self.profile_dir) / f"{s.name}.prof"))
 
+    @property
+    def errors(self) -> list[str]:
+        """What the scheduler threads raised so far (a loop that raised has stopped)."""
+        return list(self._errors)
+
     def wait_placed(self, tasks: int, timeout_s: float) -> bool:
         """Until the schedulers' committed claims reach `tasks`. Each is counted after the store
         acknowledged its commit txn, so this is when the store holds them all bound."""
