@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
     sy.add_argument("--sync-machines", type=int, default=100_000, help="machines in the synced cell")
     wc = ap.add_argument_group("whole-cell case")
     wc.add_argument("--whole-cell-backends", default="memory,etcd-3", help="comma-separated: memory, etcd-1, etcd-3")
+    wc.add_argument("--whole-cell-runner", choices=["threads", "ray", "both"], default="threads",
+                    help="schedulers as threads of this process or Ray actors (etcd backends only)")
     wc.add_argument("--whole-cell-schedulers", type=int, default=3, help="scheduler threads, each with its own home")
     wc.add_argument("--whole-cell-timeout", type=float, default=900.0, help="seconds before a run is given up")
     tune = ap.add_argument_group("this process")
