@@ -35,6 +35,7 @@ from cellsched.schedulers.cache import SchedulerCache
 
 from .backends import etcd_available, open_backend
 from .runners import start_ray
+from .workload import BenchmarkError
 
 MACHINE: Vector = (64_000, 262_144, 0)
 TASK: Vector = (500, 1_024, 0)
@@ -92,7 +93,7 @@ def _sync(store: CellStore, keys: CellKeys, n: int) -> float:
     cache = SchedulerCache(store, keys)
     secs = time.perf_counter() - t0
     if cache.size != n:
-        raise AssertionError(f"the cache holds {cache.size} machines, the cell {n}")
+        raise BenchmarkError(f"the cache holds {cache.size} machines, the cell {n}")
     cache.close()
     return secs
 
