@@ -35,10 +35,12 @@ Cases:
   whole-cell
            the 12,457 Google 2011 machines live at the window's start, filled to 60% CPU
            with trace jobs drawn (seeded) from ../shared/data/google2011, all submitted at
-           once and placed by --whole-cell-schedulers (3) scheduler threads with homes, on
-           --whole-cell-backends (memory,etcd-3); the clock includes submission; then
-           check_store. Reports whole_cell_<backend>_s and its tasks placed, jobs parked,
-           violations. Skipped, with the reason, without the trace.
+           once and placed by --whole-cell-schedulers (3) schedulers with homes, on
+           --whole-cell-backends (memory,etcd-3), as threads or Ray actors
+           (--whole-cell-runner; Ray on memory: the store hosted in its Ray actor); the
+           clock includes submission; then check_store. Reports whole_cell_<backend>_s (the
+           faster runner's) and its tasks placed, jobs parked, violations. Skipped, with
+           the reason, without the trace.
 
 Method:
   - Machines and jobs are written in bulk before the measured phase (submission is timed
