@@ -89,6 +89,31 @@ def decode_machine(key: str, raw: bytes) -> Machine:
             raise CorruptValueError(key, str(exc)) from None
 
 
+def decode_machines(kvs) -> list[Machine]:
+    """decode_machine over many (key, value) records, as one JSON parse of them all: a
+    snapshot of 100,000 machines spends more in json.loads' per-call overhead than in
+    parsing. A value that does not parse sends every record through decode_machine, so the
+    error names its key exactly as decoding one by one would."""
+    try:
+        objs = json.loads(b"[" + b",".join(kv.value for kv in kvs) + b"]")
+    except (UnicodeDecodeError, ValueError):
+        objs = None
+    if objs is None or len(objs) != len(kvs):  # a value that is not one JSON document each
+        return [decode_machine(kv.key, kv.value) for kv in kvs]
+    out = []
+    for kv, obj in zip(kvs, objs, strict=True):
+        if not isinstance(obj, dict) or obj.get("v") != FORMAT_VERSION:
+            out.append(decode_machine(kv.key, kv.value))  # raises, naming the key
+            continue
+        with _decoding(kv.key):
+            try:
+                out.append(Machine(obj["id"], tuple(obj["cap"]), obj.get("labels") or {},
+                                   MachineState(obj["state"]), obj.get("by", "")))
+            except InvalidInputError as exc:
+                raise CorruptValueError(kv.key, str(exc)) from None
+    return out
+
+
 # -- allocation records (hot path: keep these lean) -------------------------
 
 

@@ -9,8 +9,10 @@ compacted watch triggers a full resync; a broken stream is reopened from the las
 seen. A machine at its task limit is unschedulable, so the kernels stop picking it before
 the validator refuses it. An allocation record is kept encoded until something asks for
 its tasks (``alloc(i)``): its used vector and task count come off the value's head
-(``codec.alloc_summary``), so a snapshot of a 100,000-machine cell parses no task map. ``dirty`` names the rows changed since the columns last took
-them; ``_stale`` says rows were added or renumbered.
+(``codec.alloc_summary``), so a snapshot of a 100,000-machine cell parses no task map;
+the snapshot's machine records are parsed as one JSON document (``codec.decode_machines``)
+and its rows written one column at a time (``_load_snapshot``). ``dirty`` names the rows
+changed since the columns last took them; ``_stale`` says rows were added or renumbered.
 
 The assumed layer (SchedulerCache) hooks in around a snapshot and after each allocation
 record is applied; this module knows nothing of claims.
@@ -72,14 +74,60 @@ class ConfirmedMachines:
         self.schedulable = np.zeros(n, dtype=bool)
         self.task_count = np.zeros(n, dtype=np.int64)
         self.dirty: set[int] = set()  # confirmed rows changed since the columns last refreshed
-        for kv in spec_kvs:
-            self._apply_spec(kv.key, kv.value, kv.mod_revision)
-        for kv in alloc_kvs:
-            self._apply_alloc(kv.key, kv.value, kv.mod_revision)
+        machines = codec.decode_machines(spec_kvs)
+        if len({m.id for m in machines}) == len(machines):
+            self._load_snapshot(machines, spec_kvs, alloc_kvs)
+        else:  # two keys naming one machine id: record by record, as the watch would apply them
+            for kv in spec_kvs:
+                self._apply_spec(kv.key, kv.value, kv.mod_revision)
+            for kv in alloc_kvs:
+                self._apply_alloc(kv.key, kv.value, kv.mod_revision)
         self.revision = result.revision
         self._after_snapshot()
         self._stale = True  # rows may be renumbered: the next refresh rebuilds the columns
         self._open_watch()
+
+    def _load_snapshot(self, machines: list[Machine], spec_kvs, alloc_kvs) -> None:
+        """The snapshot's rows in bulk, with the result of applying each record in turn
+        (_apply_spec, then _apply_alloc) but one NumPy write per column, not one per row:
+        at 100,000 machines the per-row writes cost about as much as the read itself."""
+        k = len(machines)
+        self.ids = [m.id for m in machines]
+        self.index = {mid: i for i, mid in enumerate(self.ids)}
+        self.machines = machines
+        self._allocs = [None] * k
+        self._alloc_raw = [None] * k
+        if k:
+            self.capacity[:k] = [m.capacity for m in machines]
+            self.spec_rev[:k] = [kv.mod_revision for kv in spec_kvs]
+        rows, used, counts, revs = [], [], [], []
+        for kv in alloc_kvs:
+            i = self.index.get(self.keys.last_segment(kv.key))
+            if i is None:
+                continue
+            summary = codec.alloc_summary(kv.value)
+            if summary is None:  # not as encode_alloc writes it: decode it whole now
+                rec = codec.decode_alloc(kv.key, kv.value)
+                self._allocs[i] = rec
+                summary = rec.used, len(rec.tasks)
+            else:
+                self._alloc_raw[i] = kv.value
+            rows.append(i)
+            used.append(summary[0])
+            counts.append(summary[1])
+            revs.append(kv.mod_revision)
+        if rows:
+            self.used[rows] = used
+            self.task_count[rows] = counts
+            self.alloc_rev[rows] = revs
+        for i in range(k):
+            if self._allocs[i] is None and self._alloc_raw[i] is None:
+                self._allocs[i] = AllocationRecord()  # a machine without an allocation record yet
+        up = np.fromiter((m.state is MachineState.UP for m in machines), dtype=bool, count=k)
+        self.schedulable[:k] = up & (self.task_count[:k] < self.max_tasks)
+        self.dirty.update(range(k))
+        for i in rows:
+            self._alloc_applied(i)
 
     def _open_watch(self) -> Watch:
         self._watch = self.store.watch(self.keys.node_prefix, self.revision + 1)

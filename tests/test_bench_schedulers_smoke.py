@@ -2,7 +2,9 @@
 the JSON report, every run placed its tasks and left a consistent store. No timing asserts.
 
 Real etcd members are used when the server is installed (the k8s case on 3 members, the
-scaling case on 1); without it the script falls back to the memory store by itself.
+scaling case on 1); without it the script falls back to the memory store by itself. The
+backlog, sync and whole-cell cases run at tiny sizes too (the whole cell on the shipped
+trace sample); their figures must be present and sane.
 """
 
 from __future__ import annotations
@@ -11,22 +13,26 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests._shared_data import REPO_ROOT
 
 RUN_KEYS = {"runner", "schedulers", "tasks", "completed", "measured_s", "tasks_per_s", "conflict_fraction",
             "failed_txn_fraction", "keys_written_per_pod", "check_store_ok", "bound_tasks", "verified"}
 
 
-def run_quick() -> tuple[str, dict]:
+@pytest.fixture(scope="module")
+def quick() -> tuple[str, dict]:
+    """One quick run of every case, shared by the tests below."""
     proc = subprocess.run([sys.executable, "-m", "cellsched.loadtests.bench_schedulers", "--quick", "--json"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     return "\n".join(lines[:-1]), json.loads(lines[-1])
 
 
-def test_bench_schedulers_quick_prints_tables_and_json_with_every_run_verified():
-    tables, report = run_quick()
+def test_bench_schedulers_quick_prints_tables_and_json_with_every_run_verified(quick):
+    tables, report = quick
     assert "k8s_basic_pods_per_s" in tables and "tasks/s" in tables
 
     k8s = report["k8s"]
@@ -48,3 +54,34 @@ def test_bench_schedulers_quick_prints_tables_and_json_with_every_run_verified()
         assert RUN_KEYS <= r.keys()
         assert r["completed"] and r["verified"] and r["check_store_ok"], (r["backend"], r["violations"])
         assert r["tasks_per_s"] > 0 and r["errors"] == []
+
+
+def test_bench_schedulers_quick_reports_backlog_sync_and_whole_cell_figures(quick):
+    tables, report = quick
+    assert "backlog_ratio" in tables and "sync_over_raw" in tables and "whole cell" in tables
+
+    backlog = report["backlog"]
+    if "skipped" not in backlog:  # etcd installed
+        shallow, deep = backlog["rows"]  # one repeat under --quick
+        assert deep["queued"] == 20 * shallow["queued"]
+        for r in backlog["rows"]:
+            assert r["placements"] >= backlog["first_placements"] and r["check_store_ok"], r
+            assert r["errors"] == [] and r["placements_per_s"] > 0
+        assert report["backlog_ratio"] == round(report["backlog_20k_placements_per_s"]
+                                                / report["backlog_1k_placements_per_s"], 3) > 0
+
+    sync = report["sync"]
+    for r in sync["rows"]:
+        assert r["keys_read"] == 2 * sync["machines"]  # a spec and an allocation record per machine
+        assert 0 < r["best_raw_s"] and 0 < r["best_sync_s"] and len(r["sync_s"]) == sync["repeats"]
+    assert report["sync_100k_memory_over_raw"] == sync["rows"][0]["sync_over_raw"] > 0
+    # the copy holds at least its NumPy columns and machine ids, at most a few KiB a machine
+    assert 100 < report["sync_100k_retained_bytes_per_machine"] < 20_000
+
+    whole = report["whole_cell"]
+    assert whole["rows"] and whole["requested_cpu_fraction"] >= whole["fill_cpu"]
+    for r in whole["rows"]:
+        assert r["completed"] and r["check_store_ok"] and r["violations"] == 0, r["violations_first"]
+        assert r["tasks_placed"] == r["bound_tasks"] and r["jobs_placed"] + r["jobs_parked"] == r["jobs"]
+        tag = "whole_cell_" + r["backend"].replace("-", "")
+        assert report[f"{tag}_s"] == r["whole_cell_s"] > 0 and report[f"{tag}_violations"] == 0

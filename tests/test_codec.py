@@ -56,3 +56,20 @@ def test_codec_alloc_with_tasks_encodes_like_a_fresh_record(before, added, encod
     fresh = AllocationRecord(grown.used, dict(grown.tasks))
     assert json.loads(codec.encode_alloc(grown)) == json.loads(codec.encode_alloc(fresh))
     assert codec.decode_alloc("k", codec.encode_alloc(grown)) == rec.with_tasks(added)
+
+
+def test_decode_machines_matches_one_by_one_and_names_the_corrupt_key():
+    from cellsched.cellstate.model import Machine, MachineState
+    from cellsched.cellstate.store import KeyValue
+
+    machines = [Machine(f"m{i}", (1000 + i, 2048, i % 2), {"zone": f"z{i % 3}"} if i % 2 else {},
+                        MachineState.DRAINING if i == 3 else MachineState.UP, "operator" if i == 3 else "")
+                for i in range(6)]
+    kvs = [KeyValue(f"/c/spec/{m.id}", codec.encode_machine(m), 10 + i, 10 + i, 1) for i, m in enumerate(machines)]
+    assert codec.decode_machines(kvs) == [codec.decode_machine(kv.key, kv.value) for kv in kvs] == machines
+    assert codec.decode_machines([]) == []
+    for bad in (b"{not json", b'{"v":1}', b'{"v":9,"id":"m2","cap":[1,1,0],"labels":{},"state":"up"}',
+                b"1,2", b'{"v":1,"id":"bad id!","cap":[1,1,0],"labels":{},"state":"up"}'):
+        broken = kvs[:2] + [KeyValue("/c/spec/m2", bad, 12, 12, 1)] + kvs[3:]
+        with pytest.raises(CorruptValueError, match="/c/spec/m2"):
+            codec.decode_machines(broken)

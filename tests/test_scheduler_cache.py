@@ -348,3 +348,36 @@ def test_snapshot_reads_allocation_heads_and_decodes_task_maps_on_use(store):
     assert sorted(copy.view("m0").alloc.tasks) == [task_id("full", 0, k) for k in range(3)]
     assert copy.used[i1].tolist() == list(copy.view("m1").alloc.used)
     copy.close()
+
+
+class _RecordByRecord(SchedulerCache):
+    """The snapshot applied one record at a time, as the watch applies changes."""
+
+    def _load_snapshot(self, machines, spec_kvs, alloc_kvs):
+        for kv in spec_kvs:
+            self._apply_spec(kv.key, kv.value, kv.mod_revision)
+        for kv in alloc_kvs:
+            self._apply_alloc(kv.key, kv.value, kv.mod_revision)
+
+
+def test_the_bulk_snapshot_equals_applying_its_records_one_by_one():
+    from cellsched.cellstate import codec
+    from cellsched.cellstate.model import AllocationRecord
+    from cellsched.cellstate.store import Put
+
+    store = MemoryStore()
+    keys = make_cell(store, 7)
+    set_machine_state(store, keys, "m3", MachineState.DRAINING)
+    for jid, machine, n in (("a", "m0", 1), ("b", "m1", 3), ("c", "m1", 1)):
+        place(store, keys, jid, machine, n)  # m1 reaches the task limit below (max_tasks=4)
+    odd = AllocationRecord((5, 5, 0), {"x/0/0": (5, 5, 0)})
+    store.txn([], [Put(keys.alloc("m5"), codec.encode_alloc(odd).replace(b'"n":1,', b"")),  # no fast path
+                   Put(keys.alloc("gone"), codec.encode_alloc(odd))])  # a record of no known machine
+    bulk, one = SchedulerCache(store, keys, max_tasks=4), _RecordByRecord(store, keys, max_tasks=4)
+    assert bulk.ids == one.ids and bulk.machines == one.machines and bulk.size == 7
+    for name in ("capacity", "used", "spec_rev", "alloc_rev", "schedulable", "task_count"):
+        assert np.array_equal(getattr(bulk, name), getattr(one, name)), name
+    assert [bulk.alloc(i) for i in range(7)] == [one.alloc(i) for i in range(7)]
+    assert bulk.schedulable[:7].tolist() == [True, False, True, False, True, True, True]
+    assert bulk.task_count[5] == 1 and bulk.dirty == one.dirty == set()  # both refreshed into columns
+    assert np.array_equal(bulk.columns.host_used, one.columns.host_used)

@@ -23,6 +23,25 @@ Cases:
            RESOURCE_FIT series) and scaling_max_failed_txn_fraction (N >= 2), per series in
            scaling_series, and with the suffix _without_homes for --homes off runs.
 
+  backlog  one scheduler (BATCH, claim_batch 128) placing the first 1,000 single-task jobs of a
+           queue of 1,000 and of one of 20,000, on one 3-member etcd, 3 repeats interleaved;
+           reports backlog_ratio (best deep rate / best shallow rate). Submission not timed.
+  sync     a cell of --sync-machines (100,000) machines, 3 labels and 10 bound tasks each,
+           written directly; a SchedulerCache built on the memory store hosted in its Ray
+           actor, and on a 3-member etcd, each timed against the raw read of the same keys
+           through the same client (best of 3, interleaved); reports sync_100k_memory_s,
+           sync_100k_etcd3_s, their _over_raw ratios and, in a separate tracemalloc pass,
+           sync_100k_retained_bytes_per_machine.
+  whole-cell
+           the 12,457 Google 2011 machines live at the window's start, filled to 60% CPU
+           with trace jobs drawn (seeded) from ../shared/data/google2011, all submitted at
+           once and placed by --whole-cell-schedulers (3) schedulers with homes, on
+           --whole-cell-backends (memory,etcd-3), as threads or Ray actors
+           (--whole-cell-runner; Ray on memory: the store hosted in its Ray actor); the
+           clock includes submission; then check_store. Reports whole_cell_<backend>_s (the
+           faster runner's) and its tasks placed, jobs parked, violations. Skipped, with
+           the reason, without the trace.
+
 Method:
   - Machines and jobs are written in bulk before the measured phase (submission is timed
     on its own), as scheduler_perf creates its pods before measuring.
@@ -49,8 +68,9 @@ Method:
 
 Modules: ``workload`` (the k8s case, jobs and machines, the gate, the check), ``backends``
 (memory or etcd), ``measuring`` (queue drain, counting store client), ``runners`` (threads,
-Ray actors), ``runs`` (one run and its report row), ``cases`` (k8s, scaling), ``report``
-(tables), ``cli`` (arguments, the JSON line).
+Ray actors), ``runs`` (one run and its report row), ``cases`` (k8s, scaling), ``backlog``,
+``sync``, ``whole_cell`` (one case each), ``report`` (tables), ``cli`` (arguments, the JSON
+line).
 """
 
 from .cli import main

@@ -22,11 +22,16 @@ class Backend:
     endpoints: str | None = None  # what scheduler clients connect to
     pids: list[int] = field(default_factory=list)  # the etcd members'
     memory: MemoryStore | None = None
+    host_name: str | None = None  # the memory store hosted in its Ray actor (runners.hosted_memory)
 
     def connect(self) -> CellStore:
-        """A new client (etcd), or the one shared embedded store (memory)."""
+        """A new client (etcd, or the hosted memory store), or the one shared embedded store (memory)."""
         if self.memory is not None:
             return self.memory
+        if self.host_name is not None:
+            from cellsched.schedulers import ray_actors
+
+            return ray_actors.StoreSpec(host_name=self.host_name).connect()
         if self.endpoints is None:
             raise BenchmarkError(f"backend {self.name}: neither an embedded store nor etcd endpoints")
         from cellsched.cellstate.store.etcd import EtcdStore

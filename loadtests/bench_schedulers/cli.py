@@ -11,15 +11,24 @@ from pathlib import Path
 
 from cellsched.cellstate.store import DEFAULT_MAX_TXN_OPS
 
+from .backlog import backlog_case
 from .cases import k8s_case, scaling_case
 from .report import print_tables
 from .runners import ThreadRunner, stop_ray
+from .sync import sync_case
+from .whole_cell import whole_cell_case
+
+CASES = ["k8s", "scaling", "backlog", "sync", "whole-cell"]
+
+
+# A case's figures are copied to the top level of the report (its JSON line) by prefix.
+_KEY_PREFIX = {"backlog": "backlog_", "sync": "sync_100k_", "whole-cell": "whole_cell_"}
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=importlib.import_module(__package__).__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--case", choices=["k8s", "scaling", "all"], default="all")
+    ap.add_argument("--case", choices=[*CASES, "all"], default="all")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object, the last line")
     ap.add_argument("--clients", choices=["leader", "any"], default="leader",
@@ -44,6 +53,14 @@ def main(argv: list[str] | None = None) -> dict:
     sc.add_argument("--scaling-counts", default="1,2,4,8", help="comma-separated scheduler counts")
     ap.add_argument("--homes", choices=["on", "off", "both"], default="on",
                     help="N schedulers get disjoint homes (gpu/home.py); both: every scaling run twice, off then on")
+    sy = ap.add_argument_group("sync case")
+    sy.add_argument("--sync-machines", type=int, default=100_000, help="machines in the synced cell")
+    wc = ap.add_argument_group("whole-cell case")
+    wc.add_argument("--whole-cell-backends", default="memory,etcd-3", help="comma-separated: memory, etcd-1, etcd-3")
+    wc.add_argument("--whole-cell-runner", choices=["threads", "ray", "both"], default="threads",
+                    help="schedulers as threads of this process or Ray actors (etcd backends only)")
+    wc.add_argument("--whole-cell-schedulers", type=int, default=3, help="scheduler threads, each with its own home")
+    wc.add_argument("--whole-cell-timeout", type=float, default=900.0, help="seconds before a run is given up")
     tune = ap.add_argument_group("this process")
     tune.add_argument("--gc-threshold", type=int, default=50_000,
                       help="gc.set_threshold(N, 10, 10), as the scheduler actors set it (0: Python's default, 700)")
@@ -69,6 +86,10 @@ def main(argv: list[str] | None = None) -> dict:
             for key, value in result["scaling"].items():
                 if key.startswith("scaling_") and key != "scaling_series":
                     result[key] = value
+        for name, case in (("backlog", backlog_case), ("sync", sync_case), ("whole-cell", whole_cell_case)):
+            if args.case in (name, "all"):
+                section = result[name.replace("-", "_")] = case(args)
+                result.update({k: v for k, v in section.items() if k.startswith(_KEY_PREFIX[name])})
     finally:
         stop_ray()
     print_tables(result)

@@ -51,6 +51,55 @@ def print_tables(result: dict) -> None:
                 "recommitted_claims", "jobs_parked", "busyness_mean", "keys_written_per_pod", "verified"), rows)
 
 
+    _print_backlog(result.get("backlog"))
+    _print_sync(result.get("sync"))
+    _print_whole_cell(result.get("whole_cell"))
+
+
+def _print_backlog(b: dict | None) -> None:
+    if b is None:
+        return
+    print("\n== backlog: placement rate over the first placements, shallow vs deep queue ==")
+    if "skipped" in b:
+        print(f"   skipped: {b['skipped']}")
+        return
+    print(f"   {b['backend']}, {b['schedulers']} scheduler ({b['runner']}), claim_batch {b['claim_batch']}, "
+          f"{b['machines']} machines, single-task jobs; {b['note']}")
+    _table(("repeat", "queued", "placements", "measured_s", "placements_per_s", "commit_txns", "failed_txns",
+            "check_store_ok"), b["rows"])
+    print(f"   backlog_ratio = {b['backlog_ratio']} (deep / shallow; target >= 0.8)")
+
+
+def _print_sync(s: dict | None) -> None:
+    if s is None:
+        return
+    print(f"\n== sync: a scheduler cache of {s['machines']} machines ({s['labels_per_machine']} labels, "
+          f"{s['tasks_per_machine']} tasks each) vs the raw read of the same keys ==")
+    for line in s["skipped"]:
+        print(f"   skipped {line}")
+    _table(("backend", "machines", "keys_read", "write_s", "raw_s", "sync_s", "best_raw_s", "best_sync_s",
+            "sync_over_raw"), s["rows"])
+    print(f"   retained by the copy (tracemalloc, separate pass, memory store): "
+          f"{s['sync_100k_retained_bytes_per_machine']} bytes/machine (target <= {s['target_retained_bytes_per_machine']})")
+    print(f"   sync over raw target <= {s['target_over_raw']}")
+
+
+def _print_whole_cell(w: dict | None) -> None:
+    if w is None:
+        return
+    print("\n== whole cell: Google 2011 machines live at the window's start, filled from scratch ==")
+    if "rows" not in w:
+        print(f"   skipped: {w['skipped']}")
+        return
+    print(f"   {w['machines']} machines; {w['jobs']} jobs, {w['tasks']} tasks drawn from {w['trace']} "
+          f"(CPU requested {w['requested_cpu_fraction']:.1%}, memory {w['requested_memory_fraction']:.1%}); "
+          f"{w['schedulers']} schedulers (BATCH preset, homes); clock from the first submission")
+    for line in w["skipped"]:
+        print(f"   skipped {line}")
+    _table(("backend", "runner", "schedulers", "completed", "submit_s", "whole_cell_s", "target_s", "tasks_placed",
+            "jobs_placed", "jobs_parked", "failed_txns", "bound_tasks", "check_store_ok", "violations"), w["rows"])
+
+
 def _column(r: dict) -> str:
     """A pivot column: backend/conflict mode, with the runner and homes when not the defaults."""
     name = f"{r['backend']}/{r['conflict_mode']}"

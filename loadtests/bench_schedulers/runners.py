@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 from cellsched.cellstate.clock import RealClock
@@ -57,6 +58,11 @@ class ThreadRunner:
             if prof is not None and self.profile_dir:
                 prof.dump_stats(str(Path(self.profile_dir) / f"{s.name}.prof"))
 
+    @property
+    def errors(self) -> list[str]:
+        """What the scheduler threads raised so far (a loop that raised has stopped)."""
+        return list(self._errors)
+
     def wait_placed(self, tasks: int, timeout_s: float) -> bool:
         """Until the schedulers' committed claims reach `tasks`. Each is counted after the store
         acknowledged its commit txn, so this is when the store holds them all bound."""
@@ -98,13 +104,14 @@ class RayRunner:
     gate = True  # the actors loop from construction
 
     def __init__(self, backend: Backend, cell: str, settings: list[SchedulerSettings]):
-        if backend.endpoints is None:
-            raise InvalidInputError("the ray runner needs an etcd backend")
+        if backend.endpoints is None and backend.host_name is None:
+            raise InvalidInputError("the ray runner needs an etcd backend or the memory store in its Ray actor")
         from cellsched.schedulers import ray_actors
 
         self.ra = ray_actors
         start_ray()
-        spec = ray_actors.StoreSpec(etcd=backend.endpoints)
+        spec = ray_actors.StoreSpec(etcd=backend.endpoints) if backend.endpoints else \
+            ray_actors.StoreSpec(host_name=backend.host_name or ray_actors.STORE_HOST_NAME)
         self.actors = [ray_actors.start_scheduler(f"{cell}-s{i}", spec, cell, s, num_cpus=0.01)
                        for i, s in enumerate(settings)]
         ray_actors.get([a.status.remote() for a in self.actors], timeout=120)  # built and looping
@@ -120,6 +127,20 @@ class RayRunner:
 
     def store_counts(self) -> tuple[Counter, dict] | None:
         return None  # the actors' clients are out of reach; etcd's own counters still count
+
+
+@contextmanager
+def hosted_memory(host_name: str = "bench-memory-store"):
+    """A memory backend whose store lives in its Ray actor (StoreHost), as `make demo` runs
+    it: every client, this process's and the actors', reaches it through RemoteStore."""
+    from cellsched.schedulers import ray_actors
+
+    start_ray()
+    host = ray_actors.host_store(name=host_name)
+    try:
+        yield Backend("memory", host_name=host_name)
+    finally:
+        ray_actors.kill_actor(host, no_restart=True)
 
 
 _ray_tmp: str | None = None
