@@ -94,7 +94,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from cellsched.api_server import serve
+
+    return serve(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from cellsched import api_server, client
+
     ap = argparse.ArgumentParser(prog="cellsched", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="4 scheduler actors replay the shipped Google 2011 sample (embedded store)")
@@ -120,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--etcd", required=True, help="host:port[,host:port...]")
     check.add_argument("--cell", default="cell")
     check.set_defaults(fn=cmd_check)
+    api = sub.add_parser("api", help="serve the REST API (default: the embedded store with its schedulers)")
+    api_server.add_arguments(api)
+    api.set_defaults(fn=cmd_api)
+    client.add_commands(sub)
     return ap
 
 

@@ -15,6 +15,8 @@
     /<cell>/claims/<job>            a scheduler's claim on a job, bound to its lease; every commit and
                                     every claim delete compares its mod_revision (the fence)
     /<cell>/live/<machine>          liveness heartbeat, bound to the machine agent's lease
+    /<cell>/idem/<digest>           an API submission's Idempotency-Key (hashed with its caller):
+                                    the job it made and its body's digest, written in the job's txn
 
 spec and alloc share the `/node/` prefix so one consistent range read and one watch
 cover everything a scheduler's local copy needs. Liveness keys stay outside `/node/`:
@@ -90,6 +92,13 @@ class CellKeys:
     @property
     def schema(self) -> str:
         return f"/{self.cell}/schema"
+
+    @property
+    def idempotency_prefix(self) -> str:
+        return f"/{self.cell}/idem/"
+
+    def idempotency(self, digest: str) -> str:
+        return self.idempotency_prefix + digest
 
     def claim(self, job_id: str) -> str:
         return self.claims_prefix + job_id

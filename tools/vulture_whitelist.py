@@ -31,3 +31,31 @@ purged_jobs
 # Public API with no caller in the repository yet.
 _.from_obj  # cellstate/validation.py: Refusal.from_obj, the inverse of to_obj, for readers of a stored refusal
 _.plans  # tests/harness.py: the recording planner's query of its submissions, for tests
+
+# api/: route functions are registered by FastAPI's decorators and called per request;
+# Pydantic reads model fields, model_config and validators when it validates and serializes.
+cell_summary
+healthz
+readyz
+submit_job
+submit_jobs_bulk
+list_jobs
+get_job
+cancel
+explain_job
+list_machines
+get_machine
+undrain
+machine_heartbeat
+report_task
+model_config
+_._asks_for_something
+_._groups_are_consistent
+next_cursor
+renewed
+draining
+in_process
+holding_claims
+human
+unplaceable_groups
+not_recorded
