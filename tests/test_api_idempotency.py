@@ -30,7 +30,7 @@ def test_same_key_through_two_processes_is_one_job(two_apis, etcd_member):
         for round_ in range(8):
             key = {"Idempotency-Key": f"race-{round_}"}
             with ThreadPoolExecutor(2) as pool:
-                ra, rb = pool.map(lambda c: c.post("/v1/jobs", json=body, headers=key), (ca, cb))
+                ra, rb = pool.map(lambda c, h=key: c.post("/v1/jobs", json=body, headers=h), (ca, cb))
             codes = sorted([ra.status_code, rb.status_code])
             assert codes == [200, 201], (ra.text, rb.text)
             assert ra.json()["id"] == rb.json()["id"]
