@@ -46,11 +46,13 @@ def load_job_file(path: str) -> tuple[str, dict[str, Any]]:
         raise ClientError(f"{path}: expected a job (a mapping) or a list of jobs")
     kind, model = ("bulk", BulkIn) if "jobs" in obj else ("one", JobIn)
     try:
-        body = model.model_validate(obj).model_dump(mode="json", by_alias=True, exclude_none=True)
+        model.model_validate(obj)
     except ValidationError as exc:
         lines = [f"{path}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
         raise ClientError("\n".join(lines)) from None
-    return kind, body
+    # The file as written goes to the API, not the validated model's dump: that is in base
+    # units, and a bare number means cores (cpu) or MiB (memory) to the API.
+    return kind, obj
 
 
 def _token(args: argparse.Namespace) -> str | None:
