@@ -10,8 +10,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from cellsched.api import JobIn
-from cellsched.api import units
+from cellsched.api import JobIn, units
 from cellsched.cellstate.errors import InvalidInputError
 from cellsched.cellstate.model import TransactionMode
 from tests.apiserver import start_api
