@@ -66,8 +66,15 @@ def submit_job(request: Request, response: Response, spec: JobIn, who: Principal
 
 @router.post("/bulk", status_code=200, operation_id="submit_jobs_bulk", response_model=BulkOut,
              responses=responses(400, *_AUTH, 413, 422, 503))
-def submit_jobs_bulk(request: Request, bulk: BulkIn, _: Principal = Submitter):
-    """Submit many jobs: the whole body is validated before any write; each job is atomic."""
+def submit_jobs_bulk(request: Request, bulk: BulkIn, _: Principal = Submitter,
+                     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255,
+                                                                   description="not supported here: 422")] = None):
+    """Submit many jobs: the whole body is validated before any write; each job is atomic.
+    Retry safely by naming the jobs (`id`): a retried job that landed comes back as refused,
+    'already exists'."""
+    if idempotency_key is not None:
+        raise ApiError(422, "not supported", "Idempotency-Key is for single submissions; a bulk's jobs "
+                       "commit in several txns. Give each job an id instead", "header.Idempotency-Key")
     return submit_bulk(ctx_of(request), bulk)
 
 

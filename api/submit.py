@@ -22,9 +22,9 @@ import secrets
 import time
 
 from cellsched.cellstate import codec
-from cellsched.cellstate.chunking import max_gang_machines
+from cellsched.cellstate.chunking import REQUEST_BYTES_BUDGET, max_gang_machines
 from cellsched.cellstate.errors import InvalidInputError
-from cellsched.cellstate.model import Job, TransactionMode
+from cellsched.cellstate.model import Job, JobRecord, TransactionMode
 from cellsched.cellstate.store import Put
 from cellsched.cellstate.submission import submit_jobs
 
@@ -47,6 +47,7 @@ def to_job(ctx: ApiContext, spec: JobIn, job_id: str, where: str) -> Job:
     except InvalidInputError as exc:  # the model's own rules: a second line behind Pydantic's
         raise ApiError(422, "invalid job", str(exc), where) from None
     check_gang_width(ctx, job, where)
+    check_record_size(ctx, job, where)
     return job
 
 
@@ -111,9 +112,46 @@ def submit_bulk(ctx: ApiContext, bulk: BulkIn) -> BulkOut:
                            f"{where}.id")
         seen[job.id] = i
         jobs.append(job)
-    result = submit_jobs(ctx.store, ctx.keys, jobs, ctx.clock.now())
-    accepted = set(result.accepted)
-    results = [BulkOutcome(index=i, id=j.id, created=j.id in accepted, reason=result.rejected.get(j.id, ""))
+    now = ctx.clock.now()
+    accepted: set[str] = set()
+    rejected: dict[str, str] = {}
+    revision = 0
+    for batch in _by_bytes(ctx, jobs):
+        result = submit_jobs(ctx.store, ctx.keys, batch, now)
+        accepted.update(result.accepted)
+        rejected.update(result.rejected)
+        revision = max(revision, result.revision)
+    results = [BulkOutcome(index=i, id=j.id, created=j.id in accepted, reason=rejected.get(j.id, ""))
                for i, j in enumerate(jobs)]
-    return BulkOut(created=len(accepted), refused=len(jobs) - len(accepted), results=results,
-                   revision=result.revision)
+    return BulkOut(created=len(accepted), refused=len(jobs) - len(accepted), results=results, revision=revision)
+
+
+def record_bytes(job: Job) -> int:
+    """What the job's submission txn writes for it: its record, queue entry and keys."""
+    return len(codec.encode_job(JobRecord(job))) + 4 * len(job.id) + 200
+
+
+def check_record_size(ctx: ApiContext, job: Job, where: str) -> None:
+    size, budget = record_bytes(job), int(ctx.store.limits.max_request_bytes * REQUEST_BYTES_BUDGET)
+    if size > budget:
+        raise ApiError(422, "job too large", f"the job's record is about {size} bytes; one txn holds {budget}",
+                       where)
+
+
+def _by_bytes(ctx: ApiContext, jobs: list[Job]) -> list[list[Job]]:
+    """submit_jobs packs jobs by count only; cut the bulk first so no txn goes over the
+    store's request bytes (large jobs would otherwise make a txn the store refuses)."""
+    budget = int(ctx.store.limits.max_request_bytes * REQUEST_BYTES_BUDGET)
+    out: list[list[Job]] = []
+    cur: list[Job] = []
+    size = 0
+    for job in jobs:
+        b = record_bytes(job)
+        if cur and size + b > budget:
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(job)
+        size += b
+    if cur:
+        out.append(cur)
+    return out

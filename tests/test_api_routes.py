@@ -270,3 +270,11 @@ def test_openapi_is_complete(api):
             continue
         assert {"401", "403", "429"} <= set(op["responses"]), name
         assert op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith("/Problem")
+
+
+
+def test_bulk_idempotency_key_is_refused(api):
+    with api.client("submitter") as c:
+        r = c.post("/v1/jobs/bulk", json={"jobs": [job_body("bk-1")]}, headers={"Idempotency-Key": "x"})
+        assert r.status_code == 422 and r.json()["field"] == "header.Idempotency-Key"
+        assert c.get("/v1/jobs/bk-1").status_code == 404
