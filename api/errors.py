@@ -6,6 +6,7 @@ nothing below turns into a bare 500 with a traceback, and no error body echoes a
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
@@ -77,9 +78,25 @@ def _api_error(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status, exc.title, exc.detail, exc.field, headers=exc.headers)
 
 
-def _http(_: Request, exc: Exception) -> JSONResponse:
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method the OpenAPI document lists for the path template `path` matches."""
+    table = getattr(app.state, "allowed_methods", None)
+    if table is None:
+        table = app.state.allowed_methods = [
+            (re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(p)) + "$"),
+             sorted(m.upper() for m in item)) for p, item in app.openapi()["paths"].items()]
+    exact = [methods for pattern, methods in table if pattern.pattern == "^" + re.escape(path) + "$"]
+    if exact:  # a literal path (/v1/jobs/bulk) is routed before a template that also matches it
+        return exact[0]
+    return sorted({m for pattern, methods in table if pattern.match(path) for m in methods})
+
+
+def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return problem_response(exc.status_code, "http error", str(exc.detail), headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # Starlette names the first matching route's methods; name the path's
+        headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+    return problem_response(exc.status_code, "http error", str(exc.detail), headers=headers or None)
 
 
 # Most specific first: the first class that matches gives the status.

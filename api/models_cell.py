@@ -56,9 +56,9 @@ class MachinesAdded(BaseModel):
 
 
 class HeartbeatIn(Strict):
-    lease_id: int | None = Field(None, ge=1, le=2**63 - 1, description="the lease of the last heartbeat; "
+    lease_id: int | None = Field(None, ge=1, le=2**63 - 1, strict=True, description="the lease of the last heartbeat; "
                                  "omit on the first one")
-    ttl_s: int = Field(10, ge=1, le=MAX_HEARTBEAT_TTL_S)
+    ttl_s: int = Field(10, ge=1, le=MAX_HEARTBEAT_TTL_S, strict=True)
 
 
 class HeartbeatOut(BaseModel):
@@ -76,7 +76,9 @@ class ReportedState(StrEnum):
 
 class TaskReportIn(Strict):
     state: ReportedState
-    machine: str = Field(pattern=ID_PATTERN, description="where the task runs: a report from elsewhere is refused")
+    machine: str | None = Field(None, pattern=ID_PATTERN,
+                                description="where the task runs; when given, a report naming another machine "
+                                            "is refused (a stale agent)")
 
 
 class TaskReportOut(BaseModel):

@@ -42,23 +42,30 @@ from . import units
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"
-QUANTITY_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,3})?(m|Ki|Mi|Gi|Ti|K|k|M|G|T)?$"
+# The strings the unit parsers take within their bounds (api/units.py), for the OpenAPI
+# document: cores with up to 3 decimals or whole milli-CPU; memory with an optional suffix.
+CPU_PATTERN = r"^([0-9]{1,6}(\.[0-9]{1,3})?|[0-9]{1,9}m)$"
+MEMORY_PATTERN = r"^[0-9]{1,6}(\.[0-9]{1,3})?(Ki|Mi|Gi|Ti|K|k|M|G|T)?$"
 MAX_BULK_JOBS = 1000
 MAX_FAILURES_LIMIT = 10_000
 
 
-def _quantity_schema(example: str) -> WithJsonSchema:
-    return WithJsonSchema({"anyOf": [{"type": "string", "pattern": QUANTITY_PATTERN, "maxLength": 20},
+def _quantity_schema(pattern: str, example: str) -> WithJsonSchema:
+    return WithJsonSchema({"anyOf": [{"type": "string", "pattern": pattern},
                                      {"type": "integer", "minimum": 0, "maximum": 1_000_000}],
                            "examples": [example]})
 
 
-Cpu = Annotated[int, BeforeValidator(units.cpu_milli), _quantity_schema("500m")]
-Memory = Annotated[int, BeforeValidator(units.memory_mib), _quantity_schema("2Gi")]
+Cpu = Annotated[int, BeforeValidator(units.cpu_milli), _quantity_schema(CPU_PATTERN, "500m")]
+Memory = Annotated[int, BeforeValidator(units.memory_mib), _quantity_schema(MEMORY_PATTERN, "2Gi")]
 Gpus = Annotated[int, BeforeValidator(units.gpus),
                  WithJsonSchema({"type": "integer", "minimum": 0, "maximum": units.MAX_GPUS})]
 Labels = Annotated[dict[Annotated[str, Field(pattern=LABEL_KEY_PATTERN)], Annotated[str, Field(max_length=63)]],
-                   Field(max_length=MAX_LABELS)]
+                   Field(max_length=MAX_LABELS),
+                   # Pydantic's own schema leaves keys outside its patternProperties allowed.
+                   WithJsonSchema({"type": "object", "maxProperties": MAX_LABELS,
+                                   "propertyNames": {"pattern": LABEL_KEY_PATTERN},
+                                   "additionalProperties": {"type": "string", "maxLength": 63}})]
 
 
 class Strict(BaseModel):
@@ -67,11 +74,22 @@ class Strict(BaseModel):
 
 class Resources(Strict):
     """A request or a capacity in human units: cpu in cores or milli-CPU ("500m"), memory
-    in Ki/Mi/Gi/Ti or K/M/G/T (a bare number is MiB), gpu whole."""
+    in Ki/Mi/Gi/Ti or K/M/G/T (a bare number is MiB), gpu whole. A task group's request
+    must be non-zero in some dimension."""
+
+    # The document says "at least one of them"; "non-zero" it cannot say for quantity strings.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "anyOf": [{"required": ["cpu"]}, {"required": ["memory"]}, {"required": ["gpu"]}]})
 
     cpu: Cpu = 0
     memory: Memory = 0
     gpu: Gpus = 0
+
+    @model_validator(mode="after")
+    def _names_a_resource(self) -> Resources:
+        if not self.model_fields_set:
+            raise InvalidInputError("give at least one of cpu, memory, gpu")
+        return self
 
     def vector(self) -> res.Vector:
         return (self.cpu, self.memory, self.gpu)
@@ -99,12 +117,12 @@ class JobMode(StrEnum):
 
 class TaskGroupIn(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="unique within the job")
-    count: int = Field(1, ge=1, le=MAX_TASKS_PER_JOB)
+    count: int = Field(1, ge=1, le=MAX_TASKS_PER_JOB, strict=True)
     resources: Resources
     labels: Labels = Field(default_factory=dict, description="labels a machine must carry (constraints)")
     gpu_models: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
         default_factory=list, max_length=16, description="GPU models accepted; empty: any")
-    different_machines: bool = Field(False, description="no two tasks of this group on one machine")
+    different_machines: bool = Field(False, strict=True, description="no two tasks of this group on one machine")
 
     @model_validator(mode="after")
     def _asks_for_something(self) -> TaskGroupIn:
@@ -126,9 +144,9 @@ class JobIn(Strict):
 
     id: str | None = Field(None, pattern=ID_PATTERN, description="omit to let the API name it")
     job_class: JobClass = Field(JobClass.BATCH, alias="class")
-    priority: int = Field(0, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    priority: int = Field(0, ge=PRIORITY_MIN, le=PRIORITY_MAX, strict=True)
     mode: JobMode = JobMode.INCREMENTAL
-    max_failures: int = Field(3, ge=0, le=MAX_FAILURES_LIMIT)
+    max_failures: int = Field(3, ge=0, le=MAX_FAILURES_LIMIT, strict=True)
     groups: list[TaskGroupIn] = Field(min_length=1, max_length=MAX_GROUPS_PER_JOB)
 
     @field_validator("groups")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -37,6 +35,8 @@ MAX_SCAN = 5000  # job records read per list request at most; the cursor resumes
 # OpenAPI links from a created job to its other routes (followed by clients and test generators).
 JOB_LINKS = {name: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}}
              for name, op in (("GetJob", "get_job"), ("CancelJob", "cancel_job"), ("ExplainJob", "explain_job"))}
+JOB_LINKS["ReportTask"] = {"operationId": "report_task",
+                           "parameters": {"job_id": "$response.body#/id", "group": 0, "index": 0}}
 _AUTH = (401, 403, 429)
 
 
@@ -78,29 +78,17 @@ def submit_jobs_bulk(request: Request, bulk: BulkIn, _: Principal = Submitter,
     return submit_bulk(ctx_of(request), bulk)
 
 
-def _cursor(raw: str | None) -> str:
-    if not raw:
-        return ""
-    try:
-        job_id = base64.urlsafe_b64decode(raw.encode() + b"=" * (-len(raw) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ApiError(422, "invalid cursor", "cursor is not one this API returned", "query.cursor") from None
-    if "/" in job_id or not job_id:
-        raise ApiError(422, "invalid cursor", "cursor is not one this API returned", "query.cursor")
-    return job_id
-
-
 @router.get("", operation_id="list_jobs", response_model=JobList, responses=responses(*_AUTH, 422, 503))
 def list_jobs(request: Request, _: Principal = Reader,
               job_class: Annotated[JobClass | None, Query(alias="class")] = None,
               status: JobStatus | None = None,
               priority: Annotated[int | None, Query(ge=PRIORITY_MIN, le=PRIORITY_MAX)] = None,
-              cursor: Annotated[str | None, Query(max_length=400)] = None,
+              cursor: Annotated[str | None, Query(pattern=ID_PATTERN, description="the last id of the page before")] = None,
               limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100):
     """Jobs in id order, filtered. Reads at most 5,000 records per call: a page may come back
     short (even empty) with a cursor; follow `next_cursor` until it is null."""
     ctx = ctx_of(request)
-    last = _cursor(cursor)
+    last = cursor or ""
     items: list[JobOut] = []
     scanned, at_end = 0, False
     while len(items) < limit and scanned < MAX_SCAN:
@@ -121,11 +109,13 @@ def list_jobs(request: Request, _: Principal = Reader,
         if len(kvs) < page:
             at_end = True
             break
-    nxt = None if at_end or not last else base64.urlsafe_b64encode(last.encode()).decode().rstrip("=")
+    nxt = None if at_end or not last else last
     return JobList(items=items, next_cursor=nxt)
 
 
-@router.get("/{job_id}", operation_id="get_job", response_model=JobOut, responses=responses(*_AUTH, 404, 422, 503))
+@router.get("/{job_id}", operation_id="get_job", response_model=JobOut,
+            responses={200: {"description": "the job", "links": {k: v for k, v in JOB_LINKS.items() if k != "GetJob"}},
+                       **responses(*_AUTH, 404, 422, 503)})
 def get_job(request: Request, job_id: JobId, _: Principal = Reader):
     return JobOut.of(read_record(ctx_of(request), job_id))
 

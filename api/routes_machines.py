@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
@@ -21,6 +19,17 @@ from .models_cell import MachineChange, MachineList, MachineOut, MachinesAdded, 
 from .models_jobs import ID_PATTERN, ResourcesOut
 
 router = APIRouter(prefix="/v1/machines", tags=["machines"])
+
+
+def _links(pointer: str, *ops: str) -> dict:
+    return {"".join(w.title() for w in op.split("_")): {"operationId": op, "parameters": {"machine_id": pointer}}
+            for op in ops}
+
+
+# OpenAPI links: from a registered machine to its routes, from a drained one to its removal.
+ADDED_LINKS = _links("$response.body#/added/0", "get_machine", "drain_machine", "undrain_machine",
+                     "machine_heartbeat")
+DRAINED_LINKS = _links("$response.body#/id", "remove_machine", "undrain_machine", "get_machine")
 MachineId = Annotated[str, Path(pattern=ID_PATTERN, description="the machine's id")]
 MAX_PAGE = 500
 _AUTH = (401, 403, 429)
@@ -49,7 +58,8 @@ def read_machines(ctx: ApiContext, ids: list[str]) -> list[MachineOut]:
 
 
 @router.post("", status_code=201, operation_id="add_machines", response_model=MachinesAdded,
-             responses=responses(400, *_AUTH, 413, 422, 503))
+             responses={201: {"description": "registered", "links": ADDED_LINKS},
+                        **responses(400, *_AUTH, 413, 422, 503)})
 def add(request: Request, body: MachinesIn, _: Principal = Operator):
     """Register machines. An id that exists already refuses the request whole (422)."""
     ctx = ctx_of(request)
@@ -60,18 +70,12 @@ def add(request: Request, body: MachinesIn, _: Principal = Operator):
 
 @router.get("", operation_id="list_machines", response_model=MachineList, responses=responses(*_AUTH, 422, 503))
 def list_machines(request: Request, _: Principal = Reader,
-                  cursor: Annotated[str | None, Query(max_length=400)] = None,
+                  cursor: Annotated[str | None, Query(pattern=ID_PATTERN, description="the last id of the page before")] = None,
                   limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100):
     ctx = ctx_of(request)
-    after = ""
-    if cursor:
-        try:
-            after = ctx.keys.spec(base64.urlsafe_b64decode(cursor.encode() + b"=" * (-len(cursor) % 4)).decode())
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise ApiError(422, "invalid cursor", "cursor is not one this API returned", "query.cursor") from None
-    kvs = ctx.store.get_page(ctx.keys.spec_prefix, limit, after=after)
+    kvs = ctx.store.get_page(ctx.keys.spec_prefix, limit, after=ctx.keys.spec(cursor) if cursor else "")
     ids = [ctx.keys.last_segment(kv.key) for kv in kvs]
-    nxt = base64.urlsafe_b64encode(ids[-1].encode()).decode().rstrip("=") if len(ids) == limit else None
+    nxt = ids[-1] if len(ids) == limit else None
     return MachineList(items=read_machines(ctx, ids), next_cursor=nxt)
 
 
@@ -91,7 +95,8 @@ def _set_state(request: Request, machine_id: str, state: MachineState) -> Machin
 
 
 @router.post("/{machine_id}/drain", operation_id="drain_machine", response_model=MachineChange,
-             responses=responses(*_AUTH, 404, 422, 503))
+             responses={200: {"description": "draining", "links": DRAINED_LINKS},
+                        **responses(*_AUTH, 404, 422, 503)})
 def drain(request: Request, machine_id: MachineId, _: Principal = Operator):
     """No new tasks go there; its tasks are evicted and rescheduled by the machine monitor."""
     return _set_state(request, machine_id, MachineState.DRAINING)

@@ -67,13 +67,13 @@ def report_task(request: Request, job_id: JobId, group: Annotated[int, Path(ge=0
     if report.state is ReportedState.FINISHED and state is TaskState.FINISHED:
         return TaskReportOut(task=tid, task_state=state, job_status=rec.status, revision=ctx.store.current_revision())
     where = rec.bound.get(tid)
-    if where != report.machine:
+    if where is None or (report.machine is not None and where != report.machine):
         at = f"bound to {where}" if where else state.value
-        raise ApiError(409, "task not on that machine", f"task {tid} is {at}, not running on {report.machine}",
-                       "body.machine")
+        on = f", not running on {report.machine}" if report.machine else ", not running"
+        raise ApiError(409, "task not running there", f"task {tid} is {at}{on}", "body.machine")
     rev = ctx.store.current_revision()
     if report.state is not ReportedState.RUNNING:
         rev = release_tasks(ctx.store, ctx.keys, job_id, [tid], ctx.clock.now(), _OUTCOME[report.state],
-                            on_machine={tid: report.machine})
+                            on_machine={tid: where})
         rec = read_record(ctx, job_id)
     return TaskReportOut(task=tid, task_state=task_state(rec, tid), job_status=rec.status, revision=rev)

@@ -30,6 +30,7 @@ MISTAKES = [
     ("fractional gpu", with_group(resources={"gpu": "0.5"}), "groups.0.resources.gpu"),
     ("no resources at all", with_group(resources={}), "groups.0"),
     ("zero count", with_group(count=0), "groups.0.count"),
+    ("boolean count", with_group(count=True), "groups.0.count"),
     ("count over the job limit", with_group(count=20_001), "groups.0.count"),
     ("bad label key", with_group(labels={"bad key": "x"}), "groups.0.labels"),
     ("unknown field", with_group(colour="red"), "groups.0.colour"),

@@ -85,6 +85,8 @@ def test_list_filters_and_cursor(api):
         assert "l-0" in {j["id"] for j in only} and all(j["status"] == "placed" for j in only)
         bad = c.get("/v1/jobs", params={"cursor": "!!!"})
         assert bad.status_code == 422 and bad.json()["field"] == "query.cursor"
+        wrong = c.delete("/v1/jobs")
+        assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, POST"
         assert c.get("/v1/jobs", params={"priority": 12}).json()["field"] == "query.priority"
 
 
@@ -192,6 +194,7 @@ def test_heartbeat_renews_the_liveness_lease(api):
         assert stale["renewed"] is False and stale["lease_id"] != 987654321
         assert op.post("/v1/machines/nope/heartbeat", json={}).status_code == 404
         assert op.post("/v1/machines/m1/heartbeat", json={"ttl_s": 0}).json()["field"] == "body.ttl_s"
+        assert op.post("/v1/machines/m1/heartbeat", json={"lease_id": True}).json()["field"] == "body.lease_id"
 
 
 def test_task_reports_release_tasks(api):
@@ -264,7 +267,9 @@ def test_openapi_is_complete(api):
                         "add_machines", "list_machines", "get_machine", "drain_machine", "undrain_machine",
                         "remove_machine", "machine_heartbeat", "report_task", "cell_summary", "healthz", "readyz"}
     links = ops["submit_job"][2]["responses"]["201"]["links"]
-    assert {v["operationId"] for v in links.values()} == {"get_job", "cancel_job", "explain_job"}
+    assert {v["operationId"] for v in links.values()} == {"get_job", "cancel_job", "explain_job", "report_task"}
+    added = ops["add_machines"][2]["responses"]["201"]["links"]
+    assert {v["operationId"] for v in added.values()} >= {"get_machine", "drain_machine", "machine_heartbeat"}
     for name, (_, _, op) in ops.items():
         if name in ("healthz", "readyz"):
             continue

@@ -59,3 +59,4 @@ holding_claims
 human
 unplaceable_groups
 not_recorded
+_._names_a_resource
