@@ -21,6 +21,7 @@ ROUTES = [
     ("GET", "/v1/machines", None, "reader"),
     ("GET", "/v1/machines/m1", None, "reader"),
     ("GET", "/v1/cell", None, "reader"),
+    ("POST", "/v1/plan", job_body(count=1), "reader"),
     ("POST", "/v1/jobs", job_body(count=1), "submitter"),
     ("POST", "/v1/jobs/bulk", {"jobs": [job_body(count=1)]}, "submitter"),
     ("POST", "/v1/jobs/a-2/cancel", None, "submitter"),

@@ -249,6 +249,23 @@ def test_explanation_of_a_parked_job(api):
         assert "cpu" in exp["reason"] and exp["not_recorded"]
 
 
+def test_dry_run_plan(api):
+    with api.client("reader") as c:
+        body = {"class": "service", "groups": [{"name": "w", "count": 2, "resources": {"cpu": "10m", "memory": "16Mi"}}]}
+        plan = c.post("/v1/plan", json=body, params={"top": 3}).json()
+        assert plan["feasible"] is True and plan["policy"] == "spread" and plan["revision"] > 0
+        group = plan["groups"][0]
+        assert sum(group["placed"].values()) == 2
+        assert 1 <= len(group["top"]) <= 3
+        best = group["top"][0]
+        assert set(best["scorers"]) >= {"least_allocated", "balanced"}
+        assert best["score"] == max(m["score"] for m in group["top"])
+        big = c.post("/v1/plan", json=job_body(count=1, cpu="64")).json()
+        assert big["feasible"] is False and big["unplaceable_groups"][0]["resource"] == "cpu"
+        assert big["groups"][0]["top"] == []
+        assert c.get("/v1/jobs/dry-run").status_code == 404  # nothing written
+
+
 def test_cell_summary(api):
     with api.client("reader") as c:
         s = c.get("/v1/cell").json()
@@ -265,7 +282,8 @@ def test_openapi_is_complete(api):
     ops = {op["operationId"]: (path, method, op) for path, item in doc["paths"].items() for method, op in item.items()}
     assert set(ops) >= {"submit_job", "submit_jobs_bulk", "list_jobs", "get_job", "cancel_job", "explain_job",
                         "add_machines", "list_machines", "get_machine", "drain_machine", "undrain_machine",
-                        "remove_machine", "machine_heartbeat", "report_task", "cell_summary", "healthz", "readyz"}
+                        "remove_machine", "machine_heartbeat", "report_task", "cell_summary", "healthz", "readyz",
+                        "plan_job"}
     links = ops["submit_job"][2]["responses"]["201"]["links"]
     assert {v["operationId"] for v in links.values()} == {"get_job", "cancel_job", "explain_job", "report_task"}
     added = ops["add_machines"][2]["responses"]["201"]["links"]

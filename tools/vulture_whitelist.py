@@ -60,3 +60,5 @@ human
 unplaceable_groups
 not_recorded
 _._names_a_resource
+plan_job
+scorers
