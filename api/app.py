@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from . import errors, routes_cell, routes_jobs, routes_machines, routes_node, routes_plan
+from . import errors, routes_audit, routes_cell, routes_jobs, routes_machines, routes_node, routes_plan
 from .body_limit import BodyLimit
 from .context import ApiContext
 
@@ -17,7 +17,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
                               "Problem naming the field at fault; every mutation answers once it is in the store.")
     app.state.ctx = ctx
     errors.install(app)
-    for module in (routes_jobs, routes_plan, routes_machines, routes_node, routes_cell):
+    for module in (routes_jobs, routes_plan, routes_machines, routes_node, routes_cell, routes_audit):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=ctx.max_body_bytes)
     return app

@@ -5,13 +5,15 @@ processes can serve one cell (docs/architecture.md, "The REST API")."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from cellsched.cellstate.audit import AuditLog
 from cellsched.cellstate.clock import Clock, RealClock
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.store import CellStore
@@ -33,6 +35,18 @@ class ApiContext:
     max_tasks_per_machine: int = DEFAULT_MAX_TASKS_PER_MACHINE
     # How many scheduler loops this process hosts are alive (cellsched.api_server); none by default.
     schedulers_in_process: Callable[[], int] = lambda: 0
+    audit: AuditLog | None = None  # None: mutations write no audit records
+
+    @contextlib.contextmanager
+    def writing(self, who: Principal, request: Request, detail: str = "") -> Iterator[CellStore]:
+        """The store a mutation writes through: with an audit log, each of its txns carries
+        its audit record (cellstate/audit.py); a refusal before any write gets one alone."""
+        if self.audit is None:
+            yield self.store
+            return
+        what = f"{request.method} {request.url.path}" + (f" {detail}" if detail else "")
+        with self.audit.session(f"{who.name} ({who.role.name.lower()})", what, self.clock.now()) as store:
+            yield store
 
 
 def ctx_of(request: Request) -> ApiContext:

@@ -56,7 +56,8 @@ def submit_job(request: Request, response: Response, spec: JobIn, who: Principal
                idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None):
     """Submit one job. The answer comes once the job is durably in the store."""
     ctx = ctx_of(request)
-    job_id, created = submit_one(ctx, who, spec, idempotency_key)
+    with ctx.writing(who, request, f"job {spec.id}" if spec.id else "") as store:
+        job_id, created = submit_one(ctx, store, who, spec, idempotency_key)
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     if not created:
         response.status_code = 200
@@ -66,7 +67,7 @@ def submit_job(request: Request, response: Response, spec: JobIn, who: Principal
 
 @router.post("/bulk", status_code=200, operation_id="submit_jobs_bulk", response_model=BulkOut,
              responses=responses(400, *_AUTH, 413, 422, 503))
-def submit_jobs_bulk(request: Request, bulk: BulkIn, _: Principal = Submitter,
+def submit_jobs_bulk(request: Request, bulk: BulkIn, who: Principal = Submitter,
                      idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255,
                                                                    description="not supported here: 422")] = None):
     """Submit many jobs: the whole body is validated before any write; each job is atomic.
@@ -75,7 +76,9 @@ def submit_jobs_bulk(request: Request, bulk: BulkIn, _: Principal = Submitter,
     if idempotency_key is not None:
         raise ApiError(422, "not supported", "Idempotency-Key is for single submissions; a bulk's jobs "
                        "commit in several txns. Give each job an id instead", "header.Idempotency-Key")
-    return submit_bulk(ctx_of(request), bulk)
+    ctx = ctx_of(request)
+    with ctx.writing(who, request, f"{len(bulk.jobs)} jobs") as store:
+        return submit_bulk(ctx, store, bulk)
 
 
 @router.get("", operation_id="list_jobs", response_model=JobList, responses=responses(*_AUTH, 422, 503))
@@ -122,12 +125,13 @@ def get_job(request: Request, job_id: JobId, _: Principal = Reader):
 
 @router.post("/{job_id}/cancel", operation_id="cancel_job", response_model=CancelOut,
              responses=responses(*_AUTH, 404, 409, 422, 503))
-def cancel(request: Request, job_id: JobId, _: Principal = Submitter):
+def cancel(request: Request, job_id: JobId, who: Principal = Submitter):
     """Cancel a job and release its tasks. Cancelling a cancelled job is a no-op; a finished
     or failed one is a 409."""
     ctx = ctx_of(request)
-    read_record(ctx, job_id)  # 404 before the cancel protocol's own error
-    out = cancel_job(ctx.store, ctx.keys, job_id, ctx.clock.now())
+    with ctx.writing(who, request) as store:
+        read_record(ctx, job_id)  # 404 before the cancel protocol's own error
+        out = cancel_job(store, ctx.keys, job_id, ctx.clock.now())
     return CancelOut(id=job_id, status=JobStatus.CANCELLED, already_cancelled=out.already_cancelled,
                      released_tasks=len(out.released), revision=out.revision)
 

@@ -60,11 +60,12 @@ def read_machines(ctx: ApiContext, ids: list[str]) -> list[MachineOut]:
 @router.post("", status_code=201, operation_id="add_machines", response_model=MachinesAdded,
              responses={201: {"description": "registered", "links": ADDED_LINKS},
                         **responses(400, *_AUTH, 413, 422, 503)})
-def add(request: Request, body: MachinesIn, _: Principal = Operator):
+def add(request: Request, body: MachinesIn, who: Principal = Operator):
     """Register machines. An id that exists already refuses the request whole (422)."""
     ctx = ctx_of(request)
     machines = body.to_machines()
-    rev = add_machines(ctx.store, ctx.keys, machines)
+    with ctx.writing(who, request, f"{len(machines)} machines") as store:
+        rev = add_machines(store, ctx.keys, machines)
     return MachinesAdded(added=[m.id for m in machines], revision=rev)
 
 
@@ -88,38 +89,40 @@ def get_machine(request: Request, machine_id: MachineId, _: Principal = Reader):
     return found[0]
 
 
-def _set_state(request: Request, machine_id: str, state: MachineState) -> MachineChange:
+def _set_state(request: Request, who: Principal, machine_id: str, state: MachineState) -> MachineChange:
     ctx = ctx_of(request)
-    rev = set_machine_state(ctx.store, ctx.keys, machine_id, state)
+    with ctx.writing(who, request) as store:
+        rev = set_machine_state(store, ctx.keys, machine_id, state)
     return MachineChange(id=machine_id, state=state, revision=rev)
 
 
 @router.post("/{machine_id}/drain", operation_id="drain_machine", response_model=MachineChange,
              responses={200: {"description": "draining", "links": DRAINED_LINKS},
                         **responses(*_AUTH, 404, 422, 503)})
-def drain(request: Request, machine_id: MachineId, _: Principal = Operator):
+def drain(request: Request, machine_id: MachineId, who: Principal = Operator):
     """No new tasks go there; its tasks are evicted and rescheduled by the machine monitor."""
-    return _set_state(request, machine_id, MachineState.DRAINING)
+    return _set_state(request, who, machine_id, MachineState.DRAINING)
 
 
 @router.post("/{machine_id}/undrain", operation_id="undrain_machine", response_model=MachineChange,
              responses=responses(*_AUTH, 404, 422, 503))
-def undrain(request: Request, machine_id: MachineId, _: Principal = Operator):
-    return _set_state(request, machine_id, MachineState.UP)
+def undrain(request: Request, machine_id: MachineId, who: Principal = Operator):
+    return _set_state(request, who, machine_id, MachineState.UP)
 
 
 @router.delete("/{machine_id}", operation_id="remove_machine", response_model=MachineChange,
                responses=responses(*_AUTH, 404, 409, 422, 503))
-def remove(request: Request, machine_id: MachineId, _: Principal = Operator):
+def remove(request: Request, machine_id: MachineId, who: Principal = Operator):
     """Remove a drained (or down) machine that holds no task; otherwise 409."""
     ctx = ctx_of(request)
-    views = read_machine_views(ctx.store, ctx.keys, [machine_id])
-    if machine_id not in views:
-        raise ApiError(404, "unknown machine", f"no machine {machine_id!r}", "path.machine_id")
-    view = views[machine_id]
-    if view.machine.state is MachineState.UP or view.alloc.tasks:
-        why = "it is up: drain it first" if view.machine.state is MachineState.UP else \
-            f"it still holds {len(view.alloc.tasks)} tasks ({res.as_dict(view.alloc.used)} used)"
-        raise ApiError(409, "machine in use", f"machine {machine_id} cannot be removed: {why}")
-    rev = remove_machine(ctx.store, ctx.keys, machine_id)
+    with ctx.writing(who, request) as store:
+        views = read_machine_views(store, ctx.keys, [machine_id])
+        if machine_id not in views:
+            raise ApiError(404, "unknown machine", f"no machine {machine_id!r}", "path.machine_id")
+        view = views[machine_id]
+        if view.machine.state is MachineState.UP or view.alloc.tasks:
+            why = "it is up: drain it first" if view.machine.state is MachineState.UP else \
+                f"it still holds {len(view.alloc.tasks)} tasks ({res.as_dict(view.alloc.used)} used)"
+            raise ApiError(409, "machine in use", f"machine {machine_id} cannot be removed: {why}")
+        rev = remove_machine(store, ctx.keys, machine_id)
     return MachineChange(id=machine_id, state=None, revision=rev)

@@ -32,7 +32,7 @@ _AUTH = (401, 403, 429)
 
 @router.post("/machines/{machine_id}/heartbeat", operation_id="machine_heartbeat", response_model=HeartbeatOut,
              responses=responses(400, *_AUTH, 404, 422, 503))
-def machine_heartbeat(request: Request, machine_id: MachineId, beat: HeartbeatIn, _: Principal = Operator):
+def machine_heartbeat(request: Request, machine_id: MachineId, beat: HeartbeatIn, who: Principal = Operator):
     ctx = ctx_of(request)
     if ctx.store.get(ctx.keys.spec(machine_id)) is None:
         raise ApiError(404, "unknown machine", f"no machine {machine_id!r}", "path.machine_id")
@@ -44,7 +44,8 @@ def machine_heartbeat(request: Request, machine_id: MachineId, beat: HeartbeatIn
         except LeaseNotFoundError:
             pass  # expired (the machine went quiet too long): start a new one
     lease = ctx.store.grant_lease(beat.ttl_s)
-    heartbeat(ctx.store, ctx.keys, machine_id, lease)
+    with ctx.writing(who, request, f"lease {lease}") as store:  # a renewal writes nothing, so no record
+        heartbeat(store, ctx.keys, machine_id, lease)
     return HeartbeatOut(machine=machine_id, lease_id=lease, renewed=False, ttl_s=beat.ttl_s)
 
 
@@ -55,7 +56,7 @@ _OUTCOME = {ReportedState.FINISHED: TaskOutcome.FINISHED, ReportedState.FAILED: 
              responses=responses(400, *_AUTH, 404, 409, 422, 503))
 def report_task(request: Request, job_id: JobId, group: Annotated[int, Path(ge=0, le=63)],
                 index: Annotated[int, Path(ge=0, lt=MAX_TASKS_PER_JOB)], report: TaskReportIn,
-                _: Principal = Operator):
+                who: Principal = Operator):
     """A machine agent reports its task running, finished or failed. Finished and failed
     release the task's resources (failed reschedules it while the job's policy allows)."""
     ctx = ctx_of(request)
@@ -73,7 +74,8 @@ def report_task(request: Request, job_id: JobId, group: Annotated[int, Path(ge=0
         raise ApiError(409, "task not running there", f"task {tid} is {at}{on}", "body.machine")
     rev = ctx.store.current_revision()
     if report.state is not ReportedState.RUNNING:
-        rev = release_tasks(ctx.store, ctx.keys, job_id, [tid], ctx.clock.now(), _OUTCOME[report.state],
-                            on_machine={tid: where})
+        with ctx.writing(who, request, report.state.value) as store:
+            rev = release_tasks(store, ctx.keys, job_id, [tid], ctx.clock.now(), _OUTCOME[report.state],
+                                on_machine={tid: where})
         rec = read_record(ctx, job_id)
     return TaskReportOut(task=tid, task_state=task_state(rec, tid), job_status=rec.status, revision=rev)

@@ -25,7 +25,7 @@ from cellsched.cellstate import codec
 from cellsched.cellstate.chunking import REQUEST_BYTES_BUDGET, max_gang_machines
 from cellsched.cellstate.errors import InvalidInputError
 from cellsched.cellstate.model import Job, JobRecord, TransactionMode
-from cellsched.cellstate.store import Put
+from cellsched.cellstate.store import CellStore, Put
 from cellsched.cellstate.submission import submit_jobs
 
 from .auth import Principal
@@ -73,7 +73,8 @@ def body_digest(spec: JobIn) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def submit_one(ctx: ApiContext, who: Principal, spec: JobIn, idempotency_key: str | None) -> tuple[str, bool]:
+def submit_one(ctx: ApiContext, store: CellStore, who: Principal, spec: JobIn,
+               idempotency_key: str | None) -> tuple[str, bool]:
     """(job id, created). created False: an Idempotency-Key replay of an earlier submission."""
     job = to_job(ctx, spec, spec.id or new_job_id(), "body")
     now = ctx.clock.now()
@@ -86,7 +87,7 @@ def submit_one(ctx: ApiContext, who: Principal, spec: JobIn, idempotency_key: st
         scope = hashlib.sha256(f"{who.name}\0{idempotency_key}".encode()).hexdigest()
         guards[job.id] = Put(ctx.keys.idempotency(scope),
                              codec.encode_obj({"job": job.id, "body": body, "by": who.name, "at": now}))
-    result = submit_jobs(ctx.store, ctx.keys, [job], now, guards)
+    result = submit_jobs(store, ctx.keys, [job], now, guards)
     if job.id in result.accepted:
         return job.id, True
     if job.id in result.guard_taken:
@@ -99,7 +100,7 @@ def submit_one(ctx: ApiContext, who: Principal, spec: JobIn, idempotency_key: st
     raise ApiError(409, "job exists", f"a job with id {job.id!r} already exists", "body.id")
 
 
-def submit_bulk(ctx: ApiContext, bulk: BulkIn) -> BulkOut:
+def submit_bulk(ctx: ApiContext, store: CellStore, bulk: BulkIn) -> BulkOut:
     """Every job is checked before the first write; then each is written atomically
     (many per txn), and the answer gives each job's outcome."""
     jobs: list[Job] = []
@@ -116,8 +117,8 @@ def submit_bulk(ctx: ApiContext, bulk: BulkIn) -> BulkOut:
     accepted: set[str] = set()
     rejected: dict[str, str] = {}
     revision = 0
-    for batch in _by_bytes(ctx, jobs):
-        result = submit_jobs(ctx.store, ctx.keys, batch, now)
+    for batch in _by_bytes(store, jobs):
+        result = submit_jobs(store, ctx.keys, batch, now)
         accepted.update(result.accepted)
         rejected.update(result.rejected)
         revision = max(revision, result.revision)
@@ -138,10 +139,10 @@ def check_record_size(ctx: ApiContext, job: Job, where: str) -> None:
                        where)
 
 
-def _by_bytes(ctx: ApiContext, jobs: list[Job]) -> list[list[Job]]:
+def _by_bytes(store: CellStore, jobs: list[Job]) -> list[list[Job]]:
     """submit_jobs packs jobs by count only; cut the bulk first so no txn goes over the
     store's request bytes (large jobs would otherwise make a txn the store refuses)."""
-    budget = int(ctx.store.limits.max_request_bytes * REQUEST_BYTES_BUDGET)
+    budget = int(store.limits.max_request_bytes * REQUEST_BYTES_BUDGET)
     out: list[list[Job]] = []
     cur: list[Job] = []
     size = 0

@@ -93,6 +93,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--burst", type=int, default=2000, help="burst per token")
     ap.add_argument("--max-body-bytes", type=int, default=None)
     ap.add_argument("--access-log", action="store_true", help="log each request (paths only, never headers)")
+    ap.add_argument("--audit-chains", type=int, default=8,
+                    help="audit chains this process writes (one mutation at a time each); 0: no audit records")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -100,6 +102,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from cellsched.api import ApiContext, RateLimiter, TokenTable, create_app
     from cellsched.api.context import DEFAULT_MAX_BODY_BYTES
+    from cellsched.cellstate.audit import AuditLog
     from cellsched.cellstate.keys import CellKeys
     from cellsched.cellstate.store import CellStore
 
@@ -132,8 +135,9 @@ def serve(args: argparse.Namespace) -> int:
     if args.schedulers == "on" or (args.schedulers == "auto" and not args.etcd):
         hosted = HostedSchedulers(store, keys, args.machine_liveness)
         hosted.start()
+    audit = AuditLog.open(store, keys, args.audit_chains) if args.audit_chains > 0 else None
     ctx = ApiContext(store, keys, tokens, limiter, max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
-                     schedulers_in_process=hosted.alive if hosted else (lambda: 0))
+                     schedulers_in_process=hosted.alive if hosted else (lambda: 0), audit=audit)
     print(f"cellsched api: serving cell {args.cell!r} on http://{args.host}:{args.port} "
           f"(store: {args.etcd or 'embedded'}, schedulers here: {len(hosted.schedulers) if hosted else 0})",
           file=sys.stderr, flush=True)

@@ -26,7 +26,7 @@ def _job(jid: str, groups: int) -> dict:
 
 def test_bulk_is_cut_by_bytes():
     ctx = _ctx(200_000)  # ~20 KB jobs: 64 per txn by count would be ~1.3 MB
-    out = submit_bulk(ctx, BulkIn.model_validate({"jobs": [_job(f"j{i}", 8) for i in range(64)]}))
+    out = submit_bulk(ctx, ctx.store, BulkIn.model_validate({"jobs": [_job(f"j{i}", 8) for i in range(64)]}))
     assert out.created == 64 and out.refused == 0
     assert len(ctx.store.get_prefix(ctx.keys.jobs_prefix)[0]) == 64
 
@@ -34,6 +34,6 @@ def test_bulk_is_cut_by_bytes():
 def test_a_job_over_one_txn_is_refused_before_any_write():
     ctx = _ctx(15_000)
     with pytest.raises(ApiError) as exc:
-        submit_bulk(ctx, BulkIn.model_validate({"jobs": [_job("small", 1), _job("huge", 8)]}))
+        submit_bulk(ctx, ctx.store, BulkIn.model_validate({"jobs": [_job("small", 1), _job("huge", 8)]}))
     assert exc.value.status == 422 and exc.value.field == "body.jobs.1"
     assert ctx.store.get_prefix(ctx.keys.jobs_prefix)[0] == []

@@ -62,3 +62,4 @@ not_recorded
 _._names_a_resource
 plan_job
 scorers
+verify_audit
