@@ -48,7 +48,7 @@ class ApiError(CellError):
     def __init__(self, status: int, title: str, detail: str, field: str | None = None,
                  headers: dict[str, str] | None = None):
         super().__init__(detail)
-        self.status, self.title, self.detail, self.field, self.headers = status, title, detail, field, headers
+        self.http_status, self.title, self.detail, self.field, self.headers = status, title, detail, field, headers
 
 
 def problem_response(status: int, title: str, detail: str, field: str | None = None,
@@ -75,7 +75,7 @@ def _validation(_: Request, exc: Exception) -> JSONResponse:
 
 def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return problem_response(exc.status, exc.title, exc.detail, exc.field, headers=exc.headers)
+    return problem_response(exc.http_status, exc.title, exc.detail, exc.field, headers=exc.headers)
 
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from cellsched.cellstate.job_states import TaskState
 from cellsched.cellstate.model import JobStatus, Machine, MachineState
 
-from .models_jobs import ID_PATTERN, Labels, Resources, ResourcesOut, Strict
+from .models_jobs import ID_PATTERN, Int, Labels, Resources, ResourcesOut, Strict
 
 MAX_MACHINES_PER_REQUEST = 1000
 MAX_HEARTBEAT_TTL_S = 300
@@ -56,9 +56,9 @@ class MachinesAdded(BaseModel):
 
 
 class HeartbeatIn(Strict):
-    lease_id: int | None = Field(None, ge=1, le=2**63 - 1, strict=True, description="the lease of the last heartbeat; "
+    lease_id: Int | None = Field(None, ge=1, le=2**63 - 1, description="the lease of the last heartbeat; "
                                  "omit on the first one")
-    ttl_s: int = Field(10, ge=1, le=MAX_HEARTBEAT_TTL_S, strict=True)
+    ttl_s: Int = Field(10, ge=1, le=MAX_HEARTBEAT_TTL_S)
 
 
 class HeartbeatOut(BaseModel):

@@ -50,14 +50,16 @@ MAX_BULK_JOBS = 1000
 MAX_FAILURES_LIMIT = 10_000
 
 
-def _quantity_schema(pattern: str, example: str) -> WithJsonSchema:
+def _quantity_schema(pattern: str, most: int, example: str) -> WithJsonSchema:
+    """A string in units, or a bare number (cores; MiB) up to the parser's bound."""
     return WithJsonSchema({"anyOf": [{"type": "string", "pattern": pattern},
-                                     {"type": "integer", "minimum": 0, "maximum": 1_000_000}],
+                                     {"type": "number", "minimum": 0, "maximum": most}],
                            "examples": [example]})
 
 
-Cpu = Annotated[int, BeforeValidator(units.cpu_milli), _quantity_schema(CPU_PATTERN, "500m")]
-Memory = Annotated[int, BeforeValidator(units.memory_mib), _quantity_schema(MEMORY_PATTERN, "2Gi")]
+Int = Annotated[int, BeforeValidator(units.no_bool)]
+Cpu = Annotated[int, BeforeValidator(units.cpu_milli), _quantity_schema(CPU_PATTERN, units.MAX_CPU_MILLI // 1000, "500m")]
+Memory = Annotated[int, BeforeValidator(units.memory_mib), _quantity_schema(MEMORY_PATTERN, units.MAX_MEMORY_MIB, "2Gi")]
 Gpus = Annotated[int, BeforeValidator(units.gpus),
                  WithJsonSchema({"type": "integer", "minimum": 0, "maximum": units.MAX_GPUS})]
 Labels = Annotated[dict[Annotated[str, Field(pattern=LABEL_KEY_PATTERN)], Annotated[str, Field(max_length=63)]],
@@ -95,6 +97,32 @@ class Resources(Strict):
         return (self.cpu, self.memory, self.gpu)
 
 
+# Non-zero spellings of the same quantities, so the document can say what a request needs:
+# some dimension above zero (leading zeros allowed, bounds as above).
+_NONZERO_NUMBER = r"(0{0,5}[1-9][0-9]{0,5}(\.[0-9]{1,3})?|0{0,6}\.([1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))"
+CPU_NONZERO = rf"^({_NONZERO_NUMBER}|0{{0,8}}[1-9][0-9]{{0,8}}m)$"
+MEMORY_NONZERO = rf"^{_NONZERO_NUMBER}(Ki|Mi|Gi|Ti|K|k|M|G|T)?$"
+
+
+def _some(name: str, pattern: str, most: int) -> dict:
+    return {"required": [name], "properties": {name: {"anyOf": [
+        {"type": "string", "pattern": pattern}, {"type": "number", "exclusiveMinimum": 0, "maximum": most}]}}}
+
+
+class Request(Resources):
+    """A task's request: Resources with some dimension above zero."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        _some("cpu", CPU_NONZERO, units.MAX_CPU_MILLI // 1000), _some("memory", MEMORY_NONZERO, units.MAX_MEMORY_MIB),
+        {"required": ["gpu"], "properties": {"gpu": {"type": "integer", "minimum": 1}}}]})
+
+    @model_validator(mode="after")
+    def _above_zero(self) -> Request:
+        if not any(self.vector()):
+            raise InvalidInputError("a task must request some cpu, memory or gpu")
+        return self
+
+
 class ResourcesOut(BaseModel):
     """Base units: cpu in milli-CPU, memory in MiB, gpu whole; `human` is the same in units."""
 
@@ -117,17 +145,15 @@ class JobMode(StrEnum):
 
 class TaskGroupIn(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="unique within the job")
-    count: int = Field(1, ge=1, le=MAX_TASKS_PER_JOB, strict=True)
-    resources: Resources
+    count: Int = Field(1, ge=1, le=MAX_TASKS_PER_JOB)
+    resources: Request
     labels: Labels = Field(default_factory=dict, description="labels a machine must carry (constraints)")
     gpu_models: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(
         default_factory=list, max_length=16, description="GPU models accepted; empty: any")
     different_machines: bool = Field(False, strict=True, description="no two tasks of this group on one machine")
 
     @model_validator(mode="after")
-    def _asks_for_something(self) -> TaskGroupIn:
-        if not any(self.resources.vector()):
-            raise InvalidInputError("resources: a task must request some cpu, memory or gpu")
+    def _one_gpu_spelling(self) -> TaskGroupIn:
         if self.gpu_models and GPU_MODEL_LABEL in self.labels:
             raise InvalidInputError(f"give gpu_models or the label {GPU_MODEL_LABEL!r}, not both")
         return self
@@ -144,9 +170,9 @@ class JobIn(Strict):
 
     id: str | None = Field(None, pattern=ID_PATTERN, description="omit to let the API name it")
     job_class: JobClass = Field(JobClass.BATCH, alias="class")
-    priority: int = Field(0, ge=PRIORITY_MIN, le=PRIORITY_MAX, strict=True)
+    priority: Int = Field(0, ge=PRIORITY_MIN, le=PRIORITY_MAX)
     mode: JobMode = JobMode.INCREMENTAL
-    max_failures: int = Field(3, ge=0, le=MAX_FAILURES_LIMIT, strict=True)
+    max_failures: Int = Field(3, ge=0, le=MAX_FAILURES_LIMIT)
     groups: list[TaskGroupIn] = Field(min_length=1, max_length=MAX_GROUPS_PER_JOB)
 
     @field_validator("groups")

@@ -2,8 +2,8 @@
 
 CPU in milli-CPU: "500m" is 500, "2" or 2 is 2000, "1.5" is 1500. Memory in MiB:
 "2Gi" is 2048, "512Mi" 512, "1G" (decimal) rounds up to 954, a bare integer is MiB.
-GPUs are whole. Amounts that are not exact in base units are refused, never rounded
-down (a task must get at least what it asked for; decimal memory rounds up to the MiB).
+GPUs are whole (a fraction is refused). Amounts finer than a base unit round up, never
+down: a task gets at least what it asked for.
 """
 
 from __future__ import annotations
@@ -56,9 +56,7 @@ def cpu_milli(value: object) -> int:
         milli = amount * 1000
     else:
         raise InvalidInputError(f"cpu: unknown suffix {suffix!r} (use 'm' for milli-CPU, or none for cores)")
-    if milli.denominator != 1:
-        raise InvalidInputError(f"cpu: {value!r} is finer than one milli-CPU")
-    return _bounded("cpu", int(milli), MAX_CPU_MILLI)
+    return _bounded("cpu", math.ceil(milli), MAX_CPU_MILLI)  # finer than a milli-CPU: rounds up
 
 
 def memory_mib(value: object) -> int:
@@ -67,6 +65,14 @@ def memory_mib(value: object) -> int:
         raise InvalidInputError(f"memory: unknown suffix {suffix!r} (use Ki, Mi, Gi, Ti, K, M, G, T; none means Mi)")
     mib = amount * _MEMORY_BYTES[suffix] / _MIB
     return _bounded("memory", math.ceil(mib), MAX_MEMORY_MIB)
+
+
+def no_bool(value: object) -> object:
+    """For integer fields: JSON's 2.0 is an integer, a boolean is not (Pydantic's lax mode takes
+    true as 1)."""
+    if isinstance(value, bool):
+        raise InvalidInputError("expected an integer, got a boolean")
+    return value
 
 
 def gpus(value: object) -> int:

@@ -35,5 +35,5 @@ def test_a_job_over_one_txn_is_refused_before_any_write():
     ctx = _ctx(15_000)
     with pytest.raises(ApiError) as exc:
         submit_bulk(ctx, ctx.store, BulkIn.model_validate({"jobs": [_job("small", 1), _job("huge", 8)]}))
-    assert exc.value.status == 422 and exc.value.field == "body.jobs.1"
+    assert exc.value.http_status == 422 and exc.value.field == "body.jobs.1"
     assert ctx.store.get_prefix(ctx.keys.jobs_prefix)[0] == []

@@ -25,7 +25,7 @@ def with_group(**changes):
 # (what is wrong, the job, the field the error must name)
 MISTAKES = [
     ("unknown cpu unit", with_group(resources={"cpu": "500q"}), "groups.0.resources.cpu"),
-    ("cpu finer than a milli-CPU", with_group(resources={"cpu": "0.0005"}), "groups.0.resources.cpu"),
+    ("cpu not a quantity", with_group(resources={"cpu": "1.5.1"}), "groups.0.resources.cpu"),
     ("negative memory", with_group(resources={"memory": -5}), "groups.0.resources.memory"),
     ("fractional gpu", with_group(resources={"gpu": "0.5"}), "groups.0.resources.gpu"),
     ("no resources at all", with_group(resources={}), "groups.0"),
@@ -49,7 +49,8 @@ def test_human_units():
     assert units.memory_mib("2Gi") == 2048 and units.memory_mib("512Mi") == 512 and units.memory_mib(64) == 64
     assert units.memory_mib("1G") == 954  # 10^9 bytes, rounded up to whole MiB
     assert units.gpus(2) == 2
-    for bad in ("1.5m", "-1", "lots", True, float("nan"), "1e3"):
+    assert units.cpu_milli("1.5m") == 2 and units.cpu_milli(0.0001) == 1  # finer than a milli-CPU: up
+    for bad in ("-1", "lots", True, float("nan"), "1e3", "2x"):
         with pytest.raises(InvalidInputError):
             units.cpu_milli(bad)
     assert units.format_cpu(1500) == "1500m" and units.format_memory(2048) == "2Gi"

@@ -49,7 +49,7 @@ undrain
 machine_heartbeat
 report_task
 model_config
-_._asks_for_something
+_._one_gpu_spelling
 _._groups_are_consistent
 next_cursor
 renewed
@@ -63,3 +63,4 @@ _._names_a_resource
 plan_job
 scorers
 verify_audit
+_._above_zero
