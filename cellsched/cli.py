@@ -97,7 +97,48 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Verify the audit chains: on etcd directly, or through an API (the embedded store)."""
+    if args.etcd:
+        from cellsched.cellstate.audit import verify
+        from cellsched.cellstate.keys import CellKeys
+        from cellsched.cellstate.store.etcd import EtcdStore, parse_endpoints
+
+        try:
+            parse_endpoints(args.etcd)
+        except ValueError as exc:
+            print(f"cellsched audit verify: --etcd: {exc}", file=sys.stderr)
+            return 2
+        store = EtcdStore(args.etcd)
+        try:
+            rep = verify(store, CellKeys(args.cell))
+        finally:
+            store.close()
+        ok, chains, records, problems = rep.ok, rep.chains, rep.records, rep.problems
+    else:
+        from cellsched import client
+
+        try:
+            out = client.call(args, "GET", "/v1/audit/verify")
+        except client.ClientError as exc:
+            print(f"cellsched audit verify: {exc}", file=sys.stderr)
+            return 2
+        ok, chains, records, problems = out["ok"], out["chains"], out["records"], out["problems"]
+    for p in problems:
+        print(f"TAMPERED: {p}")
+    print(f"{chains} chains, {records} records: " + ("ok" if ok else f"{len(problems)} problems"))
+    return 0 if ok else 1
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from cellsched.api_server import serve
+
+    return serve(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from cellsched import api_server, client
+
     ap = argparse.ArgumentParser(prog="cellsched", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="4 scheduler actors replay the shipped Google 2011 sample (embedded store)")
@@ -123,6 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--etcd", required=True, help="host:port[,host:port...]")
     check.add_argument("--cell", default="cell")
     check.set_defaults(fn=cmd_check)
+    api = sub.add_parser("api", help="serve the REST API (default: the embedded store with its schedulers)")
+    api_server.add_arguments(api)
+    api.set_defaults(fn=cmd_api)
+    client.add_commands(sub)
+    audit = sub.add_parser("audit", help="the audit chains").add_subparsers(dest="audit_command", required=True)
+    av = audit.add_parser("verify", help="check every chain: edited, deleted or missing records; exit 1 if any")
+    av.add_argument("--etcd", default=None, help="read the chains from etcd (default: ask the API)")
+    av.add_argument("--cell", default="cell")
+    av.add_argument("--api", default=None)
+    av.add_argument("--token", default=None)
+    av.set_defaults(fn=cmd_audit_verify)
     return ap
 
 

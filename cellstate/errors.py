@@ -1,4 +1,4 @@
-"""Every error cellsched raises, as one tree (two are defined in their own packages).
+"""Every error cellsched raises, as one tree (four are defined in their own packages).
 
     CellError
     ├── InvalidInputError          bad input, refused whole before anything is written
@@ -14,6 +14,8 @@
     ├── InternalInvariantError     a check inside the code failed: a bug, never bad input
     ├── BackendUnavailableError    (gpu.backend) CuPy was forced but no usable CUDA device is present
     ├── BenchmarkError             (loadtests) a benchmark could not produce its measurement
+    ├── ApiError                   (api) an HTTP answer: status, title, detail, the field at fault
+    ├── ClientError                (cellsched.client) a bad job file, an unreachable API, or its error answer
     ├── PartialRecordError         a sharded job record written without its shards read (a bug)
     ├── SchemaMismatchError        the cell was written in another key layout
     ├── IllegalTransitionError     a job event its status does not allow (cancel a finished job); names both

@@ -16,6 +16,11 @@
                                     every claim delete compares its mod_revision (the fence)
     /<cell>/live/<machine>          liveness heartbeat, bound to the machine agent's lease
     /<cell>/metrics/<scheduler>     a scheduler's published metrics, bound to its lease: gone with it
+    /<cell>/idem/<digest>           an API submission's Idempotency-Key (hashed with its caller):
+                                    the job it made and its body's digest, written in the job's txn
+    /<cell>/audit/registry          every audit chain's id (cellstate.audit)
+    /<cell>/audit/head/<chain>      a chain's newest sequence number and hash
+    /<cell>/audit/rec/<chain>/<seq> one audit record, written in the txn of the mutation it records
 
 spec and alloc share the `/node/` prefix so one consistent range read and one watch
 cover everything a scheduler's local copy needs. Liveness keys stay outside `/node/`:
@@ -101,6 +106,34 @@ class CellKeys:
     @property
     def schema(self) -> str:
         return f"/{self.cell}/schema"
+
+    @property
+    def idempotency_prefix(self) -> str:
+        return f"/{self.cell}/idem/"
+
+    def idempotency(self, digest: str) -> str:
+        return self.idempotency_prefix + digest
+
+    @property
+    def audit_registry(self) -> str:
+        return f"/{self.cell}/audit/registry"
+
+    @property
+    def audit_head_prefix(self) -> str:
+        return f"/{self.cell}/audit/head/"
+
+    @property
+    def audit_record_root(self) -> str:
+        return f"/{self.cell}/audit/rec/"
+
+    def audit_head(self, chain: str) -> str:
+        return self.audit_head_prefix + chain
+
+    def audit_records(self, chain: str) -> str:
+        return f"{self.audit_record_root}{chain}/"
+
+    def audit_record(self, chain: str, seq: int) -> str:
+        return f"{self.audit_record_root}{chain}/{seq:012d}"
 
     def claim(self, job_id: str) -> str:
         return self.claims_prefix + job_id

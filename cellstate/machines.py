@@ -10,7 +10,7 @@ from .errors import ContentionError, InvalidInputError, UnknownMachineError
 from .keys import CellKeys
 from .model import Machine, MachineState
 from .schema import ensure_schema
-from .store import CellStore, Get, ModRevisionIs, Put
+from .store import CellStore, Delete, Get, ModRevisionIs, Put
 
 
 def add_machines(store: CellStore, keys: CellKeys, machines: Sequence[Machine]) -> int:
@@ -43,3 +43,29 @@ def set_machine_state(store: CellStore, keys: CellKeys, machine_id: str, state: 
         if result.succeeded:
             return result.revision
     raise ContentionError(f"machine {machine_id}: state change kept conflicting")
+
+
+def remove_machine(store: CellStore, keys: CellKeys, machine_id: str) -> int:
+    """Delete a machine that holds no task: its spec, allocation record and liveness key.
+
+    Refused (InvalidInputError, nothing written) while it is UP, so schedulers stop placing
+    there first (drain it), and while any task is still bound to it. One txn compares the
+    spec and the allocation record it judged, so a placement landing meanwhile fails it."""
+    for _ in range(16):
+        spec, alloc = store.txn([], [Get(keys.spec(machine_id)), Get(keys.alloc(machine_id))]).reads
+        if not spec:
+            raise UnknownMachineError(f"unknown machine {machine_id!r}")
+        m = codec.decode_machine(spec[0].key, spec[0].value)
+        if m.state is MachineState.UP:
+            raise InvalidInputError(f"machine {machine_id} is up: drain it before removing it")
+        tasks = codec.decode_alloc(alloc[0].key, alloc[0].value).tasks if alloc else {}
+        if tasks:
+            raise InvalidInputError(f"machine {machine_id} still holds {len(tasks)} tasks")
+        alloc_rev = alloc[0].mod_revision if alloc else 0
+        result = store.txn([ModRevisionIs(spec[0].key, spec[0].mod_revision),
+                            ModRevisionIs(keys.alloc(machine_id), alloc_rev)],
+                           [Delete(keys.spec(machine_id)), Delete(keys.alloc(machine_id)),
+                            Delete(keys.live(machine_id))])
+        if result.succeeded:
+            return result.revision
+    raise ContentionError(f"machine {machine_id}: removal kept conflicting")

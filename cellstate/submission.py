@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from . import codec
@@ -26,6 +26,8 @@ class SubmitResult:
     accepted: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)  # job id -> why
     revision: int = 0
+    # job id -> the value already at its guard key, for jobs refused because the key exists
+    guard_taken: dict[str, bytes] = field(default_factory=dict)
 
 
 def check_placeable(job: Job, machines: Iterable[Machine]) -> None:
@@ -38,31 +40,47 @@ def check_placeable(job: Job, machines: Iterable[Machine]) -> None:
                 f"more than any machine in the cell offers")
 
 
-def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: float) -> SubmitResult:
-    """Write each job with its queue entry. Atomic per job; packed many jobs per txn."""
+def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: float,
+                guards: Mapping[str, Put] | None = None) -> SubmitResult:
+    """Write each job with its queue entry. Atomic per job; packed many jobs per txn.
+
+    `guards` (job id -> Put) adds a key that must be absent and is written in the job's
+    own txn, so "this key is new" and "this job is written" are one fact: the API's
+    Idempotency-Key record. A job whose guard key exists is refused (`guard_taken`)."""
+    guards = guards or {}
     ids = [j.id for j in jobs]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise InvalidJobError(f"duplicate job ids in one submission: {dup[:5]}")
     out = SubmitResult()
-    per_txn = max(1, store.limits.max_txn_ops // 2)
+    per_txn = max(1, store.limits.max_txn_ops // (3 if guards else 2))
     seq = submission_seq(now)  # one submission, one place in the queue; ties go by job id
     for start in range(0, len(jobs), per_txn):
         batch = list(jobs[start:start + per_txn])
         while batch:
             compares = [ModRevisionIs(keys.job(j.id), 0) for j in batch]
+            compares += [ModRevisionIs(guards[j.id].key, 0) for j in batch if j.id in guards]
             success = []
             for j in batch:
                 rec = JobRecord(j, submitted_at=now, queue_seq=seq)
                 success += [Put(keys.job(j.id), codec.encode_job(rec)),
                             Put(keys.queue_of(rec), index_entry_for_new_job(j.id))]
-            result = store.txn(compares, success, [Get(keys.job(j.id)) for j in batch])
+                if j.id in guards:
+                    success.append(guards[j.id])
+            guarded = [j.id for j in batch if j.id in guards]
+            result = store.txn(compares, success, [Get(keys.job(j.id)) for j in batch]
+                               + [Get(guards[jid].key) for jid in guarded])
             if result.succeeded:
                 out.accepted += [j.id for j in batch]
                 out.revision = result.revision
                 break
-            existing = {keys.last_segment(kv.key) for r in result.reads for kv in r}
+            existing = {keys.last_segment(kv.key) for r in result.reads[:len(batch)] for kv in r}
             for jid in existing:
                 out.rejected[jid] = "a job with this id already exists"
+            for jid, r in zip(guarded, result.reads[len(batch):], strict=True):
+                if r:
+                    out.rejected.setdefault(jid, "its guard key already exists")
+                    out.guard_taken[jid] = r[0].value
+                    existing.add(jid)
             batch = [j for j in batch if j.id not in existing]
     return out

@@ -37,3 +37,35 @@ _.export
 # loadtests/otlp_receiver.py: http.server calls its handler's do_POST and log_message by name.
 _.do_POST
 _.log_message
+# api/: route functions are registered by FastAPI's decorators and called per request;
+# Pydantic reads model fields, model_config and validators when it validates and serializes.
+cell_summary
+healthz
+readyz
+submit_job
+submit_jobs_bulk
+list_jobs
+get_job
+cancel
+explain_job
+list_machines
+get_machine
+undrain
+machine_heartbeat
+report_task
+model_config
+_._one_gpu_spelling
+_._groups_are_consistent
+next_cursor
+renewed
+draining
+in_process
+holding_claims
+human
+unplaceable_groups
+not_recorded
+_._names_a_resource
+plan_job
+scorers
+verify_audit
+_._above_zero

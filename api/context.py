@@ -1,0 +1,72 @@
+"""What every route needs: the cell store, its keys, the clock, auth and limits.
+
+An API process holds nothing else: every fact is in the store, so any number of API
+processes can serve one cell (docs/architecture.md, "The REST API")."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from cellsched.cellstate.audit import AuditLog
+from cellsched.cellstate.clock import Clock, RealClock
+from cellsched.cellstate.keys import CellKeys
+from cellsched.cellstate.store import CellStore
+from cellsched.cellstate.validation import DEFAULT_MAX_TASKS_PER_MACHINE
+
+from .auth import Principal, RateLimiter, Role, TokenTable, authorize
+
+DEFAULT_MAX_BODY_BYTES = 4 << 20  # a bulk of 1,000 jobs of ~1 KB with room to spare
+
+
+@dataclass
+class ApiContext:
+    store: CellStore
+    keys: CellKeys
+    tokens: TokenTable
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(1000.0, 2000))
+    clock: Clock = field(default_factory=RealClock)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_tasks_per_machine: int = DEFAULT_MAX_TASKS_PER_MACHINE
+    # How many scheduler loops this process hosts are alive (cellsched.api_server); none by default.
+    schedulers_in_process: Callable[[], int] = lambda: 0
+    audit: AuditLog | None = None  # None: mutations write no audit records
+
+    @contextlib.contextmanager
+    def writing(self, who: Principal, request: Request, detail: str = "") -> Iterator[CellStore]:
+        """The store a mutation writes through: with an audit log, each of its txns carries
+        its audit record (cellstate/audit.py); a refusal before any write gets one alone."""
+        if self.audit is None:
+            yield self.store
+            return
+        what = f"{request.method} {request.url.path}" + (f" {detail}" if detail else "")
+        with self.audit.session(f"{who.name} ({who.role.name.lower()})", what, self.clock.now()) as store:
+            yield store
+
+
+def ctx_of(request: Request) -> ApiContext:
+    return request.app.state.ctx
+
+
+# Declares the bearer scheme in the OpenAPI document; the check itself is `authorize`,
+# which reads the raw header so a malformed one gets its own message.
+_bearer = HTTPBearer(auto_error=False, description="a token from --tokens or CELLSCHED_API_TOKENS")
+
+
+def require(role: Role):
+    def dependency(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+        ctx = ctx_of(request)
+        return authorize(ctx.tokens, ctx.limiter, request.headers.get("authorization"), role)
+
+    dependency.__name__ = f"require_{role.name.lower()}"
+    return dependency
+
+
+Reader = Depends(require(Role.READER))
+Submitter = Depends(require(Role.SUBMITTER))
+Operator = Depends(require(Role.OPERATOR))

@@ -1,0 +1,156 @@
+"""/v1/jobs: submit (one, or bulk), get, list with filters and a cursor, cancel, explain."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+
+from cellsched.cellstate import codec
+from cellsched.cellstate.cancel import cancel_job
+from cellsched.cellstate.model import PRIORITY_MAX, PRIORITY_MIN, JobClass, JobRecord, JobStatus
+from cellsched.cellstate.views import read_job_view
+
+from .auth import Principal
+from .context import ApiContext, Reader, Submitter, ctx_of
+from .errors import ApiError, responses
+from .models_jobs import (
+    ID_PATTERN,
+    BulkIn,
+    BulkOut,
+    CancelOut,
+    Explanation,
+    JobIn,
+    JobList,
+    JobOut,
+    TaskCounts,
+)
+from .submit import submit_bulk, submit_one
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+JobId = Annotated[str, Path(pattern=ID_PATTERN, description="the job's id")]
+MAX_PAGE = 500
+MAX_SCAN = 5000  # job records read per list request at most; the cursor resumes the scan
+
+# OpenAPI links from a created job to its other routes (followed by clients and test generators).
+JOB_LINKS = {name: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}}
+             for name, op in (("GetJob", "get_job"), ("CancelJob", "cancel_job"), ("ExplainJob", "explain_job"))}
+JOB_LINKS["ReportTask"] = {"operationId": "report_task",
+                           "parameters": {"job_id": "$response.body#/id", "group": 0, "index": 0}}
+_AUTH = (401, 403, 429)
+
+
+def read_record(ctx: ApiContext, job_id: str) -> JobRecord:
+    view = read_job_view(ctx.store, ctx.keys, job_id)
+    if view is None:
+        raise ApiError(404, "unknown job", f"no job {job_id!r}", "path.job_id")
+    return view.record
+
+
+@router.post("", status_code=201, operation_id="submit_job", response_model=JobOut,
+             responses={201: {"description": "written to the store", "links": JOB_LINKS},
+                        200: {"model": JobOut, "description": "an Idempotency-Key replay: the job it made",
+                              "links": JOB_LINKS},
+                        **responses(400, *_AUTH, 409, 413, 422, 503)})
+def submit_job(request: Request, response: Response, spec: JobIn, who: Principal = Submitter,
+               idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None):
+    """Submit one job. The answer comes once the job is durably in the store."""
+    ctx = ctx_of(request)
+    with ctx.writing(who, request, f"job {spec.id}" if spec.id else "") as store:
+        job_id, created = submit_one(ctx, store, who, spec, idempotency_key)
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    if not created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return JobOut.of(read_record(ctx, job_id))
+
+
+@router.post("/bulk", status_code=200, operation_id="submit_jobs_bulk", response_model=BulkOut,
+             responses=responses(400, *_AUTH, 413, 422, 503))
+def submit_jobs_bulk(request: Request, bulk: BulkIn, who: Principal = Submitter,
+                     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255,
+                                                                   description="not supported here: 422")] = None):
+    """Submit many jobs: the whole body is validated before any write; each job is atomic.
+    Retry safely by naming the jobs (`id`): a retried job that landed comes back as refused,
+    'already exists'."""
+    if idempotency_key is not None:
+        raise ApiError(422, "not supported", "Idempotency-Key is for single submissions; a bulk's jobs "
+                       "commit in several txns. Give each job an id instead", "header.Idempotency-Key")
+    ctx = ctx_of(request)
+    with ctx.writing(who, request, f"{len(bulk.jobs)} jobs") as store:
+        return submit_bulk(ctx, store, bulk)
+
+
+@router.get("", operation_id="list_jobs", response_model=JobList, responses=responses(*_AUTH, 422, 503))
+def list_jobs(request: Request, _: Principal = Reader,
+              job_class: Annotated[JobClass | None, Query(alias="class")] = None,
+              status: JobStatus | None = None,
+              priority: Annotated[int | None, Query(ge=PRIORITY_MIN, le=PRIORITY_MAX)] = None,
+              cursor: Annotated[str | None, Query(pattern=ID_PATTERN, description="the last id of the page before")] = None,
+              limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100):
+    """Jobs in id order, filtered. Reads at most 5,000 records per call: a page may come back
+    short (even empty) with a cursor; follow `next_cursor` until it is null."""
+    ctx = ctx_of(request)
+    last = cursor or ""
+    items: list[JobOut] = []
+    scanned, at_end = 0, False
+    while len(items) < limit and scanned < MAX_SCAN:
+        page = min(256, MAX_SCAN - scanned)
+        kvs = ctx.store.get_page(ctx.keys.jobs_prefix, page, after=ctx.keys.job(last) if last else "")
+        full = False
+        for kv in kvs:
+            last, scanned = ctx.keys.last_segment(kv.key), scanned + 1
+            rec = codec.decode_job(kv.key, kv.value)
+            if ((job_class is None or rec.job.job_class is job_class) and (status is None or rec.status is status)
+                    and (priority is None or rec.job.priority == priority)):
+                items.append(JobOut.of(rec))
+                if len(items) >= limit:
+                    full = True
+                    break
+        if full:
+            break
+        if len(kvs) < page:
+            at_end = True
+            break
+    nxt = None if at_end or not last else last
+    return JobList(items=items, next_cursor=nxt)
+
+
+@router.get("/{job_id}", operation_id="get_job", response_model=JobOut,
+            responses={200: {"description": "the job", "links": {k: v for k, v in JOB_LINKS.items() if k != "GetJob"}},
+                       **responses(*_AUTH, 404, 422, 503)})
+def get_job(request: Request, job_id: JobId, _: Principal = Reader):
+    return JobOut.of(read_record(ctx_of(request), job_id))
+
+
+@router.post("/{job_id}/cancel", operation_id="cancel_job", response_model=CancelOut,
+             responses=responses(*_AUTH, 404, 409, 422, 503))
+def cancel(request: Request, job_id: JobId, who: Principal = Submitter):
+    """Cancel a job and release its tasks. Cancelling a cancelled job is a no-op; a finished
+    or failed one is a 409."""
+    ctx = ctx_of(request)
+    with ctx.writing(who, request) as store:
+        read_record(ctx, job_id)  # 404 before the cancel protocol's own error
+        out = cancel_job(store, ctx.keys, job_id, ctx.clock.now())
+    return CancelOut(id=job_id, status=JobStatus.CANCELLED, already_cancelled=out.already_cancelled,
+                     released_tasks=len(out.released), revision=out.revision)
+
+
+# What the scheduler keeps only in its own memory (schedulers/attempts.py), not on the record.
+NOT_RECORDED = ["attempts (kept per scheduler process, not on the job record)",
+                "the last conflicts with their machines (only the last one, inside a no_progress refusal)",
+                "top-scored machines (the decision does not store its scores)"]
+
+
+@router.get("/{job_id}/explanation", operation_id="explain_job", response_model=Explanation,
+            responses=responses(*_AUTH, 404, 422, 503))
+def explain_job(request: Request, job_id: JobId, _: Principal = Reader):
+    """Why the job is where it is, read from the structured reason its record carries (written
+    by the park or placement it describes, never by an extra write)."""
+    rec = read_record(ctx_of(request), job_id)
+    refusal = rec.refusal or None
+    groups = list(refusal.get("groups", [])) if refusal and refusal.get("kind") == "unplaceable" else []
+    return Explanation(id=job_id, status=rec.status, reason=rec.reason, refusal=refusal, unplaceable_groups=groups,
+                       tasks=TaskCounts(total=rec.job.task_count, bound=len(rec.bound), done=len(rec.done)),
+                       failures=rec.failures, first_attempt_at=rec.first_attempt_at, placed_at=rec.placed_at,
+                       not_recorded=NOT_RECORDED)

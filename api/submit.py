@@ -1,0 +1,158 @@
+"""Submitting jobs: the API's checks, then cellstate.submission.submit_jobs (the one writer).
+
+- Checked before any write: the body (Pydantic), the job model's own rules, and a gang's
+  width: an all-or-nothing job commits in one txn (docs/architecture.md,
+  "The commit protocol", 4.), so one that must span more machines than a txn holds is
+  refused here.
+- Idempotency-Key: its record /<cell>/idem/<sha256(caller, key)> holds the job id and the
+  body's digest, and is written by the job's own txn, guarded on its absence. Two API
+  processes racing on one key: one txn lands, the other reads the record: same body, the
+  same job back (200); another body, 409.
+- A 2xx is sent after submit_jobs returns, i.e. after the store acknowledged the txn
+  (on etcd: committed by a Raft majority).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import secrets
+import time
+
+from cellsched.cellstate import codec
+from cellsched.cellstate.chunking import REQUEST_BYTES_BUDGET, max_gang_machines
+from cellsched.cellstate.errors import InvalidInputError
+from cellsched.cellstate.model import Job, JobRecord, TransactionMode
+from cellsched.cellstate.store import CellStore, Put
+from cellsched.cellstate.submission import submit_jobs
+
+from .auth import Principal
+from .context import ApiContext
+from .errors import ApiError
+from .models_jobs import BulkIn, BulkOut, BulkOutcome, JobIn
+
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def new_job_id() -> str:
+    """Time-ordered (so listings read in submission order), with randomness against collisions."""
+    return f"j-{time.time_ns():x}-{secrets.token_hex(4)}"
+
+
+def to_job(ctx: ApiContext, spec: JobIn, job_id: str, where: str) -> Job:
+    try:
+        job = spec.to_job(job_id)
+    except InvalidInputError as exc:  # the model's own rules: a second line behind Pydantic's
+        raise ApiError(422, "invalid job", str(exc), where) from None
+    check_gang_width(ctx, job, where)
+    check_record_size(ctx, job, where)
+    return job
+
+
+def check_gang_width(ctx: ApiContext, job: Job, where: str) -> None:
+    if job.mode is not TransactionMode.ALL_OR_NOTHING:
+        return
+    max_ops = ctx.store.limits.max_txn_ops
+    widest = max_gang_machines(max_ops, codec.is_sharded(job))
+    by_limit = math.ceil(job.task_count / ctx.max_tasks_per_machine)
+    spread = max((g.count for g in job.groups if g.different_machines), default=0)
+    least = max(by_limit, spread)
+    if least > widest:
+        why = (f"a different_machines group of {spread} tasks" if spread >= by_limit
+               else f"{job.task_count} tasks at most {ctx.max_tasks_per_machine} per machine")
+        raise ApiError(422, "gang too large",
+                       f"a gang commits in one txn, which holds at most {widest} machines (max_txn_ops={max_ops}); "
+                       f"this one spans at least {least} ({why}). Submit it as mode=incremental, or split it",
+                       f"{where}.groups")
+
+
+def body_digest(spec: JobIn) -> str:
+    canonical = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def submit_one(ctx: ApiContext, store: CellStore, who: Principal, spec: JobIn,
+               idempotency_key: str | None) -> tuple[str, bool]:
+    """(job id, created). created False: an Idempotency-Key replay of an earlier submission."""
+    job = to_job(ctx, spec, spec.id or new_job_id(), "body")
+    now = ctx.clock.now()
+    guards: dict[str, Put] = {}
+    body = body_digest(spec)
+    if idempotency_key is not None:
+        if not _KEY.match(idempotency_key):
+            raise ApiError(422, "invalid header", "Idempotency-Key must be 1-255 printable ASCII characters",
+                           "header.Idempotency-Key")
+        scope = hashlib.sha256(f"{who.name}\0{idempotency_key}".encode()).hexdigest()
+        guards[job.id] = Put(ctx.keys.idempotency(scope),
+                             codec.encode_obj({"job": job.id, "body": body, "by": who.name, "at": now}))
+    result = submit_jobs(store, ctx.keys, [job], now, guards)
+    if job.id in result.accepted:
+        return job.id, True
+    if job.id in result.guard_taken:
+        stored = codec.decode_obj(guards[job.id].key, result.guard_taken[job.id])
+        if stored.get("body") != body:
+            raise ApiError(409, "idempotency key reused",
+                           f"this Idempotency-Key was used for job {stored.get('job')!r} with a different body",
+                           "header.Idempotency-Key")
+        return str(stored["job"]), False
+    raise ApiError(409, "job exists", f"a job with id {job.id!r} already exists", "body.id")
+
+
+def submit_bulk(ctx: ApiContext, store: CellStore, bulk: BulkIn) -> BulkOut:
+    """Every job is checked before the first write; then each is written atomically
+    (many per txn), and the answer gives each job's outcome."""
+    jobs: list[Job] = []
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(bulk.jobs):
+        where = f"body.jobs.{i}"
+        job = to_job(ctx, spec, spec.id or new_job_id(), where)
+        if job.id in seen:
+            raise ApiError(422, "duplicate job id", f"job id {job.id!r} is also at body.jobs.{seen[job.id]}",
+                           f"{where}.id")
+        seen[job.id] = i
+        jobs.append(job)
+    now = ctx.clock.now()
+    accepted: set[str] = set()
+    rejected: dict[str, str] = {}
+    revision = 0
+    for batch in _by_bytes(store, jobs):
+        result = submit_jobs(store, ctx.keys, batch, now)
+        accepted.update(result.accepted)
+        rejected.update(result.rejected)
+        revision = max(revision, result.revision)
+    results = [BulkOutcome(index=i, id=j.id, created=j.id in accepted, reason=rejected.get(j.id, ""))
+               for i, j in enumerate(jobs)]
+    return BulkOut(created=len(accepted), refused=len(jobs) - len(accepted), results=results, revision=revision)
+
+
+def record_bytes(job: Job) -> int:
+    """What the job's submission txn writes for it: its record, queue entry and keys."""
+    return len(codec.encode_job(JobRecord(job))) + 4 * len(job.id) + 200
+
+
+def check_record_size(ctx: ApiContext, job: Job, where: str) -> None:
+    size, budget = record_bytes(job), int(ctx.store.limits.max_request_bytes * REQUEST_BYTES_BUDGET)
+    if size > budget:
+        raise ApiError(422, "job too large", f"the job's record is about {size} bytes; one txn holds {budget}",
+                       where)
+
+
+def _by_bytes(store: CellStore, jobs: list[Job]) -> list[list[Job]]:
+    """submit_jobs packs jobs by count only; cut the bulk first so no txn goes over the
+    store's request bytes (large jobs would otherwise make a txn the store refuses)."""
+    budget = int(store.limits.max_request_bytes * REQUEST_BYTES_BUDGET)
+    out: list[list[Job]] = []
+    cur: list[Job] = []
+    size = 0
+    for job in jobs:
+        b = record_bytes(job)
+        if cur and size + b > budget:
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(job)
+        size += b
+    if cur:
+        out.append(cur)
+    return out

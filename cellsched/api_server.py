@@ -1,0 +1,151 @@
+"""`cellsched api`: serve the REST API with uvicorn (uvloop, httptools).
+
+With no arguments it serves a first-try cell: the embedded memory store, in this
+process, with one scheduler loop per class and the machine monitor on threads, on
+127.0.0.1:8080, and an operator token it writes to ~/.cellsched/token (mode 0600, never
+printed) for the client commands. With --etcd it serves a cell on etcd; schedulers
+then run elsewhere (`cellsched up`), unless --schedulers on. Any number of API
+processes can serve one etcd cell: they share nothing but the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+import threading
+from pathlib import Path
+
+DEFAULT_TOKEN_FILE = Path.home() / ".cellsched" / "token"
+DEFAULT_PORT = 8080
+
+
+def _first_try_tokens(path: Path):
+    """An operator token for the embedded first try, kept in a private file."""
+    from cellsched.api import Role, TokenTable
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = path.read_text().strip() if path.exists() else ""
+    if len(secret) < 16:
+        secret = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+    table = TokenTable()
+    table.add(Role.OPERATOR, "local-operator", secret)
+    return table
+
+
+class HostedSchedulers:
+    """Scheduler loops (one per class) and the machine monitor, on threads of this process."""
+
+    def __init__(self, store, keys, machine_liveness: bool):
+        from cellsched.cellstate.clock import RealClock
+        from cellsched.cellstate.machine_health import MachineMonitor
+        from cellsched.schedulers import PRESETS, Scheduler
+
+        self.stop = threading.Event()
+        self.schedulers = [Scheduler(f"{keys.cell}-{c.value}-0", store, keys, s.with_(idle_poll_s=0.05), RealClock())
+                           for c, s in PRESETS.items()]
+        self.monitor = MachineMonitor(store, keys, RealClock(), liveness_required=machine_liveness)
+        self.threads = [threading.Thread(target=s.run, args=(self.stop,), name=s.name, daemon=True)
+                        for s in self.schedulers]
+        self.threads.append(threading.Thread(target=self._monitor_loop, name="monitor", daemon=True))
+
+    def _monitor_loop(self) -> None:
+        log = logging.getLogger("cellsched.monitor")
+        while not self.stop.wait(1.0):
+            try:
+                self.monitor.tick()
+            except Exception as exc:  # a tick's failure is retried next tick
+                log.warning("machine monitor tick failed: %s", exc)
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def alive(self) -> int:
+        return sum(1 for t in self.threads[:-1] if t.is_alive())
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=5)
+        for s in self.schedulers:
+            s.close()
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--etcd", default=None, help="host:port[,host:port...]; default: the embedded store")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=DEFAULT_PORT)
+    ap.add_argument("--cell", default="cell")
+    ap.add_argument("--tokens", default=None,
+                    help="file of role:name:secret lines (default: CELLSCHED_API_TOKENS; embedded: a local "
+                         f"operator token in {DEFAULT_TOKEN_FILE})")
+    ap.add_argument("--schedulers", choices=("auto", "on", "off"), default="auto",
+                    help="host scheduler loops in this process (auto: on for the embedded store)")
+    ap.add_argument("--machine-liveness", action="store_true",
+                    help="machines must heartbeat (POST /v1/machines/ID/heartbeat) or go DOWN")
+    ap.add_argument("--rate", type=float, default=1000.0, help="requests per second per token")
+    ap.add_argument("--burst", type=int, default=2000, help="burst per token")
+    ap.add_argument("--max-body-bytes", type=int, default=None)
+    ap.add_argument("--access-log", action="store_true", help="log each request (paths only, never headers)")
+    ap.add_argument("--audit-chains", type=int, default=8,
+                    help="audit chains this process writes (one mutation at a time each); 0: no audit records")
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from cellsched.api import ApiContext, RateLimiter, TokenTable, create_app
+    from cellsched.api.context import DEFAULT_MAX_BODY_BYTES
+    from cellsched.cellstate.audit import AuditLog
+    from cellsched.cellstate.keys import CellKeys
+    from cellsched.cellstate.store import CellStore
+
+    try:
+        if args.tokens or os.environ.get("CELLSCHED_API_TOKENS") or args.etcd:
+            tokens = TokenTable.load(args.tokens)
+        else:
+            tokens = _first_try_tokens(DEFAULT_TOKEN_FILE)
+            print(f"cellsched api: an operator token is in {DEFAULT_TOKEN_FILE}", file=sys.stderr)
+        limiter = RateLimiter(args.rate, args.burst)
+    except (OSError, ValueError) as exc:
+        print(f"cellsched api: {exc}", file=sys.stderr)
+        return 2
+    store: CellStore
+    if args.etcd:
+        from cellsched.cellstate.store.etcd import EtcdStore, parse_endpoints
+
+        try:
+            parse_endpoints(args.etcd)
+        except ValueError as exc:
+            print(f"cellsched api: --etcd: {exc}", file=sys.stderr)
+            return 2
+        store = EtcdStore(args.etcd)
+    else:
+        from cellsched.cellstate.store.memory import MemoryStore
+
+        store = MemoryStore()
+    keys = CellKeys(args.cell)
+    hosted = None
+    if args.schedulers == "on" or (args.schedulers == "auto" and not args.etcd):
+        hosted = HostedSchedulers(store, keys, args.machine_liveness)
+        hosted.start()
+    audit = AuditLog.open(store, keys, args.audit_chains) if args.audit_chains > 0 else None
+    ctx = ApiContext(store, keys, tokens, limiter, max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+                     schedulers_in_process=hosted.alive if hosted else (lambda: 0), audit=audit)
+    print(f"cellsched api: serving cell {args.cell!r} on http://{args.host}:{args.port} "
+          f"(store: {args.etcd or 'embedded'}, schedulers here: {len(hosted.schedulers) if hosted else 0})",
+          file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(create_app(ctx), host=args.host, port=args.port, loop="uvloop", http="httptools",
+                    log_level="warning", access_log=args.access_log)
+    finally:
+        if hosted:
+            hosted.close()
+        store.close()
+    return 0
