@@ -69,3 +69,6 @@ plan_job
 scorers
 verify_audit
 _._above_zero
+# loadtests/locust_api.py: Locust finds the user class and reads its wait_time itself.
+ApiUser
+wait_time

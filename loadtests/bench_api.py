@@ -1,0 +1,210 @@
+"""Load-test the REST API with Locust, and measure the bare ceiling in the same run.
+
+    python -m loadtests.bench_api [--json] [--backends memory,etcd-3] [--users 64] [--seconds 20]
+                                  [--bulk 500] [--bulk-seconds 10] [--machines 500] [--quick]
+
+For each backend it starts a real `cellsched api` in a subprocess on a free loopback port
+(uvicorn with uvloop and httptools), with its scheduler loops running in that process:
+the embedded store (`memory`; `cellsched api`'s first-try mode), or a 3-member etcd it
+starts itself (`etcd-3`; `cellsched api --etcd ... --schedulers on`). It registers
+machines through the API, then runs Locust headless (`FastHttpUser`, `--users` users, as
+a subprocess, loadtests/locust_api.py) for single submissions (about 1 KB, two task
+groups) and then bulk submissions of `--bulk` jobs. The bare ceiling is a FastAPI POST
+that returns a fixed 201 (loadtests/bare_api.py) under the same uvicorn settings and the
+same Locust load. The token's rate limit is set far above the offered load; a 429 would be
+counted apart from failures. Every process started here is stopped by its PID.
+
+The last line with --json holds submissions_per_s, p50_ms, p99_ms, failures, rate_limited,
+bare_ceiling_per_s, ratio_to_bare, bulk_jobs_per_s and backend for the first backend, and
+every backend's figures under "backends".
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from cellsched.loadtests.etcd_process import etcd_binary, free_ports, start_etcd_cluster
+
+TOKEN = "bench-operator-secret-0000000000001"
+LOCUSTFILE = Path(__file__).with_name("locust_api.py")
+LABELS = {**{f"team-{k}": "x" * 40 + str(k) for k in range(3)}, **{f"zone-{k}": "x" * 40 + str(k) for k in range(3)}}
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise BenchError(f"server at {url} not ready after {timeout_s} s:\n{log.read_text()[-2000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
+
+
+def _start_api(tmp: Path, etcd: str | None) -> tuple[subprocess.Popen, str]:
+    port = free_ports(1)[0]
+    tokens = tmp / "tokens.txt"
+    tokens.write_text(f"operator:bench:{TOKEN}\n")
+    log = tmp / f"api-{port}.log"
+    cmd = [sys.executable, "-m", "cellsched.cli", "api", "--port", str(port), "--tokens", str(tokens),
+           "--cell", "bench", "--rate", "1000000", "--burst", "1000000"]
+    if etcd:
+        cmd += ["--etcd", etcd, "--schedulers", "on"]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    _wait_ready(base + "/readyz", proc, log)
+    return proc, base
+
+
+def _start_bare(tmp: Path) -> tuple[subprocess.Popen, str]:
+    port = free_ports(1)[0]
+    log = tmp / f"bare-{port}.log"
+    cmd = [sys.executable, "-m", "uvicorn", "cellsched.loadtests.bare_api:app", "--port", str(port),
+           "--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:  # the bare app has no /readyz: any answer means it listens
+        try:
+            httpx.post(base + "/submit", content=b"{}", timeout=2)
+            return proc, base
+        except httpx.HTTPError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                _stop(proc)
+                raise BenchError(f"bare app did not start:\n{log.read_text()[-2000:]}") from None
+            time.sleep(0.2)
+
+
+def _add_machines(base: str, n: int) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    for start in range(0, n, 500):
+        body = {"machines": [{"id": f"m{i:05d}", "capacity": {"cpu": "64", "memory": "256Gi"}, "labels": LABELS}
+                             for i in range(start, min(n, start + 500))]}
+        r = httpx.post(base + "/v1/machines", json=body, headers=headers, timeout=60)
+        if r.status_code != 201:
+            raise BenchError(f"adding machines: HTTP {r.status_code}: {r.text[:300]}")
+
+
+def run_locust(host: str, mode: str, users: int, seconds: float, tmp: Path, bulk: int = 500) -> dict:
+    """One headless Locust run; its figures from Locust's CSV (it prints to stderr)."""
+    prefix = tmp / f"locust-{mode}-{int(time.time() * 1000)}"
+    env = {**os.environ, "BENCH_API_MODE": mode, "BENCH_API_TOKEN": TOKEN, "BENCH_API_BULK": str(bulk)}
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users),
+           "-r", str(users), "-t", f"{max(1, int(seconds))}s", "--host", host, "--csv", str(prefix),
+           "--only-summary", "--exit-code-on-error", "0", "--stop-timeout", "10"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 120)
+    stats = Path(f"{prefix}_stats.csv")
+    if not stats.exists():
+        raise BenchError(f"locust wrote no stats (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    rows = {r["Name"]: r for r in csv.DictReader(stats.open())}
+    name = {"single": "single", "bulk": "bulk", "bare": "bare"}[mode]
+    row = rows.get(name)
+    if row is None:
+        raise BenchError(f"locust stats have no {name!r} row: {sorted(rows)}\n{done.stderr[-2000:]}")
+    limited = rows.get(f"{name} (429)")
+    return {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
+            "per_s": float(row["Requests/s"]), "p50_ms": float(row["50%"]), "p99_ms": float(row["99%"]),
+            "rate_limited": int(limited["Request Count"]) if limited else 0}
+
+
+def bench_backend(backend: str, args, tmp: Path) -> dict:
+    cluster = start_etcd_cluster(3) if backend == "etcd-3" else None
+    proc = None
+    try:
+        proc, base = _start_api(tmp, cluster.endpoints if cluster else None)
+        _add_machines(base, args.machines)
+        single = run_locust(base, "single", args.users, args.seconds, tmp)
+        bulk = run_locust(base, "bulk", args.users, args.bulk_seconds, tmp, bulk=args.bulk)
+        summary = httpx.get(base + "/v1/cell", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).json()
+    finally:
+        if proc is not None:
+            _stop(proc)
+        if cluster is not None:
+            cluster.stop()
+    return {"backend": backend, "single": single, "bulk": bulk, "bulk_jobs_per_s": bulk["per_s"] * args.bulk,
+            "cell": {k: summary.get(k) for k in ("queues", "schedulers", "used")}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backends", default="memory,etcd-3", help="comma-separated: memory, etcd-3")
+    ap.add_argument("--users", type=int, default=64)
+    ap.add_argument("--seconds", type=float, default=20.0, help="length of the single-submission and bare phases")
+    ap.add_argument("--bulk", type=int, default=500, help="jobs per bulk request")
+    ap.add_argument("--bulk-seconds", type=float, default=10.0)
+    ap.add_argument("--machines", type=int, default=500)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    bad = [b for b in backends if b not in ("memory", "etcd-3")]
+    if bad or not backends:
+        print(f"bench_api: --backends: unknown {bad or 'empty list'}; expected memory and/or etcd-3", file=sys.stderr)
+        return 2
+    if "etcd-3" in backends and etcd_binary() is None:
+        print("bench_api: etcd is not installed (Debian: apt-get install etcd-server)", file=sys.stderr)
+        return 2
+    if args.quick:
+        args.users, args.seconds, args.bulk, args.bulk_seconds, args.machines = 8, 2, 20, 2, 20
+    with tempfile.TemporaryDirectory(prefix="cellsched-bench-api-") as d:
+        tmp = Path(d)
+        bare_proc, bare_base = _start_bare(tmp)
+        try:
+            bare = run_locust(bare_base, "bare", args.users, args.seconds, tmp)
+        finally:
+            _stop(bare_proc)
+        results = [bench_backend(b, args, tmp) for b in backends]
+    print(f"{'backend':8} {'users':>5} {'subm/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'fail':>5} {'429':>5} "
+          f"{'vs bare':>7} {'bulk jobs/s':>11}")
+    for r in results:
+        s = r["single"]
+        print(f"{r['backend']:8} {args.users:5d} {s['per_s']:8.0f} {s['p50_ms']:7.0f} {s['p99_ms']:7.0f} "
+              f"{s['failures'] + r['bulk']['failures']:5d} {s['rate_limited']:5d} "
+              f"{s['per_s'] / max(bare['per_s'], 1e-9):7.2f} {r['bulk_jobs_per_s']:11.0f}")
+    print(f"bare ceiling: {bare['per_s']:.0f} req/s, p50 {bare['p50_ms']:.0f} ms, p99 {bare['p99_ms']:.0f} ms "
+          f"(a fixed 201, same uvicorn settings and load)")
+    first = results[0]
+    out = {"backend": first["backend"], "submissions_per_s": round(first["single"]["per_s"], 1),
+           "p50_ms": first["single"]["p50_ms"], "p99_ms": first["single"]["p99_ms"],
+           "failures": first["single"]["failures"] + first["bulk"]["failures"],
+           "rate_limited": first["single"]["rate_limited"] + first["bulk"]["rate_limited"],
+           "bare_ceiling_per_s": round(bare["per_s"], 1),
+           "ratio_to_bare": round(first["single"]["per_s"] / max(bare["per_s"], 1e-9), 3),
+           "bulk_jobs_per_s": round(first["bulk_jobs_per_s"], 1), "users": args.users, "quick": args.quick,
+           "bare": bare, "backends": results}
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
