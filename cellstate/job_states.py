@@ -19,7 +19,7 @@ record (it may be sharded) and compares what it read; this module writes nothing
 
     FAIL   from PENDING, PARKED, PLACED     ──▶ FAILED     (-queue or -parked; a claim stays with its holder)
     CANCEL from PENDING, PARKED, PLACED     ──▶ CANCELLED  (likewise)
-    PURGE  from FINISHED, FAILED, CANCELLED ──▶ the record is deleted
+    PURGE  from FINISHED, FAILED, CANCELLED ──▶ the record is deleted (once no task of it is left on a machine)
 
 Every legal (status, event) pair, and what it writes (-/+ an index entry, -claim):
 

@@ -1,7 +1,7 @@
 """Retention and compaction: what keeps a long run under etcd's space quota.
 
-Terminal jobs (FINISHED, FAILED, CANCELLED) stay readable for a retention period, then
-are deleted, each delete compared against the record it judged so a job that changed
+Terminal jobs (FINISHED, FAILED, CANCELLED) stay readable for a retention period, then,
+once no task of theirs is left on a machine, are deleted, each delete compared against the record it judged so a job that changed
 meanwhile is left alone. The jobs prefix is read in pages and a sweep does a bounded
 amount of work per call, resuming from a cursor (the last key it looked at): a cell
 with millions of retained jobs costs each housekeeping tick the same.
@@ -38,10 +38,20 @@ def compact_history(store: CellStore, keep_revisions: int) -> int | None:
     return target
 
 
+def holds_tasks(rec) -> bool:
+    """Whether some task of the job still sits on a machine. A FAILED or CANCELLED job can:
+    the tasks that were running when it failed run on, and a cancel cut short has not
+    released them all yet. Its record accounts for them, so it is kept until they leave
+    (a sharded record read alone carries the count)."""
+    return bool(rec.bound) if rec.loaded else rec.shard_counts[0] > 0
+
+
 def _expired(kv: KeyValue, now: float, retention_s: float) -> str | None:
-    """The job id if this record may be purged (terminal) and is past retention, else None."""
+    """The job id if this record may be purged (terminal, holding no task) and is past
+    retention, else None."""
     rec = codec.decode_job(kv.key, kv.value)
-    if allowed(rec.status, JobEvent.PURGE) and rec.finished_at is not None and rec.finished_at + retention_s <= now:
+    if allowed(rec.status, JobEvent.PURGE) and rec.finished_at is not None \
+            and rec.finished_at + retention_s <= now and not holds_tasks(rec):
         return rec.job.id
     return None
 
@@ -49,8 +59,11 @@ def _expired(kv: KeyValue, now: float, retention_s: float) -> str | None:
 def purge_job(store: CellStore, keys: CellKeys, kv: KeyValue, jid: str) -> bool:
     """Delete a job record read as `kv`, and its binding shards first, each txn guarded by
     the record's revision (a record changed since the read is left alone). PURGE is a job
-    event: a record that is not terminal raises IllegalTransitionError, nothing deleted."""
+    event: a record that is not terminal raises IllegalTransitionError, nothing deleted; one
+    whose tasks still sit on machines is left alone (False): deleting it would orphan them."""
     rec = codec.decode_job(kv.key, kv.value)
+    if holds_tasks(rec):
+        return False
     ops = apply_event(rec, JobEvent.PURGE, keys)  # terminal jobs hold no index entry: no ops today
     shard_keys = [s.key for s in store.get_prefix(keys.bind_prefix(jid))[0]]
     guard = [ModRevisionIs(kv.key, kv.mod_revision)]

@@ -137,3 +137,24 @@ def test_retention_skips_corrupt_records_and_jobs_changed_since_the_read():
     assert purge_finished(inner, keys, clock.now() + 1, 0.0) == ["b"]
     with pytest.raises(InvalidInputError):
         RetentionSweep(page_size=0)
+
+
+def test_a_failed_job_whose_tasks_still_run_is_kept_until_they_leave(store):
+    """Found by the stress run: a FAILED job past retention was purged while its other task
+    still sat on a machine, leaving that task bound to a job that no longer existed."""
+    clock = SimClock(1000.0)
+    keys = make_cell(store, 2)
+    submit_jobs(store, keys, [Job("f", (TaskGroup("g", 2, (1000, 1024, 0)),), max_failures=0)], now=clock.now())
+    CommitEngine(store, keys).commit(Plan([Claim("f/0/0", "m0", (1000, 1024, 0)), Claim("f/0/1", "m1", (1000, 1024, 0))],
+                                          views(store, keys, 2), {"f": read_job_view(store, keys, "f")}))
+    release_tasks(store, keys, "f", ["f/0/0"], now=clock.now(), outcome=TaskOutcome.FAILED)
+    rec = read_job_view(store, keys, "f").record
+    assert rec.status is JobStatus.FAILED and list(rec.bound) == ["f/0/1"]  # its other task runs on
+    keeper = Housekeeper(store, keys, clock, retention_s=300, every_s=60)
+    clock.advance(301)
+    assert keeper.tick() and keeper.purged == 0
+    assert read_job_view(store, keys, "f") is not None and check_store(store, keys).ok
+    release_tasks(store, keys, "f", ["f/0/1"], now=clock.now())  # its last task leaves
+    clock.advance(61)
+    assert keeper.tick() and list(keeper.recently_purged) == ["f"]
+    assert read_job_view(store, keys, "f") is None and check_store(store, keys).ok
