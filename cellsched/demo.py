@@ -1,6 +1,7 @@
 """`make demo`: the main job on embedded defaults.
 
-The embedded memory store hosted by a named Ray actor, a local Ray instance, and four
+The embedded memory store hosted by a named Ray actor, a local Ray instance, the REST API
+(api/, served on a thread here; every job goes in through POST /v1/jobs/bulk) and four
 scheduler actors (2 batch, 1 service, 1 gpu) replay the attributed Google 2011 sample
 shipped in loadtests/ (plus synthetic GPU gangs on GPU-labelled machines) on a machine
 set sized so the cell is really loaded. Prints progress, then a per-scheduler summary.
@@ -12,12 +13,14 @@ import os
 import tempfile
 import time
 
+from cellsched.api_server import DEFAULT_TOKEN_FILE, _first_try_tokens
 from cellsched.cellstate import codec
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
 from cellsched.cellstate.model import JobStatus
 from cellsched.cellstate.store import Get
+from cellsched.demo_api import ApiThread, HttpSubmitter
 from cellsched.loadtests.replay import ReplayDriver, ReplayProgress, google_workload
 from cellsched.loadtests.traces.sample import sample_trace_dir
 from cellsched.schedulers import ray_actors
@@ -70,10 +73,21 @@ def run(horizon_s: float = 40.0, seed: int = 1, ray_address: str | None = None) 
               for name, settings in FLEET]
     keeper = ray_actors.start_housekeeper(spec, keys.cell, retention_s=10.0, every_s=5.0, keep_revisions=1000)
     ray_actors.get([a.status.remote() for a in actors])
-    print(f"started {len(actors)} scheduler actors in {time.time() - t0:.1f}s; replaying", flush=True)
-    driver = ReplayDriver(store, keys, workload)
-    driver.run(until_s=horizon_s + 30, on_progress=print_progress)
+    api, submitter = start_api(store, keys)
+    print(f"started {len(actors)} scheduler actors in {time.time() - t0:.1f}s; the REST API is on {api.base} "
+          f"(operator token in {DEFAULT_TOKEN_FILE}); while it runs, try:\n"
+          f"  .venv/bin/cellsched jobs --api {api.base}    "
+          f".venv/bin/cellsched machines --api {api.base}    .venv/bin/cellsched explain ID --api {api.base}\n"
+          f"replaying: every job goes in through POST /v1/jobs/bulk", flush=True)
+    driver = ReplayDriver(store, keys, workload, submit=submitter)
+    try:
+        driver.run(until_s=horizon_s + 30, on_progress=print_progress)
+    finally:
+        submitter.close()
+        api.stop()
     print_progress(driver.progress)
+    print(f"API: {submitter.requests} bulk requests, {len(driver.accepted)} jobs accepted, "
+          f"{len(driver.rejected)} refused")
     statuses = ray_actors.get([a.stop.remote() for a in actors])
     kept = ray_actors.get(keeper.stop.remote())
     # Jobs the housekeeper purged after their retention are accounted for, not lost.
@@ -94,6 +108,18 @@ def run(horizon_s: float = 40.0, seed: int = 1, ray_address: str | None = None) 
         print(f"scheduler {s['name']} failed: {s['error']}")
     ray_actors.shutdown()
     return 0 if report.ok and not errors else 1
+
+
+def start_api(store, keys):
+    """The REST API on the demo's store, with one audit chain; the demo submits through it."""
+    from cellsched.api import ApiContext, create_app
+    from cellsched.cellstate.audit import AuditLog
+
+    tokens = _first_try_tokens(DEFAULT_TOKEN_FILE)
+    ctx = ApiContext(store, keys, tokens, audit=AuditLog.open(store, keys, 1))
+    api = ApiThread(create_app(ctx))
+    api.start()
+    return api, HttpSubmitter(api.base, DEFAULT_TOKEN_FILE.read_text().strip())
 
 
 def parked_reasons(store, keys) -> list[tuple[str, str]]:

@@ -35,7 +35,7 @@ from cellsched.cellstate.model import (
 )
 from cellsched.cellstate.resources import TRACE_SCALE
 from cellsched.cellstate.store import CellStore, Get
-from cellsched.cellstate.submission import submit_jobs
+from cellsched.cellstate.submission import SubmitResult, submit_jobs
 from cellsched.cellstate.views import job_records
 from cellsched.loadtests.traces.google2011 import (
     first_task_event_time,
@@ -167,6 +167,10 @@ class ReplayDriver:
     # checked against `accepted`, not against the workload.
     accepted: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)  # job id -> why
+    # How jobs are submitted: into the store (cellstate.submission.submit_jobs) unless given,
+    # e.g. over HTTP to the REST API (cellsched/demo_api.py). Raises StoreUnavailableError
+    # when the outcome is unknown, so the same jobs are sent again.
+    submit: Callable[[list[Job], float], SubmitResult] | None = None
 
     def run(self, until_s: float, on_progress: Callable[[ReplayProgress], None] | None = None,
             progress_every_s: float = 2.0, settle: bool = True) -> ReplayProgress:
@@ -183,7 +187,8 @@ class ReplayDriver:
             due = [j for off, j in pending if off <= t]
             if due:
                 try:
-                    submitted = submit_jobs(self.store, self.keys, due, now=now)
+                    submitted = (self.submit(due, now) if self.submit is not None
+                                 else submit_jobs(self.store, self.keys, due, now=now))
                 except StoreUnavailableError:
                     # Part of it may be written; submit the same jobs again on the next round.
                     in_doubt.update(j.id for j in due)

@@ -72,3 +72,5 @@ _._above_zero
 # loadtests/locust_api.py: Locust finds the user class and reads its wait_time itself.
 ApiUser
 wait_time
+# cellsched/demo_api.py: uvicorn.Server reads should_exit on its own loop to stop.
+should_exit
