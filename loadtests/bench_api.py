@@ -33,6 +33,7 @@ from pathlib import Path
 
 import httpx
 
+from cellsched.loadtests.bench_schedulers.workload import BenchmarkError
 from cellsched.loadtests.etcd_process import etcd_binary, free_ports, start_etcd_cluster
 
 TOKEN = "bench-operator-secret-0000000000001"
@@ -40,22 +41,18 @@ LOCUSTFILE = Path(__file__).with_name("locust_api.py")
 LABELS = {**{f"team-{k}": "x" * 40 + str(k) for k in range(3)}, **{f"zone-{k}": "x" * 40 + str(k) for k in range(3)}}
 
 
-class BenchError(RuntimeError):
-    pass
-
-
 def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 90.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BenchError(f"server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+            raise BenchmarkError(f"server exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise BenchError(f"server at {url} not ready after {timeout_s} s:\n{log.read_text()[-2000:]}")
+    raise BenchmarkError(f"server at {url} not ready after {timeout_s} s:\n{log.read_text()[-2000:]}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -100,7 +97,7 @@ def _start_bare(tmp: Path) -> tuple[subprocess.Popen, str]:
         except httpx.HTTPError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 _stop(proc)
-                raise BenchError(f"bare app did not start:\n{log.read_text()[-2000:]}") from None
+                raise BenchmarkError(f"bare app did not start:\n{log.read_text()[-2000:]}") from None
             time.sleep(0.2)
 
 
@@ -111,7 +108,7 @@ def _add_machines(base: str, n: int) -> None:
                              for i in range(start, min(n, start + 500))]}
         r = httpx.post(base + "/v1/machines", json=body, headers=headers, timeout=60)
         if r.status_code != 201:
-            raise BenchError(f"adding machines: HTTP {r.status_code}: {r.text[:300]}")
+            raise BenchmarkError(f"adding machines: HTTP {r.status_code}: {r.text[:300]}")
 
 
 def run_locust(host: str, mode: str, users: int, seconds: float, tmp: Path, bulk: int = 500) -> dict:
@@ -124,12 +121,12 @@ def run_locust(host: str, mode: str, users: int, seconds: float, tmp: Path, bulk
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 120)
     stats = Path(f"{prefix}_stats.csv")
     if not stats.exists():
-        raise BenchError(f"locust wrote no stats (exit {done.returncode}):\n{done.stderr[-2000:]}")
+        raise BenchmarkError(f"locust wrote no stats (exit {done.returncode}):\n{done.stderr[-2000:]}")
     rows = {r["Name"]: r for r in csv.DictReader(stats.open())}
     name = {"single": "single", "bulk": "bulk", "bare": "bare"}[mode]
     row = rows.get(name)
     if row is None:
-        raise BenchError(f"locust stats have no {name!r} row: {sorted(rows)}\n{done.stderr[-2000:]}")
+        raise BenchmarkError(f"locust stats have no {name!r} row: {sorted(rows)}\n{done.stderr[-2000:]}")
     limited = rows.get(f"{name} (429)")
     return {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
             "per_s": float(row["Requests/s"]), "p50_ms": float(row["50%"]), "p99_ms": float(row["99%"]),
