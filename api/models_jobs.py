@@ -282,4 +282,8 @@ class Explanation(BaseModel):
     failures: int
     first_attempt_at: float | None
     placed_at: float | None
+    attempts: int = Field(description="scheduling attempts so far, by every scheduler that held the job")
+    conflicts: list[dict[str, Any]] = Field(
+        default_factory=list, description="the last 10 refused claims, newest last: when (at), machine, task, "
+                                          "and the structured reason (kind, resource, requested, free, ...)")
     not_recorded: list[str] = Field(description="what the explanation cannot say: not kept on the job record yet")

@@ -137,9 +137,7 @@ def cancel(request: Request, job_id: JobId, who: Principal = Submitter):
 
 
 # What the scheduler keeps only in its own memory (schedulers/attempts.py), not on the record.
-NOT_RECORDED = ["attempts (kept per scheduler process, not on the job record)",
-                "the last conflicts with their machines (only the last one, inside a no_progress refusal)",
-                "top-scored machines (the decision does not store its scores)"]
+NOT_RECORDED = ["top-scored machines (the decision does not store its scores)"]
 
 
 @router.get("/{job_id}/explanation", operation_id="explain_job", response_model=Explanation,
@@ -153,4 +151,5 @@ def explain_job(request: Request, job_id: JobId, _: Principal = Reader):
     return Explanation(id=job_id, status=rec.status, reason=rec.reason, refusal=refusal, unplaceable_groups=groups,
                        tasks=TaskCounts(total=rec.job.task_count, bound=len(rec.bound), done=len(rec.done)),
                        failures=rec.failures, first_attempt_at=rec.first_attempt_at, placed_at=rec.placed_at,
-                       not_recorded=NOT_RECORDED)
+                       attempts=(rec.history or {}).get("attempts", 1 if rec.first_attempt_at is not None else 0),
+                       conflicts=(rec.history or {}).get("conflicts", []), not_recorded=NOT_RECORDED)

@@ -186,7 +186,7 @@ def release_claim(store: CellStore, keys: CellKeys, job_id: str, claim_revision:
 
 
 def park_job(store: CellStore, keys: CellKeys, view: JobView, reason: str, need: Vector | None,
-             refusal: dict | None = None) -> JobView | None:
+             refusal: dict | None = None, history: dict | None = None) -> JobView | None:
     """Mark a claimed job as not placeable now, move it to the parked index, drop the claim.
 
     `need` is the smallest request it lacks: the scheduler retries it only once its copy
@@ -197,6 +197,8 @@ def park_job(store: CellStore, keys: CellKeys, view: JobView, reason: str, need:
     rec = view.record.copy()
     if not allowed(rec.status, JobEvent.PARK):
         return None
+    if history is not None:  # the attempts and conflicts that led here, written with the park
+        rec.history = history
     ops = apply_event(rec, JobEvent.PARK, keys, reason=reason, refusal=refusal, need=need)
     return _park_txn(store, keys, view, rec, ops)
 

@@ -208,6 +208,8 @@ def encode_job(r: JobRecord) -> bytes:
         bindings: dict[str, Any] = {"nb": len(r.bound), "nd": len(r.done), "ns": r.next_shard}
     else:
         bindings = {"bound": r.bound, "done": sorted(r.done)}
+    if r.history is not None:  # absent on most records: a first attempt without conflicts
+        bindings["hist"] = r.history
     return _dumps({
         "v": FORMAT_VERSION,
         "job": job_to_obj(r.job),
@@ -234,6 +236,7 @@ def decode_job(key: str, raw: bytes) -> JobRecord:
         rec = JobRecord(job, JobStatus(obj["status"]), {}, set(), obj.get("reason", ""), obj.get("sub", 0.0),
                         obj.get("first"), obj.get("placed"), obj.get("fin"), obj.get("fails", 0), obj.get("qs", ""),
                         obj.get("why"))
+        rec.history = obj.get("hist")
         if is_sharded(job):  # bindings live in shards: attach_shards fills them from the same read
             rec.shard_counts, rec.next_shard, rec.loaded = (int(obj["nb"]), int(obj["nd"])), int(obj["ns"]), False
         else:

@@ -383,7 +383,13 @@ class CommitEngine:
                     spec_kvs.append(kv)
                 elif kv.key.startswith(self.keys.alloc_prefix):
                     alloc_kvs.append(kv)
-        jobs.update(self._jobs_from_reads(reads))
+        for jid, job_view in self._jobs_from_reads(reads).items():
+            old_job = jobs.get(jid)
+            if old_job is not None and old_job.record.history is not None:
+                # The history the planner merged in (schedulers/history.py) rides on every
+                # write of this commit; a fenced one writes only while the planner holds the job.
+                job_view.record.history = old_job.record.history
+            jobs[jid] = job_view
         fresh = machine_views_from_kvs(self.keys, spec_kvs, alloc_kvs)
         changed: set[str] = set()
         for mid, view in fresh.items():

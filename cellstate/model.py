@@ -220,6 +220,11 @@ class JobRecord:
     shard_counts: tuple[int, int] = (0, 0)
     shard_of: dict[str, int] = field(default_factory=dict)
     loaded: bool = True
+    # What the schedulers tried, for the explanation (api/, GET /v1/jobs/{id}/explanation):
+    # {"attempts": n, "conflicts": [the last 10, each {"at", "machine", "kind", ...}]}. Written
+    # only with a placement or park write (schedulers/history.py), never by a write of its own;
+    # None while there is nothing to say beyond a first attempt without conflicts.
+    history: dict | None = None
 
     def unbound_tasks(self) -> list[tuple[str, int, TaskGroup]]:
         return [t for t in self.job.tasks() if t[0] not in self.bound and t[0] not in self.done]
@@ -231,7 +236,8 @@ class JobRecord:
     def copy(self) -> JobRecord:
         return JobRecord(self.job, self.status, dict(self.bound), set(self.done), self.reason, self.submitted_at,
                          self.first_attempt_at, self.placed_at, self.finished_at, self.failures, self.queue_seq,
-                         self.refusal, self.next_shard, self.shard_counts, dict(self.shard_of), self.loaded)
+                         self.refusal, self.next_shard, self.shard_counts, dict(self.shard_of), self.loaded,
+                         self.history)
 
 
 @dataclass(slots=True)

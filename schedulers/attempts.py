@@ -19,6 +19,10 @@ class HeldJob:
     claim_revision: int = 0  # our claim key's mod_revision: the fence every commit and release compares
     attempts: int = 0  # by this scheduler, including earlier claims of the job
     no_progress: int = 0  # conflicted attempts in a row that placed nothing
+    # Seen since the record last carried its history (schedulers/history.py): merged into the
+    # next placement or park write, then cleared.
+    unwritten_attempts: int = 0
+    unwritten_conflicts: list[dict] = field(default_factory=list)
 
 
 @dataclass
