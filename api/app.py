@@ -1,12 +1,25 @@
-"""The FastAPI app factory: routes, error handlers, the body-size limit, OpenAPI."""
+"""The FastAPI app factory: routes, error handlers, the body-size limit, the per-request
+histogram and server span (api/observe.py), OpenAPI."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from . import errors, routes_audit, routes_cell, routes_jobs, routes_machines, routes_node, routes_plan
+from cellsched.schedulers import tracing
+
+from . import (
+    errors,
+    routes_audit,
+    routes_cell,
+    routes_jobs,
+    routes_machines,
+    routes_metrics,
+    routes_node,
+    routes_plan,
+)
 from .body_limit import BodyLimit
 from .context import ApiContext
+from .observe import ApiMetrics, Observe
 
 API_VERSION = "1.0.0"
 
@@ -16,8 +29,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
                   description="Submit, inspect and operate an Omega-style shared-state cell. Every error is a "
                               "Problem naming the field at fault; every mutation answers once it is in the store.")
     app.state.ctx = ctx
+    app.state.api_metrics = ApiMetrics()
     errors.install(app)
-    for module in (routes_jobs, routes_plan, routes_machines, routes_node, routes_cell, routes_audit):
+    modules = (routes_jobs, routes_plan, routes_machines, routes_node, routes_cell, routes_audit, routes_metrics)
+    for module in modules:
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=ctx.max_body_bytes)
+    # Outermost (added last): it times and traces every answer, the body limit's 413 included.
+    # Tracing is chosen once, here: off (no exporter) means no span is ever started.
+    chosen = ctx.tracing or tracing.current()
+    app.add_middleware(Observe, metrics=app.state.api_metrics, routes=[r for m in modules for r in m.router.routes],
+                       traced=chosen if chosen.enabled else None)
     return app

@@ -18,6 +18,7 @@ from cellsched.cellstate.clock import Clock, RealClock
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.store import CellStore
 from cellsched.cellstate.validation import DEFAULT_MAX_TASKS_PER_MACHINE
+from cellsched.schedulers.tracing import Tracing
 
 from .auth import Principal, RateLimiter, Role, TokenTable, authorize
 
@@ -36,6 +37,7 @@ class ApiContext:
     # How many scheduler loops this process hosts are alive (cellsched.api_server); none by default.
     schedulers_in_process: Callable[[], int] = lambda: 0
     audit: AuditLog | None = None  # None: mutations write no audit records
+    tracing: Tracing | None = None  # None: the process's (schedulers.tracing.current(), from OTEL_*)
 
     @contextlib.contextmanager
     def writing(self, who: Principal, request: Request, detail: str = "") -> Iterator[CellStore]:

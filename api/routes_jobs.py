@@ -25,6 +25,7 @@ from .models_jobs import (
     JobOut,
     TaskCounts,
 )
+from .observe import request_traceparent
 from .submit import submit_bulk, submit_one
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -57,7 +58,7 @@ def submit_job(request: Request, response: Response, spec: JobIn, who: Principal
     """Submit one job. The answer comes once the job is durably in the store."""
     ctx = ctx_of(request)
     with ctx.writing(who, request, f"job {spec.id}" if spec.id else "") as store:
-        job_id, created = submit_one(ctx, store, who, spec, idempotency_key)
+        job_id, created = submit_one(ctx, store, who, spec, idempotency_key, request_traceparent(request))
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     if not created:
         response.status_code = 200
@@ -78,7 +79,7 @@ def submit_jobs_bulk(request: Request, bulk: BulkIn, who: Principal = Submitter,
                        "commit in several txns. Give each job an id instead", "header.Idempotency-Key")
     ctx = ctx_of(request)
     with ctx.writing(who, request, f"{len(bulk.jobs)} jobs") as store:
-        return submit_bulk(ctx, store, bulk)
+        return submit_bulk(ctx, store, bulk, request_traceparent(request))
 
 
 @router.get("", operation_id="list_jobs", response_model=JobList, responses=responses(*_AUTH, 422, 503))

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -41,11 +42,14 @@ def new_job_id() -> str:
     return f"j-{time.time_ns():x}-{secrets.token_hex(4)}"
 
 
-def to_job(ctx: ApiContext, spec: JobIn, job_id: str, where: str) -> Job:
+def to_job(ctx: ApiContext, spec: JobIn, job_id: str, where: str, traceparent: str | None = None) -> Job:
+    """`traceparent`: the request span's (api/observe.py), stored so the scheduler's batch span links to it."""
     try:
         job = spec.to_job(job_id)
     except InvalidInputError as exc:  # the model's own rules: a second line behind Pydantic's
         raise ApiError(422, "invalid job", str(exc), where) from None
+    if traceparent is not None:
+        job = dataclasses.replace(job, traceparent=traceparent)
     check_gang_width(ctx, job, where)
     check_record_size(ctx, job, where)
     return job
@@ -74,9 +78,10 @@ def body_digest(spec: JobIn) -> str:
 
 
 def submit_one(ctx: ApiContext, store: CellStore, who: Principal, spec: JobIn,
-               idempotency_key: str | None) -> tuple[str, bool]:
-    """(job id, created). created False: an Idempotency-Key replay of an earlier submission."""
-    job = to_job(ctx, spec, spec.id or new_job_id(), "body")
+               idempotency_key: str | None, traceparent: str | None = None) -> tuple[str, bool]:
+    """(job id, created). created False: an Idempotency-Key replay of an earlier submission (the
+    body's digest leaves the traceparent out: a replay from another trace is the same job)."""
+    job = to_job(ctx, spec, spec.id or new_job_id(), "body", traceparent)
     now = ctx.clock.now()
     guards: dict[str, Put] = {}
     body = body_digest(spec)
@@ -100,14 +105,15 @@ def submit_one(ctx: ApiContext, store: CellStore, who: Principal, spec: JobIn,
     raise ApiError(409, "job exists", f"a job with id {job.id!r} already exists", "body.id")
 
 
-def submit_bulk(ctx: ApiContext, store: CellStore, bulk: BulkIn) -> BulkOut:
+def submit_bulk(ctx: ApiContext, store: CellStore, bulk: BulkIn, traceparent: str | None = None) -> BulkOut:
     """Every job is checked before the first write; then each is written atomically
-    (many per txn), and the answer gives each job's outcome."""
+    (many per txn), and the answer gives each job's outcome. Every job stores the one request's
+    `traceparent`."""
     jobs: list[Job] = []
     seen: dict[str, int] = {}
     for i, spec in enumerate(bulk.jobs):
         where = f"body.jobs.{i}"
-        job = to_job(ctx, spec, spec.id or new_job_id(), where)
+        job = to_job(ctx, spec, spec.id or new_job_id(), where, traceparent)
         if job.id in seen:
             raise ApiError(422, "duplicate job id", f"job id {job.id!r} is also at body.jobs.{seen[job.id]}",
                            f"{where}.id")

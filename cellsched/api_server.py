@@ -105,6 +105,7 @@ def serve(args: argparse.Namespace) -> int:
     from cellsched.cellstate.audit import AuditLog
     from cellsched.cellstate.keys import CellKeys
     from cellsched.cellstate.store import CellStore
+    from cellsched.schedulers import tracing
 
     try:
         if args.tokens or os.environ.get("CELLSCHED_API_TOKENS") or args.etcd:
@@ -113,6 +114,8 @@ def serve(args: argparse.Namespace) -> int:
             tokens = _first_try_tokens(DEFAULT_TOKEN_FILE)
             print(f"cellsched api: an operator token is in {DEFAULT_TOKEN_FILE}", file=sys.stderr)
         limiter = RateLimiter(args.rate, args.burst)
+        # OTEL_* (schedulers/tracing.py): the request spans, and those of schedulers hosted here.
+        traced = tracing.from_env(service="cellsched-api")
     except (OSError, ValueError) as exc:
         print(f"cellsched api: {exc}", file=sys.stderr)
         return 2
@@ -131,13 +134,15 @@ def serve(args: argparse.Namespace) -> int:
 
         store = MemoryStore()
     keys = CellKeys(args.cell)
+    tracing.install(traced)
     hosted = None
     if args.schedulers == "on" or (args.schedulers == "auto" and not args.etcd):
         hosted = HostedSchedulers(store, keys, args.machine_liveness)
         hosted.start()
     audit = AuditLog.open(store, keys, args.audit_chains) if args.audit_chains > 0 else None
     ctx = ApiContext(store, keys, tokens, limiter, max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
-                     schedulers_in_process=hosted.alive if hosted else (lambda: 0), audit=audit)
+                     schedulers_in_process=hosted.alive if hosted else (lambda: 0), audit=audit,
+                     tracing=traced)
     print(f"cellsched api: serving cell {args.cell!r} on http://{args.host}:{args.port} "
           f"(store: {args.etcd or 'embedded'}, schedulers here: {len(hosted.schedulers) if hosted else 0})",
           file=sys.stderr, flush=True)
@@ -147,5 +152,6 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         if hosted:
             hosted.close()
+        traced.shutdown()  # flushes the batch processor: the last requests' spans are sent
         store.close()
     return 0

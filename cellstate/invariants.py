@@ -28,6 +28,7 @@ class CheckReport:
     machines: int = 0
     jobs: int = 0
     bound_tasks: int = 0
+    used: res.Vector = res.ZERO  # the allocation records' used vectors, summed over the cell
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -64,6 +65,7 @@ def check_store(store: CellStore, keys: CellKeys, expected_jobs: Iterable[str] |
         if m is None:
             v.append(f"allocation record for unknown machine {mid}")
             continue
+        rep.used = res.add(rep.used, alloc.used)
         total = res.ZERO
         for tid, req in alloc.tasks.items():
             total = res.add(total, req)

@@ -36,7 +36,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.trace import Link, SpanContext, TraceFlags
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from cellsched.cellstate.errors import InvalidInputError
 
@@ -131,6 +131,13 @@ class Tracing:
         """A span, child of the span `parent` when given (explicitly: commit txns run in threads)."""
         ctx = trace.set_span_in_context(parent) if parent is not None else otel_context.Context()
         return self.tracer.start_span(name, context=ctx, links=links, attributes=attributes, start_time=start_ns)
+
+    def start_server_span(self, name: str, traceparent: str | None = None, attributes: Mapping | None = None):
+        """An HTTP server span (kind SERVER), child of the caller's W3C `traceparent` when it sent a
+        valid one, else the root of a new trace (the API's request span, api/observe.py)."""
+        remote = _context_of(traceparent)
+        ctx = trace.set_span_in_context(NonRecordingSpan(remote)) if remote is not None else otel_context.Context()
+        return self.tracer.start_span(name, context=ctx, kind=SpanKind.SERVER, attributes=attributes)
 
     def flush(self) -> None:
         if isinstance(self.provider, TracerProvider):
@@ -236,9 +243,8 @@ def current() -> Tracing:
 
 # -- W3C trace context ----------------------------------------------------------------------
 
-def link_to(traceparent: str | None, attributes: Mapping | None = None) -> Link | None:
-    """A span link to the context a W3C traceparent names; None when it is missing or malformed
-    (a job submitted without tracing, or by a client that sent garbage: never an error here)."""
+def _context_of(traceparent: str | None) -> SpanContext | None:
+    """The remote span context a W3C traceparent names; None when it is missing or malformed."""
     # "00-<32 hex trace id>-<16 hex span id>-<2 hex flags>"; sliced, not split: a batch links thousands
     if not traceparent or len(traceparent) != 55 or traceparent[2] != "-" or traceparent[35] != "-" \
             or traceparent[52] != "-":
@@ -250,8 +256,32 @@ def link_to(traceparent: str | None, attributes: Mapping | None = None) -> Link 
         return None
     if trace_id == 0 or span_id == 0:
         return None
-    ctx = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags & 0xFF))
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags & 0xFF))
+
+
+def link_to(traceparent: str | None, attributes: Mapping | None = None) -> Link | None:
+    """A span link to the context a W3C traceparent names; None when it is missing or malformed
+    (a job submitted without tracing, or by a client that sent garbage: never an error here)."""
+    ctx = _context_of(traceparent)
+    if ctx is None:
+        return None
     return Link(ctx, attributes=dict(attributes) if attributes else None)
+
+
+def valid_traceparent(value: str | None) -> str | None:
+    """`value` in the canonical form when it is a well-formed W3C traceparent, else None."""
+    ctx = _context_of(value.strip() if value else None)
+    return None if ctx is None else f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def end_server_span(span, name: str, attributes: Mapping, error: str | None = None) -> None:
+    """Finish a server span under its final name (`METHOD route template`); `error` (a type
+    name or `HTTP 5xx`, never a message that could quote a header) marks it failed."""
+    span.update_name(name)
+    span.set_attributes(attributes)
+    if error is not None:
+        span.set_status(Status(StatusCode.ERROR, error))
+    span.end()
 
 
 def traceparent_of(span) -> str | None:

@@ -3,6 +3,7 @@ port, for the API tests. Stopped by its PID."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -51,14 +52,16 @@ class ApiServer:
                 self.proc.wait(timeout=15)
 
 
-def start_api(tmp: Path, etcd: str | None = None, *extra: str, cell: str = "t") -> ApiServer:
+def start_api(tmp: Path, etcd: str | None = None, *extra: str, cell: str = "t",
+              env: dict[str, str] | None = None) -> ApiServer:
+    """`env`: variables added to this process's for the server (its OTEL_* tracing, say)."""
     port = free_ports(1)[0]
     tokens = write_tokens(tmp / f"tokens-{port}.txt")
     log = tmp / f"api-{port}.log"
     cmd = [sys.executable, "-m", "cellsched.cli", "api", "--port", str(port), "--tokens", str(tokens), "--cell", cell,
            *(["--etcd", etcd] if etcd else []), *extra]
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     server = ApiServer(proc, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -283,13 +283,17 @@ def test_openapi_is_complete(api):
     assert set(ops) >= {"submit_job", "submit_jobs_bulk", "list_jobs", "get_job", "cancel_job", "explain_job",
                         "add_machines", "list_machines", "get_machine", "drain_machine", "undrain_machine",
                         "remove_machine", "machine_heartbeat", "report_task", "cell_summary", "healthz", "readyz",
-                        "plan_job"}
+                        "plan_job", "metrics"}
     links = ops["submit_job"][2]["responses"]["201"]["links"]
     assert {v["operationId"] for v in links.values()} == {"get_job", "cancel_job", "explain_job", "report_task"}
     added = ops["add_machines"][2]["responses"]["201"]["links"]
     assert {v["operationId"] for v in added.values()} >= {"get_machine", "drain_machine", "machine_heartbeat"}
+    # /metrics is open (scrapers carry no token) but rate limited; text/plain, errors in JSON
+    scrape = ops["metrics"][2]["responses"]
+    assert set(scrape) == {"200", "429", "503"} and "text/plain" in scrape["200"]["content"]
+    assert scrape["429"]["content"]["application/json"]["schema"]["$ref"].endswith("/Problem")
     for name, (_, _, op) in ops.items():
-        if name in ("healthz", "readyz"):
+        if name in ("healthz", "readyz", "metrics"):
             continue
         assert {"401", "403", "429"} <= set(op["responses"]), name
         assert op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith("/Problem")
