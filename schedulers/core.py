@@ -26,7 +26,6 @@ What happens to a claimed job after an attempt:
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 
 from cellsched.cellstate.claims import park_job, release_claim
 from cellsched.cellstate.clock import Clock
@@ -46,7 +45,7 @@ from .cache import SchedulerCache
 from .claiming import Claimer, smallest_need
 from .decide import DecideFn, Decision, decide_batches, decide_job, decision_seed
 from .decision_trace import DecisionTracer
-from .history import MAX_CONFLICTS, conflict_entry, merged
+from .history import note_commit, park_history, settled_view, view_with_history
 from .lease import LeaseKeeper
 from .metrics import SchedulerMetrics
 from .metrics_publish import MetricsPublisher
@@ -226,20 +225,9 @@ class Scheduler:
 
     def _plan(self, decisions: dict[str, Decision]) -> Plan:
         claims = [c for d in decisions.values() for c in d.claims]
-        jobs = {jid: self._with_history(self.held[jid]) for jid, d in decisions.items() if d.claims}
+        jobs = {jid: view_with_history(self.held[jid]) for jid, d in decisions.items() if d.claims}
         fences = {jid: self.held[jid].claim_revision for jid in jobs}
         return Plan(claims, self.cache.views(sorted({c.machine_id for c in claims})), jobs, fences)
-
-    @staticmethod
-    def _with_history(held: HeldJob) -> JobView:
-        """The view the placement write builds on, its record carrying the attempts and
-        conflicts not yet written (schedulers/history.py); the held view itself when there
-        is nothing new to say."""
-        rec = held.view.record
-        history = merged(rec.history, held.unwritten_attempts, held.unwritten_conflicts)
-        if history == rec.history:
-            return held.view
-        return JobView(replace(rec, history=history), held.view.revision, held.view.claim_revision)
 
     def _commit_isolated(self, attempt: Attempt, out: Outcome) -> CommitResult:
         """Commit the batch; should the commit raise on something other than the store
@@ -278,30 +266,16 @@ class Scheduler:
         committed: dict[str, int] = {}
         for c in result.committed:
             committed[c.job_id] = committed.get(c.job_id, 0) + 1
-        for jid in committed:  # its record was written with the history _plan merged in, if any
-            held_w = self.held.get(jid)
-            if held_w is not None and merged(held_w.view.record.history, held_w.unwritten_attempts,
-                                             held_w.unwritten_conflicts) is not None:
-                held_w.unwritten_attempts, held_w.unwritten_conflicts = 0, []
+        note_commit(self.held, committed, result.conflicted, self.clock.now())
         conflicts: dict[str, Refusal] = {}
-        now = self.clock.now()
         for c, why in result.conflicted:
             conflicts.setdefault(c.job_id, why)  # the first refusal, as data
-            held_c = self.held.get(c.job_id)
-            if held_c is not None:
-                held_c.unwritten_conflicts = (held_c.unwritten_conflicts
-                                              + [conflict_entry(now, c, why)])[-MAX_CONFLICTS:]
         for jid, decision in attempt.decisions.items():
             if jid in attempt.crashed:
                 continue  # parked already
             held = self.held[jid]
             if jid in result.jobs:
-                fresh = result.jobs[jid]
-                if not committed.get(jid) and fresh.record.history != held.view.record.history:
-                    # The commit's views carry the history _plan merged in, which did not land.
-                    fresh = JobView(replace(fresh.record, history=held.view.record.history), fresh.revision,
-                                    fresh.claim_revision)
-                held.view = fresh
+                held.view = settled_view(held, result.jobs[jid], bool(committed.get(jid)))
             rec = held.view.record
             if rec.status is JobStatus.PLACED:
                 if committed.get(jid):  # placed by this commit, not by someone who took it over
@@ -336,9 +310,8 @@ class Scheduler:
     def _park(self, jid: str, held: HeldJob, reason: str, out: Outcome, need: Vector | None,
               refusal: dict | None = None) -> None:
         view = JobView(held.view.record, held.view.revision, held.claim_revision)
-        history = merged(held.view.record.history, held.unwritten_attempts, held.unwritten_conflicts, always=True)
         parked = park_job(self.store, self.keys, view, reason, need,
-                          refusal if refusal is not None else {"kind": "error", "detail": reason}, history)
+                          refusal if refusal is not None else {"kind": "error", "detail": reason}, park_history(held))
         if parked is None:  # the record changed under us: re-read and decide again next step
             fresh = read_job_view(self.store, self.keys, jid)
             if fresh is None:

@@ -12,8 +12,14 @@ pays no bytes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
+
 from cellsched.cellstate.model import Claim
 from cellsched.cellstate.validation import Refusal
+from cellsched.cellstate.views import JobView
+
+from .attempts import HeldJob
 
 MAX_CONFLICTS = 10  # the last ones, newest last
 
@@ -34,3 +40,38 @@ def merged(stored: dict | None, attempts: int, conflicts: list[dict], always: bo
     if total <= 1 and not last and not always:
         return None
     return {"attempts": total, "conflicts": last}
+
+
+def view_with_history(held: HeldJob) -> JobView:
+    """The view a placement write builds on: its record carries the attempts and conflicts
+    not yet written; the held view itself when there is nothing new to say."""
+    rec = held.view.record
+    history = merged(rec.history, held.unwritten_attempts, held.unwritten_conflicts)
+    if history == rec.history:
+        return held.view
+    return JobView(replace(rec, history=history), held.view.revision, held.view.claim_revision)
+
+
+def note_commit(held: Mapping[str, HeldJob], committed: Mapping[str, int],
+                conflicted: list[tuple[Claim, Refusal]], now: float) -> None:
+    """After a commit: what a landed write carried is written; its conflicts wait."""
+    for jid in committed:
+        h = held.get(jid)
+        if h is not None and merged(h.view.record.history, h.unwritten_attempts, h.unwritten_conflicts) is not None:
+            h.unwritten_attempts, h.unwritten_conflicts = 0, []
+    for c, why in conflicted:
+        h = held.get(c.job_id)
+        if h is not None:
+            h.unwritten_conflicts = (h.unwritten_conflicts + [conflict_entry(now, c, why)])[-MAX_CONFLICTS:]
+
+
+def settled_view(held: HeldJob, fresh: JobView, written: bool) -> JobView:
+    """The commit's fresh view of a job, without the history _plan merged in unless it landed."""
+    if written or fresh.record.history == held.view.record.history:
+        return fresh
+    return JobView(replace(fresh.record, history=held.view.record.history), fresh.revision, fresh.claim_revision)
+
+
+def park_history(held: HeldJob) -> dict | None:
+    """The history a park writes: always said, since a parked record has no placement time."""
+    return merged(held.view.record.history, held.unwritten_attempts, held.unwritten_conflicts, always=True)
