@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> dict:
                      help="seconds per raw store phase measured before the run (0: skip)")
     sc = ap.add_argument_group("scaling case")
     sc.add_argument("--scaling-machines", type=int, default=1000)
-    sc.add_argument("--scaling-jobs", type=int, default=1000)
+    sc.add_argument("--scaling-jobs", type=int, default=5000,
+                    help="jobs; the cell grows past --scaling-machines if they would not fit at 80%%")
     sc.add_argument("--scaling-tasks", type=int, default=10, help="tasks per job")
     sc.add_argument("--scaling-backends", default="memory,etcd-1,etcd-3", help="comma-separated: memory, etcd-1, etcd-3")
     sc.add_argument("--scaling-modes", default="resource_fit,sequence", help="comma-separated conflict modes")
