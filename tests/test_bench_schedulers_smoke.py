@@ -54,6 +54,12 @@ def test_bench_schedulers_quick_prints_tables_and_json_with_every_run_verified(q
         assert RUN_KEYS <= r.keys()
         assert r["completed"] and r["verified"] and r["check_store_ok"], (r["backend"], r["violations"])
         assert r["tasks_per_s"] > 0 and r["errors"] == []
+    full = report["scaling"]["scaling_90_rows"]
+    assert {r["schedulers"] for r in full} == {1, 2} and all(r["verified"] and r["check_store_ok"] for r in full)
+    # The 90% load: 200 pods of 100m on 6 machines of 4 CPU (36 pods each at 90%): 83% CPU.
+    assert 0.8 <= report["scaling"]["scaling_90_cpu_fill"] <= 0.9
+    assert report["scaling"]["scaling_90_jobs_parked"] == sum(r["jobs_parked"] for r in full)
+    assert report["scaling"]["scaling_90_min_ratio"] is not None
 
 
 def test_bench_schedulers_quick_reports_backlog_sync_and_whole_cell_figures(quick):

@@ -57,7 +57,27 @@ def scaling_case(args) -> dict:
     # A run ends only when every task is placed: the cell must hold them all. Grow it so the
     # workload fills at most SCALING_FILL of the pods a machine takes (40 of 100m on 4 CPU).
     machines = max(machines, fitting_machines(jobs * tasks, NODE, POD, SCALING_FILL))
-    rows, skipped = [], []
+    skipped: list[str] = []
+    rows = _scaling_rows("sc", backends, runners, modes, homes, counts, machines, jobs, tasks, args, skipped)
+    # Issue 9: the same figures with the cell loaded to 90% CPU (RESOURCE_FIT, homes on).
+    full = fitting_machines(jobs * tasks, NODE, POD, FULL_FILL)
+    full_rows = _scaling_rows("sc90", backends, runners, [ConflictMode.RESOURCE_FIT], [True], counts, full, jobs,
+                              tasks, args, skipped)
+    full_figures = scaling_figures(full_rows)
+    return {"workload": f"{jobs} jobs x {tasks} tasks of 100m/500Mi on {machines} machines of 4 CPU/32Gi, "
+                        f"BATCH preset (claim_batch {BATCH.claim_batch}, {BATCH.policy_name}), "
+                        f"runners {'/'.join(runners)}; the 90% load on {full} machines",
+            "rows": rows, "skipped": skipped, **scaling_figures(rows),
+            "scaling_90_rows": full_rows,
+            "scaling_90_cpu_fill": round(jobs * tasks * POD[0] / (full * NODE[0]), 3),
+            "scaling_90_min_ratio": full_figures.get("scaling_min_ratio"),
+            "scaling_90_max_failed_txn_fraction": full_figures.get("scaling_max_failed_txn_fraction"),
+            "scaling_90_jobs_parked": sum(r["jobs_parked"] for r in full_rows)}
+
+
+def _scaling_rows(label, backends, runners, modes, homes, counts, machines, jobs, tasks, args,
+                  skipped: list[str]) -> list[dict]:
+    rows = []
     for b in backends:
         if b != "memory" and not etcd_available():
             skipped.append(f"{b}: etcd is not installed")
@@ -73,20 +93,19 @@ def scaling_case(args) -> dict:
                             if n == 1 and not homed and True in homes:
                                 continue  # one scheduler has the whole cell either way: run it once
                             settings = BATCH.with_(conflict_mode=mode, idle_poll_s=0.01)
-                            spec = RunSpec(f"sc-{b}-{runner}-{mode.value.replace('_', '')}-{int(homed)}-{n}",
+                            spec = RunSpec(f"{label}-{b}-{runner}-{mode.value.replace('_', '')}-{int(homed)}-{n}",
                                            machines, NODE, POD, 0, jobs, tasks, n, settings, runner, homes=homed)
                             r = run_once(backend, spec)
                             rows.append(row(r))
-                            print(f"  scaling {b:7} {runner:7} {mode.value:12} homes={'on' if homed else 'off'} "
-                                  f"n={n}: {r.tasks_per_s:8.0f} tasks/s, failed txn fraction "
-                                  f"{r.failed_txn_fraction:.3f}", file=sys.stderr, flush=True)
-    return {"workload": f"{jobs} jobs x {tasks} tasks of 100m/500Mi on {machines} machines of 4 CPU/32Gi, "
-                        f"BATCH preset (claim_batch {BATCH.claim_batch}, {BATCH.policy_name}), "
-                        f"runners {'/'.join(runners)}",
-            "rows": rows, "skipped": skipped, **scaling_figures(rows)}
+                            print(f"  {label:7} {b:7} {runner:7} {mode.value:12} homes={'on' if homed else 'off'} "
+                                  f"n={n} on {machines} machines: {r.tasks_per_s:8.0f} tasks/s, failed txn "
+                                  f"fraction {r.failed_txn_fraction:.3f}, parked {int(r.total('jobs_parked'))}",
+                                  file=sys.stderr, flush=True)
+    return rows
 
 
 SCALING_FILL = 0.8
+FULL_FILL = 0.9  # issue 9: "a workload that loads the cell to 90% CPU"
 
 
 def fitting_machines(pods: int, node: tuple[int, int, int], pod: tuple[int, int, int], fill: float) -> int:

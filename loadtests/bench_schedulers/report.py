@@ -43,12 +43,18 @@ def print_tables(result: dict) -> None:
                   f"{f['single_tasks_per_s']:.0f} tasks/s; min ratio N>=2 {f['min_ratio']:.3f}; "
                   f"max failed txn fraction N>=2 {f['max_failed_txn_fraction']:.3f}")
         for key in ("scaling_min_ratio", "scaling_max_failed_txn_fraction",
-                    "scaling_min_ratio_without_homes", "scaling_max_failed_txn_fraction_without_homes"):
+                    "scaling_min_ratio_without_homes", "scaling_max_failed_txn_fraction_without_homes",
+                    "scaling_90_cpu_fill", "scaling_90_min_ratio", "scaling_90_max_failed_txn_fraction",
+                    "scaling_90_jobs_parked"):
             if key in s:
                 print(f"   {key} = {s[key]}")
         print()
         _table(("backend", "runner", "homes", "conflict_mode", "schedulers", "tasks_per_s", "conflict_fraction", "failed_txn_fraction",
                 "recommitted_claims", "jobs_parked", "busyness_mean", "keys_written_per_pod", "verified"), rows)
+        if s.get("scaling_90_rows"):
+            print("\n   the cell loaded to 90% CPU:")
+            _table(("backend", "runner", "schedulers", "tasks_per_s", "failed_txn_fraction", "jobs_parked",
+                    "verified"), s["scaling_90_rows"])
 
 
     _print_backlog(result.get("backlog"))
