@@ -58,11 +58,12 @@ def submit_job(request: Request, response: Response, spec: JobIn, who: Principal
     """Submit one job. The answer comes once the job is durably in the store."""
     ctx = ctx_of(request)
     with ctx.writing(who, request, f"job {spec.id}" if spec.id else "") as store:
-        job_id, created = submit_one(ctx, store, who, spec, idempotency_key, request_traceparent(request))
+        job_id, written = submit_one(ctx, store, who, spec, idempotency_key, request_traceparent(request))
     response.headers["Location"] = f"/v1/jobs/{job_id}"
-    if not created:
-        response.status_code = 200
-        response.headers["Idempotent-Replayed"] = "true"
+    if written is not None:
+        return JobOut.of(written)
+    response.status_code = 200
+    response.headers["Idempotent-Replayed"] = "true"
     return JobOut.of(read_record(ctx, job_id))
 
 

@@ -78,14 +78,16 @@ def body_digest(spec: JobIn) -> str:
 
 
 def submit_one(ctx: ApiContext, store: CellStore, who: Principal, spec: JobIn,
-               idempotency_key: str | None, traceparent: str | None = None) -> tuple[str, bool]:
-    """(job id, created). created False: an Idempotency-Key replay of an earlier submission (the
-    body's digest leaves the traceparent out: a replay from another trace is the same job)."""
+               idempotency_key: str | None, traceparent: str | None = None) -> tuple[str, JobRecord | None]:
+    """(job id, the record as written). None for the record: an Idempotency-Key replay of an
+    earlier submission (the body's digest leaves the traceparent out: a replay from another
+    trace is the same job); the caller reads the job it made."""
     job = to_job(ctx, spec, spec.id or new_job_id(), "body", traceparent)
     now = ctx.clock.now()
     guards: dict[str, Put] = {}
-    body = body_digest(spec)
+    body = ""
     if idempotency_key is not None:
+        body = body_digest(spec)
         if not _KEY.match(idempotency_key):
             raise ApiError(422, "invalid header", "Idempotency-Key must be 1-255 printable ASCII characters",
                            "header.Idempotency-Key")
@@ -94,14 +96,16 @@ def submit_one(ctx: ApiContext, store: CellStore, who: Principal, spec: JobIn,
                              codec.encode_obj({"job": job.id, "body": body, "by": who.name, "at": now}))
     result = submit_jobs(store, ctx.keys, [job], now, guards)
     if job.id in result.accepted:
-        return job.id, True
+        # What was just written: a new job is pending (a scheduler may have taken it since,
+        # which GET shows), so the answer costs no read.
+        return job.id, JobRecord(job, submitted_at=now)
     if job.id in result.guard_taken:
         stored = codec.decode_obj(guards[job.id].key, result.guard_taken[job.id])
         if stored.get("body") != body:
             raise ApiError(409, "idempotency key reused",
                            f"this Idempotency-Key was used for job {stored.get('job')!r} with a different body",
                            "header.Idempotency-Key")
-        return str(stored["job"]), False
+        return str(stored["job"]), None
     raise ApiError(409, "job exists", f"a job with id {job.id!r} already exists", "body.id")
 
 
