@@ -277,7 +277,9 @@ class Explanation(BaseModel):
     reason: str
     refusal: dict[str, Any] | None = Field(None, description="the structured reason the scheduler stored")
     unplaceable_groups: list[dict[str, Any]] = Field(
-        default_factory=list, description="per group left short: machines evaluated, rejected per filter or resource")
+        default_factory=list, description="per group left short: machines evaluated, rejected per filter or resource, "
+                                          "and the closest machines (every filter but the resources passes; the "
+                                          "most of the request covered) with their free room")
     tasks: TaskCounts
     failures: int
     first_attempt_at: float | None

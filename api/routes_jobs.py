@@ -139,7 +139,7 @@ def cancel(request: Request, job_id: JobId, who: Principal = Submitter):
 
 
 # What the scheduler keeps only in its own memory (schedulers/attempts.py), not on the record.
-NOT_RECORDED = ["top-scored machines (the decision does not store its scores)"]
+NOT_RECORDED = ["the per-scorer scores of a placement (POST /v1/plan shows them for a dry run)"]
 
 
 @router.get("/{job_id}/explanation", operation_id="explain_job", response_model=Explanation,

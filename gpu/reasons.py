@@ -39,6 +39,9 @@ class Unplaceable:
     resource: str | None = None  # for INSUFFICIENT_RESOURCE
     rejected: dict[str, int] = field(default_factory=dict)  # filter name -> machines it rejects
     machines: int = 0
+    # The machines nearest to fitting, best first: every filter but the resources passes and
+    # the least of free/request over the resources is highest. Each (machine id, free vector).
+    closest: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     @property
     def message(self) -> str:
@@ -81,6 +84,7 @@ def explain(
         filters.append((f"insufficient {name}", Reason.INSUFFICIENT_RESOURCE, name, free[:, r] >= spec.request[r]))
 
     rejected = {label: int((~ok).sum()) for label, _, _, ok in filters}
+    closest = _closest(columns, free, spec, filters)
     remaining = np.ones(n, dtype=bool)
     reason, resource = Reason.NO_MACHINES, None
     if n:
@@ -89,4 +93,23 @@ def explain(
             if not remaining.any():
                 reason, resource = why, filtered
                 break
-    return Unplaceable(group, tuple(tasks), reason, resource, rejected, n)
+    return Unplaceable(group, tuple(tasks), reason, resource, rejected, n, closest)
+
+
+CLOSEST = 3
+
+
+def _closest(columns: MachineColumns, free: np.ndarray, spec: GroupSpec, filters) -> tuple:
+    """The CLOSEST machines that pass every filter but the resources, by how much of the
+    request their free room covers (the scarcest resource decides), best first."""
+    shape_ok = np.ones(len(columns), dtype=bool)
+    for _, why, _, ok in filters:
+        if why is not Reason.INSUFFICIENT_RESOURCE:
+            shape_ok &= ok
+    rows = np.flatnonzero(shape_ok)
+    asked = np.asarray(spec.request, dtype=np.float64)
+    if not len(rows) or not (asked > 0).any():
+        return ()
+    cover = (free[rows][:, asked > 0] / asked[asked > 0]).min(axis=1)
+    best = rows[np.argsort(-cover, kind="stable")[:CLOSEST]]
+    return tuple((columns.machine_ids[r], tuple(int(x) for x in free[r])) for r in best.tolist())

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from cellsched import gpu
 from cellsched.cellstate.model import Claim, JobRecord, TransactionMode
+from cellsched.cellstate.resources import RESOURCE_NAMES
 
 ALIKE_MIN_JOBS = 2  # fewer alike jobs than this are decided one by one
 
@@ -100,7 +101,9 @@ def group_specs(record: JobRecord, index: Mapping[str, int]) -> tuple[list[gpu.G
 def unplaceable_obj(group: str, why: gpu.Unplaceable) -> dict:
     return {"group": group, "tasks_unplaced": len(why.tasks), "reason": why.reason.value,
             "resource": why.resource, "machines_evaluated": why.machines,
-            "rejected": {name: n for name, n in sorted(why.rejected.items()) if n}}
+            "rejected": {name: n for name, n in sorted(why.rejected.items()) if n},
+            "closest_machines": [{"machine": m, "free": dict(zip(RESOURCE_NAMES, f, strict=True))}
+                                 for m, f in why.closest]}
 
 
 def _claims(columns: gpu.MachineColumns, record: JobRecord, specs: list[gpu.GroupSpec],

@@ -246,6 +246,8 @@ def test_explanation_of_a_parked_job(api):
         assert exp["refusal"]["kind"] == "unplaceable"
         group = exp["unplaceable_groups"][0]
         assert group["resource"] == "cpu" and group["machines_evaluated"] >= 3
+        assert len(group["closest_machines"]) == 3 and all("cpu" in c["free"] for c in group["closest_machines"])
+        assert exp["attempts"] >= 1
         assert "cpu" in exp["reason"] and exp["not_recorded"]
 
 
