@@ -286,6 +286,6 @@ class Explanation(BaseModel):
     placed_at: float | None
     attempts: int = Field(description="scheduling attempts so far, by every scheduler that held the job")
     conflicts: list[dict[str, Any]] = Field(
-        default_factory=list, description="the last 10 refused claims, newest last: when (at), machine, task, "
+        default_factory=list, description="the last 10 refused claims, newest last: when (at), machine, "
                                           "and the structured reason (kind, resource, requested, free, ...)")
     not_recorded: list[str] = Field(description="what the explanation cannot say: not kept on the job record yet")

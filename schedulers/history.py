@@ -25,10 +25,12 @@ MAX_CONFLICTS = 10  # the last ones, newest last
 
 
 def conflict_entry(at: float, claim: Claim, why: Refusal) -> dict:
-    """One refused claim: when, on which machine, and the structured reason."""
+    """One refused claim: when, on which machine, and the structured reason (about 100 bytes:
+    it rides on job records, so no task id, no capacity)."""
     reason = why.to_obj()
     reason.pop("machine_id", None)  # said once, as "machine"
-    return {"at": round(at, 3), "machine": why.machine_id or claim.machine_id, "task": claim.task_id, **reason}
+    reason.pop("capacity", None)
+    return {"at": round(at, 3), "machine": why.machine_id or claim.machine_id, **reason}
 
 
 def merged(stored: dict | None, attempts: int, conflicts: list[dict], always: bool = False) -> dict | None:

@@ -39,7 +39,6 @@ def test_a_parked_job_carries_every_attempt_and_its_last_conflicts():
     assert rec.history["attempts"] == 4
     conflicts = rec.history["conflicts"]
     assert len(conflicts) == 8 and all(c["machine"] == "m0" and c["kind"] == "machine_changed" for c in conflicts)
-    assert {c["task"] for c in conflicts} == {"hot/0/0", "hot/0/1"}
     assert [c["at"] for c in conflicts] == sorted(c["at"] for c in conflicts)
 
 
