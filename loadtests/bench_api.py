@@ -1,6 +1,7 @@
 """Load-test the REST API with Locust, and measure the bare ceiling in the same run.
 
     python -m loadtests.bench_api [--json] [--backends memory,etcd-3] [--users 64] [--seconds 20]
+    python -m loadtests.bench_api --tracing off,file,otlp [--tracing-rounds 2] [--json]
                                   [--bulk 500] [--bulk-seconds 10] [--machines 500] [--quick]
 
 For each backend it starts a real `cellsched api` in a subprocess on a free loopback port
@@ -25,6 +26,7 @@ import argparse
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,7 @@ import httpx
 
 from cellsched.loadtests.bench_schedulers.workload import BenchmarkError
 from cellsched.loadtests.etcd_process import etcd_binary, free_ports, start_etcd_cluster
+from cellsched.loadtests.otlp_receiver import OtlpReceiver
 
 TOKEN = "bench-operator-secret-0000000000001"
 LOCUSTFILE = Path(__file__).with_name("locust_api.py")
@@ -65,7 +68,7 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=20)
 
 
-def _start_api(tmp: Path, etcd: str | None) -> tuple[subprocess.Popen, str]:
+def _start_api(tmp: Path, etcd: str | None, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     port = free_ports(1)[0]
     tokens = tmp / "tokens.txt"
     tokens.write_text(f"operator:bench:{TOKEN}\n")
@@ -75,7 +78,7 @@ def _start_api(tmp: Path, etcd: str | None) -> tuple[subprocess.Popen, str]:
     if etcd:
         cmd += ["--etcd", etcd, "--schedulers", "on"]
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
     _wait_ready(base + "/readyz", proc, log)
     return proc, base
@@ -151,6 +154,47 @@ def bench_backend(backend: str, args, tmp: Path) -> dict:
             "cell": {k: summary.get(k) for k in ("queues", "schedulers", "used")}}
 
 
+TRACING_MODES = ("off", "file", "otlp")
+
+
+def _tracing_env(mode: str, tmp: Path, receiver: OtlpReceiver) -> dict[str, str]:
+    """The API process's tracing (schedulers/tracing.py reads these): none, a JSON-lines
+    file, or OTLP/HTTP to the receiver in this process."""
+    off = {"OTEL_TRACES_EXPORTER": "none", "CELLSCHED_TRACE_FILE": ""}
+    if mode == "file":
+        return {**off, "CELLSCHED_TRACE_FILE": str(tmp / f"trace-{time.time_ns()}.jsonl")}
+    if mode == "otlp":
+        return {**off, "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint}
+    return off
+
+
+def bench_tracing(modes: list[str], args, tmp: Path) -> dict:
+    """Single submissions on the embedded store with each tracing mode, rounds interleaved
+    (mode after mode, then again), so the modes share the machine's noise; medians."""
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
+    with OtlpReceiver() as receiver:
+        receiver.count_only = True
+        for _ in range(args.tracing_rounds):
+            for mode in modes:
+                proc, base = _start_api(tmp, None, _tracing_env(mode, tmp, receiver))
+                try:
+                    _add_machines(base, args.machines)
+                    runs[mode].append(run_locust(base, "single", args.users, args.seconds, tmp))
+                finally:
+                    _stop(proc)
+        spans = receiver.spans_received
+    out: dict = {"rounds": args.tracing_rounds, "otlp_spans_received": spans, "modes": {}}
+    for mode, rs in runs.items():
+        out["modes"][mode] = {"submissions_per_s": round(statistics.median(r["per_s"] for r in rs), 1),
+                              "p99_ms": statistics.median(r["p99_ms"] for r in rs),
+                              "failures": sum(r["failures"] for r in rs), "runs": rs}
+    base_rate = out["modes"].get("off", {}).get("submissions_per_s")
+    for mode in modes:
+        if mode != "off" and base_rate:
+            out[f"tracing_{mode}_cost"] = round(1 - out["modes"][mode]["submissions_per_s"] / base_rate, 3)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", default="memory,etcd-3", help="comma-separated: memory, etcd-3")
@@ -161,7 +205,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--machines", type=int, default=500)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--tracing", default="",
+                    help="comma-separated off, file, otlp: instead of the backends, the cost of tracing "
+                         "(single submissions on the embedded store per mode)")
+    ap.add_argument("--tracing-rounds", type=int, default=2, help="rounds of every --tracing mode, interleaved")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.users, args.seconds, args.bulk, args.bulk_seconds, args.machines = 8, 2, 20, 2, 20
+    if args.tracing:
+        modes = [m.strip() for m in args.tracing.split(",") if m.strip()]
+        if not modes or any(m not in TRACING_MODES for m in modes) or args.tracing_rounds < 1:
+            print(f"bench_api: --tracing: expected a comma list of {', '.join(TRACING_MODES)} and "
+                  f"--tracing-rounds >= 1; got {args.tracing!r}", file=sys.stderr)
+            return 2
+        with tempfile.TemporaryDirectory(prefix="cellsched-bench-api-") as d:
+            result = bench_tracing(modes, args, Path(d))
+        print(f"{'tracing':8} {'subm/s':>8} {'p99 ms':>7} {'fail':>5} {'cost':>6}")
+        for mode, m in result["modes"].items():
+            cost = result.get(f"tracing_{mode}_cost")
+            print(f"{mode:8} {m['submissions_per_s']:8.0f} {m['p99_ms']:7.0f} {m['failures']:5d} "
+                  f"{'-' if cost is None else format(cost, '6.1%'):>6}")
+        print(f"(medians of {result['rounds']} interleaved rounds; {args.users} users; OTLP spans received: "
+              f"{result['otlp_spans_received']})")
+        if args.json:
+            print(json.dumps(result))
+        return 0
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     bad = [b for b in backends if b not in ("memory", "etcd-3")]
     if bad or not backends:
@@ -170,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     if "etcd-3" in backends and etcd_binary() is None:
         print("bench_api: etcd is not installed (Debian: apt-get install etcd-server)", file=sys.stderr)
         return 2
-    if args.quick:
-        args.users, args.seconds, args.bulk, args.bulk_seconds, args.machines = 8, 2, 20, 2, 20
     with tempfile.TemporaryDirectory(prefix="cellsched-bench-api-") as d:
         tmp = Path(d)
         bare_proc, bare_base = _start_bare(tmp)

@@ -35,3 +35,22 @@ def test_bench_api_refuses_an_unknown_backend():
     done = subprocess.run([sys.executable, "-m", "cellsched.loadtests.bench_api", "--backends", "mongo"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "unknown ['mongo']" in done.stderr
+
+
+@pytest.mark.timeout(300)
+def test_bench_api_tracing_modes_run_in_one_invocation_and_otlp_spans_arrive():
+    done = subprocess.run([sys.executable, "-m", "cellsched.loadtests.bench_api", "--quick", "--json",
+                           "--tracing", "off,file,otlp", "--tracing-rounds", "1"],
+                          capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert list(out["modes"]) == ["off", "file", "otlp"]
+    assert all(m["failures"] == 0 and m["submissions_per_s"] > 0 for m in out["modes"].values())
+    assert "tracing_file_cost" in out and "tracing_otlp_cost" in out
+    assert out["otlp_spans_received"] > 0  # the API's request spans reached the receiver over the wire
+
+
+def test_bench_api_refuses_an_unknown_tracing_mode():
+    done = subprocess.run([sys.executable, "-m", "cellsched.loadtests.bench_api", "--tracing", "off,jaeger"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--tracing" in done.stderr and "jaeger" in done.stderr
