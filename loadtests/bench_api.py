@@ -1,8 +1,8 @@
 """Load-test the REST API with Locust, and measure the bare ceiling in the same run.
 
     python -m loadtests.bench_api [--json] [--backends memory,etcd-3] [--users 64] [--seconds 20]
-    python -m loadtests.bench_api --tracing off,file,otlp [--tracing-rounds 2] [--json]
                                   [--bulk 500] [--bulk-seconds 10] [--machines 500] [--quick]
+    python -m loadtests.bench_api --tracing off,file,otlp [--tracing-rounds 2] [--json]
 
 For each backend it starts a real `cellsched api` in a subprocess on a free loopback port
 (uvicorn with uvloop and httptools), with its scheduler loops running in that process:
