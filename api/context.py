@@ -61,7 +61,10 @@ _bearer = HTTPBearer(auto_error=False, description="a token from --tokens or CEL
 
 
 def require(role: Role):
-    def dependency(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    # async: the lookup and the rate limit are a hash and a lock held for microseconds, so
+    # they run on the event loop instead of costing a thread-pool hop per request.
+    async def dependency(request: Request,
+                         _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
         ctx = ctx_of(request)
         return authorize(ctx.tokens, ctx.limiter, request.headers.get("authorization"), role)
 
