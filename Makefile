@@ -19,9 +19,19 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) -m cellsched.cli demo
 
-# Debian's etcd-server for the integration tests; installed only when missing.
+# Debian's etcd-server and prometheus for the integration tests; each installed only when missing.
+# prometheus without its recommends (node exporter, smartmontools, ipmitool: nothing the tests
+# run), and with services kept from starting: the package's postinst would start a daemon on
+# :9090 where an init script runs. Docker images ship a /usr/sbin/policy-rc.d that refuses
+# (exit 101); where there is none, one is written for the install and removed after.
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold
 system-deps:
-	@command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
+	@command -v etcd >/dev/null || { apt-get update -qq && $(APT_INSTALL) etcd-server >/dev/null; }
+	@command -v prometheus >/dev/null || { \
+	  rc=/usr/sbin/policy-rc.d; own=; \
+	  if [ ! -e $$rc ]; then printf '#!/bin/sh\nexit 101\n' > $$rc && chmod 755 $$rc && own=1; fi; \
+	  { apt-get update -qq && $(APT_INSTALL) --no-install-recommends prometheus >/dev/null; }; st=$$?; \
+	  if [ -n "$$own" ]; then rm -f $$rc; fi; exit $$st; }
 
 # import-linter and mypy read the installed layout that tools/stage.py links under
 # build/stage (docs/architecture.md, "Layout for static tools").
