@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) -m cellsched.cli demo
 
-# Debian's etcd-server for the integration tests; installed only when missing.
+# Debian's etcd-server for the integration tests and chromium for the dashboard's browser test
+# (tests/test_ui_dashboard.py, through Playwright); each installed only when missing.
 system-deps:
 	@command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; }
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 # import-linter and mypy read the installed layout that tools/stage.py links under
 # build/stage (docs/architecture.md, "Layout for static tools").
