@@ -49,7 +49,7 @@ def dashboard_script():
 
 
 @router.get("/v1/cell/heatmap", operation_id="cell_heatmap", response_model=Heatmap,
-            responses=responses(401, 403, 429, 503))
+            responses=responses(401, 403, 422, 429, 503))
 def cell_heatmap(request: Request, since: int = REVISION, _: Principal = Reader):
     """Each machine's heat (its fullest resource in percent), only those whose spec or
     allocation changed after revision `since` (mod_revision), from one consistent read."""
@@ -66,7 +66,7 @@ def _summary(d: dict) -> DecisionSummary:
 
 
 @router.get("/v1/ui/activity", operation_id="ui_activity", response_model=Activity,
-            responses=responses(401, 403, 429, 503))
+            responses=responses(401, 403, 422, 429, 503))
 def ui_activity(request: Request, since: int = REVISION, _: Principal = Reader):
     """Queue lengths, the first parked jobs, the live schedulers, and for those that published
     after revision `since` their metrics, busyness series and recent decisions; one read."""
