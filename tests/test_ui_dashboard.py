@@ -98,6 +98,9 @@ def test_the_dashboard_at_10000_machines(tmp_path):
                 steady = page.evaluate("window.dash.stats()")
                 assert steady["cells"] == MACHINES and steady["lastBytes"] < MAX_REFRESH_BYTES
                 assert max(steady["history"]) < MAX_REFRESH_BYTES, steady["history"]
+                # After the first load the heatmap sends only the machines that changed (here: one).
+                deltas = [n for url, n in sizes if "/v1/cell/heatmap?since=" in url and "since=0" not in url]
+                assert deltas and max(deltas) < 2_000, deltas
 
                 # The parked job is listed, and its explanation opens.
                 page.wait_for_selector("#parked li:text('ui-too-big')", timeout=60_000)

@@ -91,9 +91,9 @@ def test_activity_is_published_with_the_metrics_under_the_lease():
     assert read_activity(store, keys) == {}
 
 
-def test_the_heatmap_sends_only_what_changed_since_a_revision():
+def test_the_heatmap_sends_only_what_changed_since_a_revision(store):
+    """On both backends: the mod_revisions are the store's."""
     clock = SimClock()
-    store = MemoryStore(clock=clock)
     keys = make_cell(store, 50, cpu=4000)
     full = machine_heat(store, keys)
     assert full.full and full.total == 50 and len(full.ids) == 50 and set(full.heat) == {0}
