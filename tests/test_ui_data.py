@@ -108,3 +108,38 @@ def test_the_heatmap_sends_only_what_changed_since_a_revision(store):
     drained = machine_heat(store, keys, after.revision)
     assert drained.ids == ["m7"] and drained.heat == [HEAT_DRAINING]
     assert machine_heat(store, keys, drained.revision + 1000).full  # ahead of the store: everything
+
+
+def test_the_page_is_open_and_its_data_routes_take_a_reader_token():
+    from fastapi.testclient import TestClient
+
+    from cellsched.api import ApiContext, Role, TokenTable, create_app
+
+    clock = SimClock()
+    store = MemoryStore(clock=clock)
+    keys = make_cell(store, 3)
+    tokens = TokenTable()
+    tokens.add(Role.READER, "r", "reader-secret-0000000000001")
+    s = Scheduler("t-batch-0", store, keys, BATCH, clock)
+    submit_jobs(store, keys, [make_job("j", 1)], now=0.0)
+    s.complete(s.prepare())
+    assert s.publisher.tick()
+    with TestClient(create_app(ApiContext(store, keys, tokens))) as client:
+        page = client.get("/ui")
+        assert page.status_code == 200 and "<canvas id=\"heatmap\"" in page.text
+        assert client.get("/ui/dashboard.js").headers["content-type"].startswith("text/javascript")
+        paths = ["/v1/cell/heatmap?since=0", "/v1/ui/activity?since=0", "/v1/ui/decisions/t-batch-0"]
+        for path in paths:
+            assert client.get(path).status_code == 401, path
+        auth = {"Authorization": "Bearer reader-secret-0000000000001"}
+        heat = client.get(paths[0], headers=auth).json()
+        assert heat["total"] == 3 and sorted(heat["ids"]) == ["m0", "m1", "m2"] and max(heat["heat"]) == 25
+        act = client.get(paths[1], headers=auth).json()
+        assert act["alive"] == ["t-batch-0"] and act["changed"][0]["decisions"][0]["placed"] == 1
+        assert client.get(f"/v1/ui/activity?since={act['revision']}", headers=auth).json()["changed"] == []
+        (trace,) = client.get(paths[2] + "?seq=1", headers=auth).json()["decisions"]
+        assert trace["job_ids"] == ["j"] and {sp["name"] for sp in trace["spans"]} >= {"schedule.score"}
+        assert client.get("/v1/ui/decisions/nobody", headers=auth).status_code == 404
+        paths_in_doc = client.get("/openapi.json").json()["paths"]
+        assert "/ui" not in paths_in_doc and "/v1/cell/heatmap" in paths_in_doc
+    s.close()
