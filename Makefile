@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) -m cellsched.cli demo
 
-# Debian's etcd-server and prometheus for the integration tests; each installed only when missing.
+# Debian's etcd-server and prometheus for the integration tests, and chromium for the dashboard's
+# browser test (tests/test_ui_dashboard.py, through Playwright); each installed only when missing.
 # prometheus without its recommends (node exporter, smartmontools, ipmitool: nothing the tests
 # run), and with services kept from starting: the package's postinst would start a daemon on
 # :9090 where an init script runs. Docker images ship a /usr/sbin/policy-rc.d that refuses
@@ -32,6 +33,7 @@ system-deps:
 	  if [ ! -e $$rc ]; then printf '#!/bin/sh\nexit 101\n' > $$rc && chmod 755 $$rc && own=1; fi; \
 	  { apt-get update -qq && $(APT_INSTALL) --no-install-recommends prometheus >/dev/null; }; st=$$?; \
 	  if [ -n "$$own" ]; then rm -f $$rc; fi; exit $$st; }
+	@command -v chromium >/dev/null || { apt-get update -qq && $(APT_INSTALL) chromium >/dev/null; }
 
 # import-linter and mypy read the installed layout that tools/stage.py links under
 # build/stage (docs/architecture.md, "Layout for static tools").

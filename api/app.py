@@ -16,6 +16,7 @@ from . import (
     routes_metrics,
     routes_node,
     routes_plan,
+    routes_ui,
 )
 from .body_limit import BodyLimit
 from .context import ApiContext
@@ -31,7 +32,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     app.state.api_metrics = ApiMetrics()
     errors.install(app)
-    modules = (routes_jobs, routes_plan, routes_machines, routes_node, routes_cell, routes_audit, routes_metrics)
+    modules = (routes_jobs, routes_plan, routes_machines, routes_node, routes_cell, routes_audit, routes_metrics,
+               routes_ui)
     for module in modules:
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=ctx.max_body_bytes)

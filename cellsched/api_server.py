@@ -144,7 +144,8 @@ def serve(args: argparse.Namespace) -> int:
                      schedulers_in_process=hosted.alive if hosted else (lambda: 0), audit=audit,
                      tracing=traced)
     print(f"cellsched api: serving cell {args.cell!r} on http://{args.host}:{args.port} "
-          f"(store: {args.etcd or 'embedded'}, schedulers here: {len(hosted.schedulers) if hosted else 0})",
+          f"(store: {args.etcd or 'embedded'}, schedulers here: {len(hosted.schedulers) if hosted else 0}); "
+          f"dashboard at http://{args.host}:{args.port}/ui (it asks for a reader token)",
           file=sys.stderr, flush=True)
     try:
         uvicorn.run(create_app(ctx), host=args.host, port=args.port, loop="uvloop", http="httptools",

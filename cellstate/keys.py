@@ -16,6 +16,8 @@
                                     every claim delete compares its mod_revision (the fence)
     /<cell>/live/<machine>          liveness heartbeat, bound to the machine agent's lease
     /<cell>/metrics/<scheduler>     a scheduler's published metrics, bound to its lease: gone with it
+    /<cell>/activity/<scheduler>    its recent decisions and busyness over time (the /ui dashboard),
+                                    written with its metrics, bound to the same lease
     /<cell>/idem/<digest>           an API submission's Idempotency-Key (hashed with its caller):
                                     the job it made and its body's digest, written in the job's txn
     /<cell>/audit/registry          every audit chain's id (cellstate.audit)
@@ -80,6 +82,13 @@ class CellKeys:
         if not scheduler or "/" in scheduler:
             raise InvalidInputError(f"scheduler name {scheduler!r}: expected a non-empty name without '/'")
         return self.metrics_prefix + scheduler
+
+    @property
+    def activity_prefix(self) -> str:
+        return f"/{self.cell}/activity/"
+
+    def activity(self, scheduler: str) -> str:
+        return self.activity_prefix + self.last_segment(self.metrics(scheduler))
 
     def spec(self, machine_id: str) -> str:
         return self.spec_prefix + machine_id

@@ -15,23 +15,24 @@ with the start time of the prepare() that claimed it, and the syncs before that 
 children with their own times. The score and commit-txn spans are current (OpenTelemetry's
 context) while they run, so log lines then carry their ids; the batch span is not, since its
 prepare() and complete() need not nest (a simulation interleaves schedulers in one thread).
-With tracing off (schedulers/tracing.py) every method returns
-at its first line, so the loop pays one attribute test per call.
+With tracing off (schedulers/tracing.py) no span is made, so the loop pays one attribute test
+per call, plus what the decision ring (schedulers/decision_ring.py) records either way: the
+same phases' times, taken with `time.time_ns()`, and their attributes, for the `/ui` dashboard.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
+from itertools import islice
 
 from cellsched.cellstate.commit import CommitEngine, CommitResult
 from cellsched.cellstate.model import Claim
 
 from . import tracing
 from .attempts import Attempt, HeldJob, Outcome
-
-_NULL = nullcontext()
+from .decision_ring import MAX_JOB_IDS, DecisionRing
 
 
 class DecisionTracer:
@@ -48,38 +49,37 @@ class DecisionTracer:
         self._span = None
         self._started_ns = 0
         self._syncs: list[tuple[int, int]] = []  # syncs before the batch span opened
-        if self.on and isinstance(engine, CommitEngine):
+        self.ring = DecisionRing()  # kept with tracing off too (the /ui dashboard's waterfalls)
+        if isinstance(engine, CommitEngine):
             engine.txn_observer = self.commit_txn
 
     # -- the phases (core.Scheduler calls these) ------------------------------------------
 
     def start(self) -> None:
         """prepare() begins: maybe a batch, maybe an idle poll."""
+        self.ring.start()
         if not self.on:
             return
         self._end_dangling()
         self._started_ns = time.time_ns()
         self._syncs.clear()
 
-    def sync(self):
-        if not self.on:
-            return _NULL
-        return self._sync()
-
     @contextmanager
-    def _sync(self) -> Iterator[None]:
+    def sync(self) -> Iterator[None]:
         t0 = time.time_ns()
         try:
             yield
         finally:
             t1 = time.time_ns()
-            if self._span is None:
+            self.ring.span("schedule.sync", t0, t1, {})
+            if self.on and self._span is None:
                 self._syncs.append((t0, t1))
-            else:
+            elif self.on:
                 self.tracing.start_span("schedule.sync", t0, self._span, attributes=self.base).end(t1)
 
     def begin(self, held: Mapping[str, HeldJob]) -> None:
         """The claims hold jobs: open the batch span, linked to each job's submission."""
+        self.ring.begin(len(held), list(islice(held, MAX_JOB_IDS)))
         if not self.on:
             return
         # The job ids ride in one array attribute, in link order: an attribute on each of 4,096
@@ -99,67 +99,103 @@ class DecisionTracer:
 
     def scoring(self, attempt: Attempt):
         if not self.on or self._span is None:
-            return _NULL
+            return self._ring_scoring(attempt)
         return self._scoring(attempt)
+
+    def _score_attrs(self, attempt: Attempt) -> dict:
+        return {"cellsched.jobs_decided": len(attempt.decisions), "cellsched.jobs_crashed": len(attempt.crashed),
+                "cellsched.tasks_decided": sum(d.tasks_decided for d in attempt.decisions.values()),
+                "cellsched.claims": len(attempt.assumed)}
+
+    def _score_start(self) -> dict:
+        columns = self.cache.columns
+        return {"cellsched.kernel": self.kernel, "cellsched.backend": columns.xp.__name__,
+                "cellsched.machines_scored": len(columns)}
+
+    @contextmanager
+    def _ring_scoring(self, attempt: Attempt) -> Iterator[None]:
+        t0 = time.time_ns()
+        try:
+            yield
+        finally:
+            self.ring.span("schedule.score", t0, time.time_ns(), {**self._score_start(), **self._score_attrs(attempt)})
 
     @contextmanager
     def _scoring(self, attempt: Attempt) -> Iterator[None]:
-        columns = self.cache.columns
-        span = self.tracing.start_span("schedule.score", parent=self._span, attributes={
-            **self.base, "cellsched.kernel": self.kernel, "cellsched.backend": columns.xp.__name__,
-            "cellsched.machines_scored": len(columns)})
+        t0 = time.time_ns()
+        start = self._score_start()
+        span = self.tracing.start_span("schedule.score", t0, parent=self._span, attributes={**self.base, **start})
         token = tracing.attach(span)  # log lines while deciding carry its ids (schedulers/logs.py)
         try:
             yield
         finally:
             tracing.detach(token)
-            span.set_attributes({
-                "cellsched.jobs_decided": len(attempt.decisions), "cellsched.jobs_crashed": len(attempt.crashed),
-                "cellsched.tasks_decided": sum(d.tasks_decided for d in attempt.decisions.values()),
-                "cellsched.claims": len(attempt.assumed)})
-            span.end()
+            done = self._score_attrs(attempt)
+            span.set_attributes(done)
+            t1 = time.time_ns()
+            span.end(t1)
+            self.ring.span("schedule.score", t0, t1, {**start, **done})
 
     @contextmanager
     def commit_txn(self, claims: list[Claim]) -> Iterator[Callable[[bool], None]]:
-        parent = self._span
-        if parent is None:  # a commit outside a batch (none today): nothing to hang it on
-            yield lambda succeeded: None
+        attrs = {"cellsched.claims": len(claims), "cellsched.jobs": len({c.job_id for c in claims}),
+                 "cellsched.machines": len({c.machine_id for c in claims})}
+        t0 = time.time_ns()
+        parent = self._span if self.on else None
+        if parent is None:  # tracing off, or a commit outside a batch (none today): the ring's alone
+            try:
+                yield lambda succeeded: attrs.__setitem__("cellsched.txn.succeeded", succeeded)
+            finally:
+                self.ring.span("schedule.commit_txn", t0, time.time_ns(), attrs)
             return
-        span = self.tracing.start_span("schedule.commit_txn", parent=parent, attributes={
-            **self.base, "cellsched.claims": len(claims), "cellsched.jobs": len({c.job_id for c in claims}),
-            "cellsched.machines": len({c.machine_id for c in claims})})
+        span = self.tracing.start_span("schedule.commit_txn", t0, parent=parent, attributes={**self.base, **attrs})
         token = tracing.attach(span)  # in the thread that sends the txn
+
+        def seen(succeeded: bool) -> None:
+            attrs["cellsched.txn.succeeded"] = succeeded
+            span.set_attribute("cellsched.txn.succeeded", succeeded)
+
         try:
-            yield lambda succeeded: span.set_attribute("cellsched.txn.succeeded", succeeded)
+            yield seen
         except BaseException as exc:
             span.record_exception(exc)
+            attrs["error"] = type(exc).__name__
             raise
         finally:
             tracing.detach(token)
-            span.end()
+            t1 = time.time_ns()
+            span.end(t1)
+            self.ring.span("schedule.commit_txn", t0, t1, attrs)
 
     def settled(self, attempt: Attempt, result: CommitResult, out: Outcome) -> None:
-        """complete() settled the batch: conflicts and parks become events on its span."""
-        span = self._span
-        if not self.on or span is None:
-            return
+        """complete() settled the batch: conflicts and parks become events on its span (and in the ring)."""
+        span = self._span if self.on else None
+        ring = self.ring
         for claim, why in result.conflicted:
-            span.add_event("conflict", {"cellsched.job": claim.job_id, "cellsched.task": claim.task_id,
-                                        "cellsched.machine": claim.machine_id, "cellsched.reason.kind": why.kind.value,
-                                        "cellsched.reason": tracing.json_attr(why.to_obj())})
+            base = {"cellsched.job": claim.job_id, "cellsched.task": claim.task_id,
+                    "cellsched.machine": claim.machine_id, "cellsched.reason.kind": why.kind.value}
+            ring.event("conflict", {**base, "cellsched.reason": str(why)})
+            if span is not None:
+                span.add_event("conflict", {**base, "cellsched.reason": tracing.json_attr(why.to_obj())})
         for jid, reason in out.parked.items():
             decision = attempt.decisions.get(jid)
             groups = decision.unplaceable if decision is not None else []
-            span.add_event("park", {"cellsched.job": jid, "cellsched.reason": reason,
-                                    "cellsched.counts": tracing.json_attr(groups)})
-        span.set_attributes({"cellsched.committed_claims": len(result.committed),
-                             "cellsched.conflicted_claims": len(result.conflicted),
-                             "cellsched.jobs_placed": len(out.placed), "cellsched.jobs_parked": len(out.parked),
-                             "cellsched.jobs_retrying": len(out.retrying), "cellsched.txns": result.stats.txns,
-                             "cellsched.lease_lost": out.lease_lost})
+            ring.event("park", {"cellsched.job": jid, "cellsched.reason": reason, "cellsched.counts": groups})
+            if span is not None:
+                span.add_event("park", {"cellsched.job": jid, "cellsched.reason": reason,
+                                        "cellsched.counts": tracing.json_attr(groups)})
+        totals = {"cellsched.committed_claims": len(result.committed),
+                  "cellsched.conflicted_claims": len(result.conflicted),
+                  "cellsched.jobs_placed": len(out.placed), "cellsched.jobs_parked": len(out.parked),
+                  "cellsched.jobs_retrying": len(out.retrying), "cellsched.txns": result.stats.txns,
+                  "cellsched.lease_lost": out.lease_lost}
+        ring.totals(totals)
+        if span is not None:
+            span.set_attributes(totals)
 
     def end(self) -> None:
         """complete() is over, however it ended."""
+        self.ring.end()
         if self.on:
             self._end_dangling()
 

@@ -11,7 +11,9 @@ halves of Omega's conflict fraction); `mode` is the scheduler's conflict mode. T
 bounded (a fixed set of wait buckets, kept incrementally) and written at most every
 `metrics_publish_s` from the real-time loop, so publishing costs the store one small put per
 scheduler per period. The key is bound to the lease: when the scheduler dies its key goes with
-its lease, so a reader that knew the name reports it down (prometheus_text: up 0).
+its lease, so a reader that knew the name reports it down (prometheus_text: up 0). The same txn
+writes `/<cell>/activity/<scheduler>` (schedulers/activity.py: its recent decisions and a
+busyness series, for the `/ui` dashboard), under the same lease.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import logging
 from cellsched.cellstate import codec
 from cellsched.cellstate.errors import CellError, LeaseNotFoundError, StoreUnavailableError
 from cellsched.cellstate.keys import CellKeys
-from cellsched.cellstate.store import CellStore
+from cellsched.cellstate.store import CellStore, Put
+
+from .activity import ActivitySeries, activity_value
 
 log = logging.getLogger("cellsched.metrics")
 
@@ -59,6 +63,8 @@ class MetricsPublisher:
         self.scheduler = scheduler
         self.interval_s = scheduler.settings.metrics_publish_s
         self.key = scheduler.keys.metrics(scheduler.name)
+        self.activity_key = scheduler.keys.activity(scheduler.name)
+        self.series = ActivitySeries(scheduler.raw_metrics.started_at)
         self.wait = WaitHistogram()
         self.published = 0
         self._at = 0.0
@@ -86,8 +92,11 @@ class MetricsPublisher:
         now = self.scheduler.clock.now()
         if lease_id == self._lease and now - self._at < self.interval_s:
             return False
+        self.series.sample(now, self.scheduler.raw_metrics)
+        activity = activity_value(self.scheduler, self.series, now)
         try:
-            self.scheduler.store.put(self.key, codec.encode_obj(self.value()), lease=lease_id)
+            self.scheduler.store.txn([], [Put(self.key, codec.encode_obj(self.value()), lease=lease_id),
+                                          Put(self.activity_key, codec.encode_obj(activity), lease=lease_id)])
         except (LeaseNotFoundError, StoreUnavailableError):
             return False  # the loop sees either itself; the next period tries again
         self._at, self._lease = now, lease_id

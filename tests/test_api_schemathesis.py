@@ -49,9 +49,11 @@ def test_schemathesis_against_the_live_document(tmp_path):
             # A placed job for the task reports to hit (random ids would only ever get 404).
             assert op.post("/v1/jobs", json=job_body("seed-job", count=1)).status_code == 201
             wait_for(lambda: op.get("/v1/jobs/seed-job").json()["status"] == "placed", "seed-job placed")
+        # The dashboard's decision ring is per scheduler: name one this process hosts (cell "t").
         (tmp_path / "schemathesis.toml").write_text(
             '[[operations]]\ninclude-operation-id = "report_task"\n'
-            'parameters = { job_id = "seed-job", group = 0, index = 0 }\n')
+            'parameters = { job_id = "seed-job", group = 0, index = 0 }\n'
+            '[[operations]]\ninclude-operation-id = "ui_decisions"\nparameters = { scheduler = "t-batch-0" }\n')
         doc = httpx.get(server.base + "/openapi.json").json()
         har = tmp_path / "run.har"
         run = subprocess.run(

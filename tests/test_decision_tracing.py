@@ -141,9 +141,12 @@ def test_off_by_default_and_the_tracer_skips_everything(monkeypatch):
         keys = make_cell(store, 2)
         submit_jobs(store, keys, [make_job("j", 2)], now=0.0)
         s = Scheduler("off", store, keys, BATCH, clock)
-        assert not s.trace.on and s.trace.sync() is s.trace.scoring(None)  # the one shared null context
+        assert not s.trace.on
         s.complete(s.prepare())
         assert s.trace._span is None and s.metrics()["jobs_placed"] == 1
+        # No span was made; the decision ring (schedulers/decision_ring.py) kept the attempt anyway.
+        (kept,) = s.trace.ring.ring
+        assert {sp["name"] for sp in kept["spans"]} == {"schedule.sync", "schedule.score", "schedule.commit_txn"}
         s.close()
     finally:
         tracing.install(before)

@@ -69,6 +69,20 @@ plan_job
 scorers
 verify_audit
 _._above_zero
+# api/routes_ui.py and api/models_ui.py: the /ui dashboard's routes, and fields its page reads.
+dashboard_page
+dashboard_script
+cell_heatmap
+ui_activity
+ui_decisions
+busyness
+dur_ms
+published_at
+start_ms
+end_ms
+at_ms
+dropped_spans
+dropped_events
 # loadtests/locust_api.py: Locust finds the user class and reads its wait_time itself.
 ApiUser
 wait_time
