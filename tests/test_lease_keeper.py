@@ -95,7 +95,8 @@ def test_a_hung_loop_lets_its_lease_lapse_and_another_scheduler_places_the_job()
         assert entered.wait(30)  # the hung scheduler holds the job's claim
         threads.append(_run_in_thread(healthy))
         assert _wait_for(lambda: _status(store, keys, "j") is JobStatus.PLACED)
-        assert healthy.metrics()["jobs_placed"] == 1
+        # The record reads PLACED as soon as the commit lands; the loop counts it just after.
+        assert _wait_for(lambda: healthy.metrics()["jobs_placed"] == 1)
         release.set()  # the hung step wakes: its commit fails the claim's fence
         assert _wait_for(lambda: hung.metrics()["lease_losses"] >= 1)
     finally:
