@@ -40,16 +40,21 @@ class ApiServer:
         return self.log.read_text() if self.log.exists() else ""
 
     def stop(self, kill: bool = False) -> None:
-        if self.proc.poll() is None:
-            if kill:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
+        stop_process(self.proc, kill)
+
+
+def stop_process(proc: subprocess.Popen, kill: bool = False) -> None:
+    """SIGTERM (or SIGKILL), by this test's own PID; SIGKILL after 15 s if it lingers."""
+    if proc.poll() is None:
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
 
 
 def start_api(tmp: Path, etcd: str | None = None, *extra: str, cell: str = "t",

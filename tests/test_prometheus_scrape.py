@@ -36,7 +36,7 @@ from cellsched.loadtests.etcd_process import free_ports
 from cellsched.schedulers.core import Scheduler
 from cellsched.schedulers.metrics_publish import read_published
 from cellsched.schedulers.settings import BATCH, SERVICE
-from tests.apiserver import job_body, machines_body, start_api, wait_for
+from tests.apiserver import job_body, machines_body, start_api, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
@@ -84,13 +84,7 @@ class Prometheus:
         return float(got[0]["value"][1]) if got else None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
+        stop_process(self.proc)
 
 
 def start_prometheus(binary: str, tmp: Path, targets: list[str]) -> Prometheus:
