@@ -44,11 +44,13 @@ class HostedSchedulers:
     def __init__(self, store, keys, machine_liveness: bool):
         from cellsched.cellstate.clock import RealClock
         from cellsched.cellstate.machine_health import MachineMonitor
-        from cellsched.schedulers import PRESETS, Scheduler
+        from cellsched.schedulers import PRESETS, CpuBaton, Scheduler
 
         self.stop = threading.Event()
-        self.schedulers = [Scheduler(f"{keys.cell}-{c.value}-0", store, keys, s.with_(idle_poll_s=0.05), RealClock())
-                           for c, s in PRESETS.items()]
+        # The loops share this interpreter: they step one at a time (schedulers/cpu_baton.py).
+        baton = CpuBaton()
+        self.schedulers = [Scheduler(f"{keys.cell}-{c.value}-0", store, keys, s.with_(idle_poll_s=0.05), RealClock(),
+                                     baton=baton) for c, s in PRESETS.items()]
         self.monitor = MachineMonitor(store, keys, RealClock(), liveness_required=machine_liveness)
         self.threads = [threading.Thread(target=s.run, args=(self.stop,), name=s.name, daemon=True)
                         for s in self.schedulers]

@@ -7,6 +7,7 @@ package never imports Ray.
 from .attempts import Attempt, HeldJob, Outcome
 from .cache import SchedulerCache
 from .core import Scheduler
+from .cpu_baton import CpuBaton
 from .decide import Decision, decide_job
 from .metrics import SchedulerMetrics
 from .settings import BATCH, GPU, PRESETS, SERVICE, SchedulerSettings, ThinkTime
@@ -18,6 +19,7 @@ __all__ = [
     "PRESETS",
     "SERVICE",
     "Attempt",
+    "CpuBaton",
     "Decision",
     "HeldJob",
     "Outcome",

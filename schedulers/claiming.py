@@ -59,6 +59,8 @@ class Claimer:
         self._parked_cursor = ""  # where the next look at the parked index starts
         self.parked_rounds = 0  # complete passes over the parked index: every entry had its look
         self._parked_tried_at = clock.now()
+        # Other shares' queue entries as the last claim saw them (cellstate.claims.claim_jobs).
+        self._patience: dict[str, int] = {}
 
     def capacity_freed(self) -> None:
         """The cache saw capacity free: look at the parked index on the next claim that has room."""
@@ -88,7 +90,8 @@ class Claimer:
         adopt, self._orphans_possible = self._orphans_possible, False
         return claim_jobs(self.store, self.keys, self.settings.job_class, lease_id, self.name, room,
                           executor=self._claim_pool, in_flight=self.settings.txns_in_flight, held=held,
-                          adopt=adopt, share=(self.settings.home, self.settings.homes))
+                          adopt=adopt, share=(self.settings.home, self.settings.homes),
+                          patience=self._patience)
 
     def _claim_parked(self, lease_id: int, room: int, held: Container[str], free) -> list[JobView]:
         """Capacity freed since we last looked: claim the parked jobs whose recorded need

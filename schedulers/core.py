@@ -43,6 +43,7 @@ from cellsched.cellstate.views import JobView, read_job_view
 from .attempts import Attempt, HeldJob, Outcome
 from .cache import SchedulerCache
 from .claiming import Claimer, smallest_need
+from .cpu_baton import NO_BATON, CpuBaton, NoBaton, baton_store
 from .decide import DecideFn, Decision, decide_batches, decide_job, decision_seed
 from .decision_trace import DecisionTracer
 from .history import note_commit, park_history, settled_view, view_with_history
@@ -56,8 +57,12 @@ MAX_LOOP_ERRORS_IN_A_ROW = 5
 
 class Scheduler:
     def __init__(self, name: str, store: CellStore, keys: CellKeys, settings: SchedulerSettings, clock: Clock,
-                 decide_fn: DecideFn | None = None, planner: Planner | None = None):
+                 decide_fn: DecideFn | None = None, planner: Planner | None = None, baton: CpuBaton | None = None):
         self.name = name
+        # Loops sharing an interpreter step one at a time and hand the baton on while they wait
+        # on the store (schedulers/cpu_baton.py); without one, every step just runs.
+        self.baton: CpuBaton | NoBaton = baton if baton is not None else NO_BATON
+        store = baton_store(store, baton)
         self.store = store
         self.keys = keys
         self.settings = settings
@@ -83,12 +88,14 @@ class Scheduler:
 
     def step(self) -> bool:
         """One iteration: claim a batch, decide, commit. Returns whether it did work."""
-        attempt = self.prepare()
+        with self.baton.held():
+            attempt = self.prepare()
         if attempt is None:
             return False
         if attempt.think_s > 0:
             self.clock.sleep(attempt.think_s)
-        self.complete(attempt)
+        with self.baton.held():
+            self.complete(attempt)
         return True
 
     def run(self, stop: threading.Event | float) -> None:

@@ -65,3 +65,23 @@ def test_claims_stay_head_first_without_shares():
     lease = store.grant_lease(10)
     views = claim_jobs(store, keys, JobClass.BATCH, lease, "s0", 10)
     assert [v.record.job.id for v in views] == [f"j{i:05d}" for i in range(10)]
+
+
+def test_with_patience_another_shares_job_waits_one_call_and_only_while_unclaimed():
+    store, keys = _queue(40)
+    lease0, lease1 = store.grant_lease(10), store.grant_lease(10)
+    patience: dict[str, int] = {}
+    first = {v.record.job.id for v in claim_jobs(store, keys, JobClass.BATCH, lease0, "s0", 64, adopt=False,
+                                                 share=(0, 2), patience=patience)}
+    assert first and all(shard_of(j, 2) == 0 for j in first)  # its own share only, on the first look
+    others = [j for j in list_queue(store, keys, JobClass.BATCH) if shard_of(j, 2) == 1]
+    assert set(patience) == set(others)
+    # Scheduler 1 claims two of its own meanwhile: their entries change, so they are not raced for.
+    mine1 = {v.record.job.id for v in claim_jobs(store, keys, JobClass.BATCH, lease1, "s1", 2, adopt=False,
+                                                 share=(1, 2))}
+    assert len(mine1) == 2
+    store.reset()
+    second = {v.record.job.id for v in claim_jobs(store, keys, JobClass.BATCH, lease0, "s0", 64, adopt=False,
+                                                  held=first, share=(0, 2), patience=patience)}
+    assert second == set(others) - mine1  # the ones that sat unclaimed a whole call
+    assert store.txns - store.write_txns <= 1  # the page read; no claim txn failed on scheduler 1's jobs

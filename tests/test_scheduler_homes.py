@@ -111,7 +111,9 @@ def test_scheduler_places_a_job_that_fits_only_outside_its_home_on_its_first_att
     add_machines(store, keys, [Machine(m, (2000 if home else 8000, 16384, 0)) for m, home in zip(ids, in_home, strict=True)])
     submit_jobs(store, keys, [make_job("big", 2, cpu=3000)], now=0.0)
     s = Scheduler("b0", store, keys, BATCH.with_(home=0, homes=2), clock)
-    assert s.step()
+    # The queue share is a home's too: a job of the other share is claimed once it sat a step
+    # unclaimed (cellstate.claims.claim_jobs, patience), so at most the second step claims it.
+    assert s.step() or s.step()
     rec = read_job_view(store, keys, "big").record
     assert rec.status is JobStatus.PLACED
     assert all(not in_home[ids.index(m)] for m in rec.bound.values())

@@ -17,6 +17,7 @@ from cellsched.cellstate.clock import RealClock
 from cellsched.cellstate.errors import InvalidInputError
 from cellsched.cellstate.keys import CellKeys
 from cellsched.schedulers.core import Scheduler
+from cellsched.schedulers.cpu_baton import CpuBaton
 from cellsched.schedulers.settings import SchedulerSettings
 
 from .backends import Backend
@@ -33,7 +34,9 @@ class ThreadRunner:
     def __init__(self, backend: Backend, cell: str, settings: list[SchedulerSettings]):
         keys = CellKeys(cell)
         self.stores = [CountingStore(backend.connect(), keys) for _ in settings]
-        self.schedulers = [Scheduler(f"{cell}-s{i}", store, keys, s, RealClock())
+        # One baton for the loops of this process, as `cellsched api` hosts them (schedulers/cpu_baton.py).
+        self.baton = CpuBaton()
+        self.schedulers = [Scheduler(f"{cell}-s{i}", store, keys, s, RealClock(), baton=self.baton)
                            for i, (store, s) in enumerate(zip(self.stores, settings, strict=True))]
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -25,6 +25,7 @@ from cellsched.cellstate.faults import FAULT_KINDS, FaultInjectingStore, FaultPl
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
 from cellsched.schedulers.core import Scheduler
+from cellsched.schedulers.cpu_baton import CpuBaton
 from cellsched.schedulers.decide import DecideFn
 from cellsched.schedulers.settings import ThinkTime
 
@@ -101,13 +102,16 @@ def run_stress(seed: int, schedulers: int, seconds: float, backend: str = "memor
     engine = audited(engine_cls or CommitEngine, overcommit_paths, threading.Lock())
     scheds: list[Scheduler] = []
     stores: list[FaultInjectingStore] = []
+    # Odd seeds run the loops under one CPU baton, as `cellsched api` hosts them (schedulers/cpu_baton.py);
+    # even seeds without, so both ways of stepping meet the faults and the checker.
+    baton = CpuBaton() if seed % 2 else None
     for k in range(schedulers):
         settings = scheduler_settings(k, seed, think)
         name = f"{settings.job_class.value[:3]}{k}-{settings.conflict_mode.value[:3]}-if{settings.txns_in_flight}"
         st = wrap(name, faults, k)
         planner = engine(st, keys, settings.conflict_mode, clock, settings.txns_in_flight,
                          settings.max_tasks_per_machine)  # the (possibly injected) engine, audited
-        sched = Scheduler(name, st, keys, settings, clock, decide_fn=decide_fn, planner=planner)
+        sched = Scheduler(name, st, keys, settings, clock, decide_fn=decide_fn, planner=planner, baton=baton)
         stores.append(st)
         scheds.append(sched)
     submit_store = wrap("submitter", FaultPlan(), schedulers)
