@@ -38,6 +38,7 @@ __all__ = ["IndexEntry", "shard_of", "claim_jobs", "claim_entries", "release_cla
 CLAIM_PAGE = 256  # index entries read per page
 MAX_CLAIM_PAGES = 16  # a claim step reads at most this many pages
 DEFAULT_CRASH_LIMIT = 3  # claims without progress before a job is parked for good
+HELD_PATIENCE = 4  # claim calls that must see another share's claimed entry unchanged before taking it
 
 
 def list_queue(store: CellStore, keys: CellKeys, job_class: JobClass) -> list[str]:
@@ -78,7 +79,7 @@ def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: 
                limit: int, executor: Executor | None = None, in_flight: int = 1,
                held: Container[str] = frozenset(), crash_limit: int = DEFAULT_CRASH_LIMIT,
                adopt: bool = True, share: tuple[int, int] = (0, 1),
-               patience: dict[str, int] | None = None) -> list[JobView]:
+               patience: dict[str, tuple[int, int]] | None = None) -> list[JobView]:
     """Claim up to `limit` pending jobs of a class: highest priority first, then first come.
 
     With `adopt`, orphans of `lease_id` are adopted first (that reads every claim key: the
@@ -91,17 +92,20 @@ def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: 
     disjoint jobs instead of racing for the same head, the queue is reordered by at most one
     round, and the share of a scheduler that died is taken by the others as it reaches the head.
 
-    `patience`, the caller's memory between its calls (job id -> index entry revision, kept
-    here): with it, a job of another share is taken only once this caller's previous call
-    saw its entry as it is now, that is after it sat a whole step unclaimed (or held) by its
-    own scheduler. Schedulers that claim at the same moment then never race for each other's
-    jobs (each such race is a failed claim txn, a round trip lost: 8 schedulers on etcd lost
-    5,399 of 5,489 claim txns that way); a dead scheduler's share still goes, a step later.
+    `patience`, the caller's memory between its calls (job id -> (index entry revision, calls
+    that saw it so), kept here): with it, a job of another share is taken only once this
+    caller's previous call saw its entry as it is now, that is after it sat a whole step
+    unclaimed by its own scheduler; an entry that shows a claim (its count above 0: held now,
+    or left by a scheduler that died) only after HELD_PATIENCE calls, since it is most likely
+    held and the claim txn would fail. Schedulers that claim at the same moment then rarely
+    race for each other's jobs (each such race is a failed claim txn, a round trip lost: 8
+    schedulers on etcd lost 5,399 of 5,489 claim txns that way); a dead scheduler's share
+    still goes, a few steps later.
     """
     out = adopt_orphans(store, keys, lease_id, held) if adopt else []
     k, n = share
     window: list[KeyValue] = []  # the first n x limit entries, for a share's first pick
-    seen: dict[str, int] = {}  # other shares' entries read by this call, for the next one's patience
+    seen: dict[str, tuple[int, int]] = {}  # other shares' entries read by this call, for the next one
     after = ""
 
     def others_due(kvs: list[KeyValue]) -> list[KeyValue]:
@@ -111,10 +115,15 @@ def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: 
         due = []
         for kv in kvs:
             jid = keys.last_segment(kv.key)
-            if shard_of(jid, n) == k or patience.get(jid) == kv.mod_revision:
+            if shard_of(jid, n) == k:
+                due.append(kv)
+                continue
+            rev, calls = patience.get(jid, (0, 0))
+            calls = calls + 1 if rev == kv.mod_revision else 0
+            if calls >= (1 if IndexEntry.decode(kv).claims == 0 else HELD_PATIENCE):
                 due.append(kv)
             else:
-                seen[jid] = kv.mod_revision
+                seen[jid] = (kv.mod_revision, calls)
         return due
 
     for _ in range(MAX_CLAIM_PAGES):

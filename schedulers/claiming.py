@@ -60,7 +60,7 @@ class Claimer:
         self.parked_rounds = 0  # complete passes over the parked index: every entry had its look
         self._parked_tried_at = clock.now()
         # Other shares' queue entries as the last claim saw them (cellstate.claims.claim_jobs).
-        self._patience: dict[str, int] = {}
+        self._patience: dict[str, tuple[int, int]] = {}
 
     def capacity_freed(self) -> None:
         """The cache saw capacity free: look at the parked index on the next claim that has room."""

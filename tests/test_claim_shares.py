@@ -3,7 +3,7 @@ is taken by the others as it reaches the head: no job starves behind a missing s
 
 from __future__ import annotations
 
-from cellsched.cellstate.claims import claim_jobs, list_queue, shard_of
+from cellsched.cellstate.claims import HELD_PATIENCE, claim_jobs, list_queue, shard_of
 from cellsched.cellstate.clock import SimClock
 from cellsched.cellstate.faults import CountingStore
 from cellsched.cellstate.model import JobClass
@@ -70,7 +70,7 @@ def test_claims_stay_head_first_without_shares():
 def test_with_patience_another_shares_job_waits_one_call_and_only_while_unclaimed():
     store, keys = _queue(40)
     lease0, lease1 = store.grant_lease(10), store.grant_lease(10)
-    patience: dict[str, int] = {}
+    patience: dict[str, tuple[int, int]] = {}
     first = {v.record.job.id for v in claim_jobs(store, keys, JobClass.BATCH, lease0, "s0", 64, adopt=False,
                                                  share=(0, 2), patience=patience)}
     assert first and all(shard_of(j, 2) == 0 for j in first)  # its own share only, on the first look
@@ -85,3 +85,23 @@ def test_with_patience_another_shares_job_waits_one_call_and_only_while_unclaime
                                                   held=first, share=(0, 2), patience=patience)}
     assert second == set(others) - mine1  # the ones that sat unclaimed a whole call
     assert store.txns - store.write_txns <= 1  # the page read; no claim txn failed on scheduler 1's jobs
+
+
+def test_with_patience_a_dead_schedulers_claimed_jobs_are_taken_after_held_patience_calls():
+    store, keys = _queue(40)
+    lease0, lease1 = store.grant_lease(10), store.grant_lease(10)
+    patience: dict[str, tuple[int, int]] = {}
+    got = {v.record.job.id for v in claim_jobs(store, keys, JobClass.BATCH, lease0, "s0", 64, adopt=False,
+                                               share=(0, 2), patience=patience)}
+    dead = {v.record.job.id for v in claim_jobs(store, keys, JobClass.BATCH, lease1, "s1", 3, adopt=False,
+                                                share=(1, 2))}
+    store.revoke_lease(lease1)  # scheduler 1 died holding three: their entries still count a claim
+    calls = 0
+    while not dead <= got:
+        calls += 1
+        assert calls <= HELD_PATIENCE + 1, (calls, dead - got)
+        got |= {v.record.job.id for v in claim_jobs(store, keys, JobClass.BATCH, lease0, "s0", 64, held=got,
+                                                    adopt=False, share=(0, 2), patience=patience)}
+        if calls < HELD_PATIENCE:
+            assert not dead & got  # most likely held: left alone for a while
+    assert len(got) == 40  # every job of the queue, its own share, the dead share and what it held
