@@ -66,17 +66,20 @@ def main(argv: list[str] | None = None) -> dict:
     tune.add_argument("--gc-threshold", type=int, default=50_000,
                       help="gc.set_threshold(N, 10, 10), as the scheduler actors set it (0: Python's default, 700)")
     tune.add_argument("--profile", metavar="DIR", help="cProfile every scheduler thread into DIR/<name>.prof")
+    tune.add_argument("--no-baton", action="store_true",
+                      help="scheduler threads without the CPU baton (schedulers/cpu_baton.py), to measure what it buys")
     args = ap.parse_args(argv)
     if args.quick:
         args.raw_seconds = min(args.raw_seconds, 0.2)
     if args.gc_threshold:
         gc.set_threshold(args.gc_threshold, 10, 10)
+    ThreadRunner.use_baton = not args.no_baton
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
         ThreadRunner.profile_dir = args.profile
 
     result: dict = {"cpus": os.cpu_count(), "max_txn_ops": DEFAULT_MAX_TXN_OPS, "quick": args.quick,
-                    "gc_threshold": gc.get_threshold()[0]}
+                    "gc_threshold": gc.get_threshold()[0], "cpu_baton": not args.no_baton}
     try:
         if args.case in ("k8s", "all"):
             result["k8s"] = k8s_case(args)

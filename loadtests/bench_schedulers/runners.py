@@ -30,12 +30,13 @@ class ThreadRunner:
     name = "threads"
     gate = False  # threads start at the measured phase's start, after submission
     profile_dir: str | None = None  # --profile: one cProfile dump per scheduler thread
+    use_baton = True  # --no-baton: the loops fight for the GIL, as before schedulers/cpu_baton.py
 
     def __init__(self, backend: Backend, cell: str, settings: list[SchedulerSettings]):
         keys = CellKeys(cell)
         self.stores = [CountingStore(backend.connect(), keys) for _ in settings]
         # One baton for the loops of this process, as `cellsched api` hosts them (schedulers/cpu_baton.py).
-        self.baton = CpuBaton()
+        self.baton = CpuBaton() if self.use_baton else None
         self.schedulers = [Scheduler(f"{cell}-s{i}", store, keys, s, RealClock(), baton=self.baton)
                            for i, (store, s) in enumerate(zip(self.stores, settings, strict=True))]
         self._stop = threading.Event()
