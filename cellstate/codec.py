@@ -23,6 +23,7 @@ from .model import (
     MachineState,
     TaskGroup,
     TransactionMode,
+    machines_checked_in_bulk,
 )
 
 FORMAT_VERSION = 1
@@ -100,7 +101,15 @@ def decode_machines(kvs) -> list[Machine]:
         objs = None
     if objs is None or len(objs) != len(kvs):  # a value that is not one JSON document each
         return [decode_machine(kv.key, kv.value) for kv in kvs]
-    out = []
+    try:
+        fields = [(o["id"], tuple(o["cap"]), o.get("labels") or {}, o["state"], o.get("by", "")) for o in objs
+                  if o["v"] == FORMAT_VERSION]
+    except (TypeError, KeyError, AttributeError):
+        fields = []
+    bulk = machines_checked_in_bulk(fields) if len(fields) == len(objs) else None
+    if bulk is not None:
+        return bulk
+    out = []  # something is off: record by record, so the error names its key
     for kv, obj in zip(kvs, objs, strict=True):
         if not isinstance(obj, dict) or obj.get("v") != FORMAT_VERSION:
             out.append(decode_machine(kv.key, kv.value))  # raises, naming the key

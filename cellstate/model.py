@@ -15,6 +15,7 @@ from . import resources as res
 from .errors import InvalidInputError, InvalidJobError, InvalidResourceError
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_IDS = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\n)*[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # newline-joined ids
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
 
 # Limits that keep one job record well inside etcd's 1.5 MiB request limit.
@@ -31,6 +32,9 @@ class MachineState(Enum):
     UP = "up"
     DRAINING = "draining"  # keeps its tasks, takes no new ones
     DOWN = "down"  # its tasks must be rescheduled
+
+
+_STATES = {s.value: s for s in MachineState}
 
 
 class JobClass(Enum):
@@ -125,6 +129,45 @@ class Machine:
     @property
     def schedulable(self) -> bool:
         return self.state is MachineState.UP
+
+
+_MACHINE_SLOTS = tuple(Machine.__dict__[f].__set__ for f in ("id", "capacity", "labels", "state", "state_by"))
+_STATE_BY = frozenset({"", "monitor", "operator"})
+
+
+def machines_checked_in_bulk(fields: list[tuple]) -> list[Machine] | None:
+    """Machines from (id, capacity, labels, state value, state_by) tuples as decoded from
+    the store, validated together instead of one __post_init__ each: one regex over every
+    id, the remembered label pairs, plain type checks. A 100,000-machine snapshot spends a
+    third of its decode in per-machine validation otherwise. None when any field is not as
+    Machine() would accept it: the caller then builds them one by one, so the error names
+    the record."""
+    ids = [f[0] for f in fields]
+    if not all(type(i) is str for i in ids):
+        return None
+    joined = "\n".join(ids)
+    if ids and (joined.count("\n") != len(ids) - 1 or not _IDS.fullmatch(joined)):  # no id holds a newline
+        return None
+    states = _STATES
+    new, (set_id, set_cap, set_labels, set_state, set_by) = object.__new__, _MACHINE_SLOTS
+    out = []
+    for mid, cap, labels, state, by in fields:
+        st = states.get(state) if type(state) is str else None
+        if st is None or type(by) is not str or by not in _STATE_BY or type(labels) is not dict:
+            return None
+        try:
+            cap = res.check_vector(cap, "")  # the fast path for a well-formed tuple
+            labels = check_labels(f"machine {mid}", labels)
+        except InvalidInputError:
+            return None
+        m = new(Machine)
+        set_id(m, mid)
+        set_cap(m, cap)
+        set_labels(m, labels)
+        set_state(m, st)
+        set_by(m, by)
+        out.append(m)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

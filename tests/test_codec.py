@@ -69,7 +69,32 @@ def test_decode_machines_matches_one_by_one_and_names_the_corrupt_key():
     assert codec.decode_machines(kvs) == [codec.decode_machine(kv.key, kv.value) for kv in kvs] == machines
     assert codec.decode_machines([]) == []
     for bad in (b"{not json", b'{"v":1}', b'{"v":9,"id":"m2","cap":[1,1,0],"labels":{},"state":"up"}',
-                b"1,2", b'{"v":1,"id":"bad id!","cap":[1,1,0],"labels":{},"state":"up"}'):
+                b"1,2", b'{"v":1,"id":"bad id!","cap":[1,1,0],"labels":{},"state":"up"}',
+                # what the bulk check (model.machines_checked_in_bulk) must send back to one by one:
+                b'{"v":1,"id":"m2\\nm3","cap":[1,1,0],"labels":{},"state":"up"}',
+                b'{"v":1,"id":"m2","cap":[1,-1,0],"labels":{},"state":"up"}',
+                b'{"v":1,"id":"m2","cap":[1,1],"labels":{},"state":"up"}',
+                b'{"v":1,"id":"m2","cap":"abc","labels":{},"state":"up"}',
+                b'{"v":1,"id":"m2","cap":[1,1,0],"labels":{"zone":["z"]},"state":"up"}',
+                b'{"v":1,"id":"m2","cap":[1,1,0],"labels":["zone"],"state":"up"}',
+                b'{"v":1,"id":"m2","cap":[1,1,0],"labels":{},"state":"gone"}',
+                b'{"v":1,"id":"m2","cap":[1,1,0],"labels":{},"state":"up","by":"someone"}',
+                b'{"v":1,"id":7,"cap":[1,1,0],"labels":{},"state":"up"}'):
         broken = kvs[:2] + [KeyValue("/c/spec/m2", bad, 12, 12, 1)] + kvs[3:]
         with pytest.raises(CorruptValueError, match="/c/spec/m2"):
             codec.decode_machines(broken)
+
+
+def test_machines_checked_in_bulk_build_what_machine_builds_and_refuse_what_it_refuses():
+    from cellsched.cellstate.model import Machine, MachineState, machines_checked_in_bulk
+
+    fields = [(f"m{i}", (1000 + i, 2048, 0), {"zone": f"z{i % 3}"}, "draining" if i == 2 else "up",
+               "operator" if i == 2 else "") for i in range(5)]
+    built = machines_checked_in_bulk(fields)
+    assert built == [Machine(i, c, dict(lb), MachineState(st), by) for i, c, lb, st, by in fields]
+    assert built is not None and built[2].state is MachineState.DRAINING and not built[2].schedulable
+    assert machines_checked_in_bulk([]) == []
+    for bad in [("m x", (1, 1, 0), {}, "up", ""), ("m1\nm2", (1, 1, 0), {}, "up", ""),
+                ("m1", (1, -1, 0), {}, "up", ""), ("m1", (1, 1, 0), {"-k": "v"}, "up", ""),
+                ("m1", (1, 1, 0), {}, "UP", ""), ("m1", (1, 1, 0), {}, "up", "root")]:
+        assert machines_checked_in_bulk([fields[0], bad]) is None, bad
