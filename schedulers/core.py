@@ -29,11 +29,10 @@ import threading
 
 from cellsched.cellstate.claims import park_job, release_claim
 from cellsched.cellstate.clock import Clock
-from cellsched.cellstate.codec import is_sharded
-from cellsched.cellstate.commit import CommitEngine, CommitResult, Plan, max_gang_machines
+from cellsched.cellstate.commit import CommitEngine, CommitResult, Plan
 from cellsched.cellstate.errors import LeaseNotFoundError, StoreUnavailableError
 from cellsched.cellstate.keys import CellKeys
-from cellsched.cellstate.model import JobStatus, TransactionMode
+from cellsched.cellstate.model import JobStatus
 from cellsched.cellstate.planner import Planner
 from cellsched.cellstate.resources import Vector
 from cellsched.cellstate.store import CellStore
@@ -46,6 +45,7 @@ from .claiming import Claimer, smallest_need
 from .cpu_baton import NO_BATON, CpuBaton, NoBaton, baton_store
 from .decide import DecideFn, Decision, decide_batches, decide_job, decision_seed
 from .decision_trace import DecisionTracer
+from .gang_limit import fit_gang_in_one_txn
 from .history import note_commit, park_history, settled_view, view_with_history
 from .lease import LeaseKeeper
 from .metrics import SchedulerMetrics
@@ -174,7 +174,7 @@ class Scheduler:
                 if decision is None:
                     rec = held.view.record
                     try:
-                        decision = self._fit_gang_in_one_txn(rec, self.decide_fn(
+                        decision = fit_gang_in_one_txn(rec, self.store.limits.max_txn_ops, self.decide_fn(
                             self.cache.columns, self.cache.index, rec, self.policy,
                             decision_seed(self.settings.seed, jid, held.attempts)))
                     except Exception as exc:  # one job's bug must not stop the loop: park it (nothing assumed)
@@ -330,20 +330,6 @@ class Scheduler:
         del self.held[jid]  # park_job dropped our claim; the job stays queued
         self._metrics.jobs_parked += 1
         out.parked[jid] = reason
-
-    def _fit_gang_in_one_txn(self, rec, decision: Decision) -> Decision:
-        """A gang commits in one txn (no reservation protocol yet): refuse a bigger one here,
-        with a reason, instead of letting the engine refuse the whole batch."""
-        if rec.job.mode is not TransactionMode.ALL_OR_NOTHING or not decision.claims:
-            return decision
-        spans = len({c.machine_id for c in decision.claims})
-        limit = self.store.limits.max_txn_ops
-        widest = max_gang_machines(limit, is_sharded(rec.job))
-        if spans <= widest:
-            return decision
-        return Decision([], len(decision.claims),
-                        f"gang spans {spans} machines; one txn holds at most {widest} "
-                        f"with max_txn_ops={limit}", decision.tasks_decided)
 
     # -- claims, sync, lease --------------------------------------------------------
 
