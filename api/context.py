@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -21,6 +21,9 @@ from cellsched.cellstate.validation import DEFAULT_MAX_TASKS_PER_MACHINE
 from cellsched.schedulers.tracing import Tracing
 
 from .auth import Principal, RateLimiter, Role, TokenTable, authorize
+
+if TYPE_CHECKING:  # group_commit imports submit, which imports this module
+    from .group_commit import SubmitGroups
 
 DEFAULT_MAX_BODY_BYTES = 4 << 20  # a bulk of 1,000 jobs of ~1 KB with room to spare
 
@@ -38,6 +41,15 @@ class ApiContext:
     schedulers_in_process: Callable[[], int] = lambda: 0
     audit: AuditLog | None = None  # None: mutations write no audit records
     tracing: Tracing | None = None  # None: the process's (schedulers.tracing.current(), from OTEL_*)
+    _groups: SubmitGroups | None = field(default=None, init=False, repr=False)
+
+    def submit_groups(self) -> SubmitGroups:
+        """The group commit of this process's single submissions (api/group_commit.py), made on first use."""
+        if self._groups is None:
+            from .group_commit import SubmitGroups
+
+            self._groups = SubmitGroups(self.store, self.keys, self.clock, self.audit)
+        return self._groups
 
     @contextlib.contextmanager
     def writing(self, who: Principal, request: Request, detail: str = "") -> Iterator[CellStore]:

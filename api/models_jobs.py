@@ -187,10 +187,11 @@ class JobIn(Strict):
             raise InvalidInputError(f"{total} tasks in all; a job holds at most {MAX_TASKS_PER_JOB}")
         return groups
 
-    def to_job(self, job_id: str) -> Job:
+    def to_job(self, job_id: str, traceparent: str | None = None) -> Job:
+        """`traceparent` given here, not replaced after: Job's own checks then run once."""
         mode = TransactionMode.ALL_OR_NOTHING if self.mode is JobMode.GANG else TransactionMode.INCREMENTAL
         return Job(job_id, tuple(g.to_group() for g in self.groups), self.job_class, self.priority, mode,
-                   max_failures=self.max_failures)
+                   traceparent=traceparent, max_failures=self.max_failures)
 
 
 class BulkIn(Strict):

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from cellsched.cellstate import codec
+from cellsched.cellstate.audit import AuditEntry
 from cellsched.cellstate.cancel import cancel_job
 from cellsched.cellstate.model import PRIORITY_MAX, PRIORITY_MIN, JobClass, JobRecord, JobStatus
 from cellsched.cellstate.views import read_job_view
@@ -26,7 +28,7 @@ from .models_jobs import (
     TaskCounts,
 )
 from .observe import request_traceparent
-from .submit import submit_bulk, submit_one
+from .submit import REPLAY, prepare_one, submit_bulk
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="the job's id")]
@@ -53,18 +55,35 @@ def read_record(ctx: ApiContext, job_id: str) -> JobRecord:
                         200: {"model": JobOut, "description": "an Idempotency-Key replay: the job it made",
                               "links": JOB_LINKS},
                         **responses(400, *_AUTH, 409, 413, 422, 503)})
-def submit_job(request: Request, response: Response, spec: JobIn, who: Principal = Submitter,
-               idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None):
+async def submit_job(request: Request, spec: JobIn, who: Principal = Submitter,
+                     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None):
     """Submit one job. The answer comes once the job is durably in the store."""
+    # async, with the txn group-committed (api/group_commit.py): the checks run here on the
+    # event loop, the txn on the group's thread, so a submission costs no thread-pool hop.
     ctx = ctx_of(request)
-    with ctx.writing(who, request, f"job {spec.id}" if spec.id else "") as store:
-        job_id, written = submit_one(ctx, store, who, spec, idempotency_key, request_traceparent(request))
-    response.headers["Location"] = f"/v1/jobs/{job_id}"
-    if written is not None:
-        return JobOut.of(written)
-    response.status_code = 200
-    response.headers["Idempotent-Replayed"] = "true"
-    return JobOut.of(read_record(ctx, job_id))
+    who_text = f"{who.name} ({who.role.name.lower()})"
+    what = f"POST {request.scope['path']}" + (f" job {spec.id}" if spec.id else "")
+    try:
+        prepared = prepare_one(ctx, who, spec, idempotency_key, request_traceparent(request))
+    except ApiError as exc:
+        if ctx.audit is not None:  # a refusal before any write gets a record alone, as ctx.writing gives it
+            await run_in_threadpool(ctx.audit.record_refusal, who_text, what, ctx.clock.now(),
+                                    f"refused: ApiError: {exc}"[:500])
+        raise
+    landed = await ctx.submit_groups().submit(prepared, AuditEntry(who_text, what, ctx.clock.now()))
+    if isinstance(landed.outcome, ApiError):
+        raise landed.outcome
+    if not landed.outcome.startswith(REPLAY):
+        # What was just written: a new job is pending (a scheduler may have taken it since,
+        # which GET shows), so the answer costs no read. Sent as bytes: the model is built
+        # here once, not validated again as a return value.
+        out = JobOut.of(JobRecord(prepared.job, submitted_at=landed.at))
+        return Response(out.model_dump_json(by_alias=True), status_code=201, media_type="application/json",
+                        headers={"Location": f"/v1/jobs/{landed.outcome}"})
+    job_id = landed.outcome.removeprefix(REPLAY)
+    rec = await run_in_threadpool(read_record, ctx, job_id)
+    return Response(JobOut.of(rec).model_dump_json(by_alias=True), status_code=200, media_type="application/json",
+                    headers={"Location": f"/v1/jobs/{job_id}", "Idempotent-Replayed": "true"})
 
 
 @router.post("/bulk", status_code=200, operation_id="submit_jobs_bulk", response_model=BulkOut,
@@ -80,7 +99,9 @@ def submit_jobs_bulk(request: Request, bulk: BulkIn, who: Principal = Submitter,
                        "commit in several txns. Give each job an id instead", "header.Idempotency-Key")
     ctx = ctx_of(request)
     with ctx.writing(who, request, f"{len(bulk.jobs)} jobs") as store:
-        return submit_bulk(ctx, store, bulk, request_traceparent(request))
+        out = submit_bulk(ctx, store, bulk, request_traceparent(request))
+    # Bytes, not the model returned: FastAPI would validate the 500 outcomes again.
+    return Response(out.model_dump_json(), media_type="application/json")
 
 
 @router.get("", operation_id="list_jobs", response_model=JobList, responses=responses(*_AUTH, 422, 503))

@@ -10,6 +10,9 @@
   same job back (200); another body, 409.
 - A 2xx is sent after submit_jobs returns, i.e. after the store acknowledged the txn
   (on etcd: committed by a Raft majority).
+- Single submissions are group-committed (api/group_commit.py): the ones that arrive together
+  share one txn, each job still atomic (its record, queue entry and key in that txn) with
+  its own audit record in it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from cellsched.cellstate.chunking import REQUEST_BYTES_BUDGET, max_gang_machines
 from cellsched.cellstate.errors import InvalidInputError
 from cellsched.cellstate.model import Job, JobRecord, TransactionMode
 from cellsched.cellstate.store import CellStore, Put
-from cellsched.cellstate.submission import submit_jobs
+from cellsched.cellstate.submission import SubmitResult, submit_jobs
 
 from .auth import Principal
 from .context import ApiContext
@@ -42,17 +45,15 @@ def new_job_id() -> str:
     return f"j-{time.time_ns():x}-{secrets.token_hex(4)}"
 
 
-def to_job(ctx: ApiContext, spec: JobIn, job_id: str, where: str, traceparent: str | None = None) -> Job:
-    """`traceparent`: the request span's (api/observe.py), stored so the scheduler's batch span links to it."""
+def to_job(ctx: ApiContext, spec: JobIn, job_id: str, where: str, traceparent: str | None = None) -> tuple[Job, int]:
+    """The job and its record's size (record_bytes). `traceparent`: the request span's
+    (api/observe.py), stored so the scheduler's batch span links to it."""
     try:
-        job = spec.to_job(job_id)
+        job = spec.to_job(job_id, traceparent)
     except InvalidInputError as exc:  # the model's own rules: a second line behind Pydantic's
         raise ApiError(422, "invalid job", str(exc), where) from None
-    if traceparent is not None:
-        job = dataclasses.replace(job, traceparent=traceparent)
     check_gang_width(ctx, job, where)
-    check_record_size(ctx, job, where)
-    return job
+    return job, check_record_size(ctx, job, where)
 
 
 def check_gang_width(ctx: ApiContext, job: Job, where: str) -> None:
@@ -77,36 +78,51 @@ def body_digest(spec: JobIn) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def submit_one(ctx: ApiContext, store: CellStore, who: Principal, spec: JobIn,
-               idempotency_key: str | None, traceparent: str | None = None) -> tuple[str, JobRecord | None]:
-    """(job id, the record as written). None for the record: an Idempotency-Key replay of an
-    earlier submission (the body's digest leaves the traceparent out: a replay from another
-    trace is the same job); the caller reads the job it made."""
-    job = to_job(ctx, spec, spec.id or new_job_id(), "body", traceparent)
-    now = ctx.clock.now()
-    guards: dict[str, Put] = {}
-    body = ""
-    if idempotency_key is not None:
-        body = body_digest(spec)
-        if not _KEY.match(idempotency_key):
-            raise ApiError(422, "invalid header", "Idempotency-Key must be 1-255 printable ASCII characters",
-                           "header.Idempotency-Key")
-        scope = hashlib.sha256(f"{who.name}\0{idempotency_key}".encode()).hexdigest()
-        guards[job.id] = Put(ctx.keys.idempotency(scope),
-                             codec.encode_obj({"job": job.id, "body": body, "by": who.name, "at": now}))
-    result = submit_jobs(store, ctx.keys, [job], now, guards)
-    if job.id in result.accepted:
-        # What was just written: a new job is pending (a scheduler may have taken it since,
-        # which GET shows), so the answer costs no read.
-        return job.id, JobRecord(job, submitted_at=now)
-    if job.id in result.guard_taken:
-        stored = codec.decode_obj(guards[job.id].key, result.guard_taken[job.id])
-        if stored.get("body") != body:
-            raise ApiError(409, "idempotency key reused",
-                           f"this Idempotency-Key was used for job {stored.get('job')!r} with a different body",
-                           "header.Idempotency-Key")
-        return str(stored["job"]), None
-    raise ApiError(409, "job exists", f"a job with id {job.id!r} already exists", "body.id")
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A single submission checked and ready for its txn: the job, its record's size, and
+    with an Idempotency-Key its guard record and the body's digest."""
+
+    job: Job
+    size: int
+    guard: Put | None = None
+    body: str = ""
+
+
+def prepare_one(ctx: ApiContext, who: Principal, spec: JobIn, idempotency_key: str | None,
+                traceparent: str | None = None) -> Prepared:
+    """Every check of a single submission, before any write (the body's digest leaves the
+    traceparent out: a replay from another trace is the same job)."""
+    job, size = to_job(ctx, spec, spec.id or new_job_id(), "body", traceparent)
+    if idempotency_key is None:
+        return Prepared(job, size)
+    if not _KEY.match(idempotency_key):
+        raise ApiError(422, "invalid header", "Idempotency-Key must be 1-255 printable ASCII characters",
+                       "header.Idempotency-Key")
+    body = body_digest(spec)
+    scope = hashlib.sha256(f"{who.name}\0{idempotency_key}".encode()).hexdigest()
+    guard = Put(ctx.keys.idempotency(scope),
+                codec.encode_obj({"job": job.id, "body": body, "by": who.name, "at": ctx.clock.now()}))
+    return Prepared(job, size, guard, body)
+
+
+def outcome_of(prepared: Prepared, result: SubmitResult) -> str | ApiError:
+    """What a submission's txn(s) came to: the id of the job it made, or of the job an
+    Idempotency-Key replay made earlier ("replay:" before it), or the 409 that refuses it."""
+    jid = prepared.job.id
+    if jid in result.accepted:
+        return jid
+    if prepared.guard is not None and jid in result.guard_taken:
+        stored = codec.decode_obj(prepared.guard.key, result.guard_taken[jid])
+        if stored.get("body") != prepared.body:
+            return ApiError(409, "idempotency key reused",
+                            f"this Idempotency-Key was used for job {stored.get('job')!r} with a different body",
+                            "header.Idempotency-Key")
+        return REPLAY + str(stored["job"])
+    return ApiError(409, "job exists", f"a job with id {jid!r} already exists", "body.id")
+
+
+REPLAY = "replay:"
 
 
 def submit_bulk(ctx: ApiContext, store: CellStore, bulk: BulkIn, traceparent: str | None = None) -> BulkOut:
@@ -114,20 +130,22 @@ def submit_bulk(ctx: ApiContext, store: CellStore, bulk: BulkIn, traceparent: st
     (many per txn), and the answer gives each job's outcome. Every job stores the one request's
     `traceparent`."""
     jobs: list[Job] = []
+    sizes: list[int] = []
     seen: dict[str, int] = {}
     for i, spec in enumerate(bulk.jobs):
         where = f"body.jobs.{i}"
-        job = to_job(ctx, spec, spec.id or new_job_id(), where, traceparent)
+        job, size = to_job(ctx, spec, spec.id or new_job_id(), where, traceparent)
         if job.id in seen:
             raise ApiError(422, "duplicate job id", f"job id {job.id!r} is also at body.jobs.{seen[job.id]}",
                            f"{where}.id")
         seen[job.id] = i
         jobs.append(job)
+        sizes.append(size)
     now = ctx.clock.now()
     accepted: set[str] = set()
     rejected: dict[str, str] = {}
     revision = 0
-    for batch in _by_bytes(store, jobs):
+    for batch in _by_bytes(store, jobs, sizes):
         result = submit_jobs(store, ctx.keys, batch, now)
         accepted.update(result.accepted)
         rejected.update(result.rejected)
@@ -142,22 +160,24 @@ def record_bytes(job: Job) -> int:
     return len(codec.encode_job(JobRecord(job))) + 4 * len(job.id) + 200
 
 
-def check_record_size(ctx: ApiContext, job: Job, where: str) -> None:
+def check_record_size(ctx: ApiContext, job: Job, where: str) -> int:
+    """The job's record_bytes, refused when one txn could not hold it."""
     size, budget = record_bytes(job), int(ctx.store.limits.max_request_bytes * REQUEST_BYTES_BUDGET)
     if size > budget:
         raise ApiError(422, "job too large", f"the job's record is about {size} bytes; one txn holds {budget}",
                        where)
+    return size
 
 
-def _by_bytes(store: CellStore, jobs: list[Job]) -> list[list[Job]]:
+def _by_bytes(store: CellStore, jobs: list[Job], sizes: list[int]) -> list[list[Job]]:
     """submit_jobs packs jobs by count only; cut the bulk first so no txn goes over the
-    store's request bytes (large jobs would otherwise make a txn the store refuses)."""
+    store's request bytes (large jobs would otherwise make a txn the store refuses).
+    `sizes`: each job's record_bytes, computed once by to_job."""
     budget = int(store.limits.max_request_bytes * REQUEST_BYTES_BUDGET)
     out: list[list[Job]] = []
     cur: list[Job] = []
     size = 0
-    for job in jobs:
-        b = record_bytes(job)
+    for job, b in zip(jobs, sizes, strict=True):
         if cur and size + b > budget:
             out.append(cur)
             cur, size = [], 0

@@ -8,8 +8,10 @@ down: a task gets at least what it asked for.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+from collections.abc import Callable
 from fractions import Fraction
 
 from cellsched.cellstate.errors import InvalidInputError
@@ -48,6 +50,21 @@ def _non_negative(amount: Fraction, what: str) -> Fraction:
     return amount
 
 
+def _memo(parse: Callable[[object], int]) -> Callable[[object], int]:
+    """The parsers are pure, and a bulk body repeats a few spellings ("500m", "2Gi") thousands
+    of times: each spelling of type str, int or float is parsed once. Anything else (a boolean,
+    a list: unhashable) goes to the parser itself, which refuses it; a refusal raises, and
+    raising caches nothing. typed=True keeps 1 apart from 1.0."""
+    cached = functools.lru_cache(maxsize=4096, typed=True)(parse)
+
+    @functools.wraps(parse)
+    def memoized(value: object) -> int:
+        return cached(value) if type(value) in (str, int, float) else parse(value)
+
+    return memoized
+
+
+@_memo
 def cpu_milli(value: object) -> int:
     amount, suffix = _split(value, "cpu")
     if suffix == "m":
@@ -59,6 +76,7 @@ def cpu_milli(value: object) -> int:
     return _bounded("cpu", math.ceil(milli), MAX_CPU_MILLI)  # finer than a milli-CPU: rounds up
 
 
+@_memo
 def memory_mib(value: object) -> int:
     amount, suffix = _split(value, "memory")
     if suffix not in _MEMORY_BYTES:
@@ -75,6 +93,7 @@ def no_bool(value: object) -> object:
     return value
 
 
+@_memo
 def gpus(value: object) -> int:
     amount, suffix = _split(value, "gpu")
     if suffix or amount.denominator != 1:

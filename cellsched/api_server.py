@@ -4,7 +4,9 @@ With no arguments it serves a first-try cell: the embedded memory store, in this
 process, with one scheduler loop per class and the machine monitor on threads, on
 127.0.0.1:8080, and an operator token it writes to ~/.cellsched/token (mode 0600, never
 printed) for the client commands. With --etcd it serves a cell on etcd; schedulers
-then run elsewhere (`cellsched up`), unless --schedulers on. Any number of API
+then run elsewhere (`cellsched up`), unless --schedulers on. With --ray-address it serves
+the embedded store hosted in its Ray actor on that Ray cluster (as `make demo` and
+`cellsched up` host it), its schedulers being that cluster's actors. Any number of API
 processes can serve one etcd cell: they share nothing but the store.
 """
 
@@ -81,6 +83,9 @@ class HostedSchedulers:
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--etcd", default=None, help="host:port[,host:port...]; default: the embedded store")
+    ap.add_argument("--ray-address", default=None,
+                    help="the Ray cluster whose named store actor (cellsched up, make demo) holds the embedded "
+                         "store; its schedulers are that cluster's actors")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=DEFAULT_PORT)
     ap.add_argument("--cell", default="cell")
@@ -110,7 +115,7 @@ def serve(args: argparse.Namespace) -> int:
     from cellsched.schedulers import tracing
 
     try:
-        if args.tokens or os.environ.get("CELLSCHED_API_TOKENS") or args.etcd:
+        if args.tokens or os.environ.get("CELLSCHED_API_TOKENS") or args.etcd or args.ray_address:
             tokens = TokenTable.load(args.tokens)
         else:
             tokens = _first_try_tokens(DEFAULT_TOKEN_FILE)
@@ -131,6 +136,16 @@ def serve(args: argparse.Namespace) -> int:
             print(f"cellsched api: --etcd: {exc}", file=sys.stderr)
             return 2
         store = EtcdStore(args.etcd)
+    elif args.ray_address:
+        from cellsched.schedulers import ray_actors
+
+        ray_actors.init_ray(args.ray_address)
+        try:
+            store = ray_actors.RemoteStore(ray_actors.get_actor(ray_actors.STORE_HOST_NAME))
+        except ValueError:
+            print(f"cellsched api: no store actor {ray_actors.STORE_HOST_NAME!r} on {args.ray_address} "
+                  "(start one with `cellsched up --ray-address ...`)", file=sys.stderr)
+            return 2
     else:
         from cellsched.cellstate.store.memory import MemoryStore
 
@@ -138,7 +153,7 @@ def serve(args: argparse.Namespace) -> int:
     keys = CellKeys(args.cell)
     tracing.install(traced)
     hosted = None
-    if args.schedulers == "on" or (args.schedulers == "auto" and not args.etcd):
+    if args.schedulers == "on" or (args.schedulers == "auto" and not args.etcd and not args.ray_address):
         hosted = HostedSchedulers(store, keys, args.machine_liveness)
         hosted.start()
     audit = AuditLog.open(store, keys, args.audit_chains) if args.audit_chains > 0 else None
@@ -146,7 +161,7 @@ def serve(args: argparse.Namespace) -> int:
                      schedulers_in_process=hosted.alive if hosted else (lambda: 0), audit=audit,
                      tracing=traced)
     print(f"cellsched api: serving cell {args.cell!r} on http://{args.host}:{args.port} "
-          f"(store: {args.etcd or 'embedded'}, schedulers here: {len(hosted.schedulers) if hosted else 0}); "
+          f"(store: {args.etcd or ('embedded, Ray actor' if args.ray_address else 'embedded')}, schedulers here: {len(hosted.schedulers) if hosted else 0}); "
           f"dashboard at http://{args.host}:{args.port}/ui (it asks for a reader token)",
           file=sys.stderr, flush=True)
     try:

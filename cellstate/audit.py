@@ -10,7 +10,10 @@ exactly when its mutation landed, and the chain has no fork. A mutation refused 
 write gets a record of its own ("refused: ...").
 
 Several chains per process (sessions take a free one), so one chain's txn-at-a-time order
-never caps a process's submissions. `AuditingStore.limits` is the store's less the three
+never caps a process's submissions. A group commit (`AuditLog.group`, the API's batched
+single submissions) holds one chain for a txn that carries several mutations, and writes one
+record per mutation in it: consecutive sequence numbers, each chained to the one before, and
+the head moved once to the last. `AuditingStore.limits` is the store's less the three
 ops and the bytes a record adds, so writers that size txns to the limits leave room.
 
 `verify` catches an edited record (its hash), a deleted middle record (a gap in the
@@ -37,6 +40,18 @@ from .store import CellStore, Get, ModRevisionIs, Op, Put, StoreLimits, TxnResul
 RECORD_OPS = 3  # the head compare, the record put, the head put
 RECORD_BYTES = 4096  # room kept for a record and its head in a txn's request bytes
 KEYS_IN_RECORD = 8
+ENTRY_BYTES = 1024  # room per record beyond the first, in a group commit's txn
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One mutation's record: who, what, when, the outcome and the keys it wrote."""
+
+    who: str
+    what: str
+    at: float
+    outcome: str = "committed"
+    keys: tuple[str, ...] = ()
 
 
 def _digest(obj: dict) -> str:
@@ -55,6 +70,36 @@ class _Chain:
     head_revision: int
     lock: threading.Lock = field(default_factory=threading.Lock)
     stale: bool = False  # an outcome unknown: read the head again before extending it
+
+
+def _chain_ops(keys: CellKeys, c: _Chain, entries: Sequence[AuditEntry]) -> tuple[ModRevisionIs, list[Put], str]:
+    """The records of `entries`, in order after the chain's head, and the new head: the compare
+    on the head they extend, the puts, and the last record's hash."""
+    puts: list[Put] = []
+    seq, prev = c.seq, c.hash
+    for e in entries:
+        seq += 1
+        body = {"seq": seq, "prev": prev, "who": e.who, "what": e.what, "at": e.at, "outcome": e.outcome,
+                "writes": len(e.keys), "keys": list(e.keys[:KEYS_IN_RECORD])}
+        prev = _digest(body)
+        puts.append(Put(keys.audit_record(c.id, seq), codec.encode_obj({**body, "hash": prev})))
+    puts.append(Put(keys.audit_head(c.id), codec.encode_obj({"seq": seq, "hash": prev})))
+    return ModRevisionIs(keys.audit_head(c.id), c.head_revision), puts, prev
+
+
+def _send_with_records(inner: CellStore, keys: CellKeys, c: _Chain, compares, success, failure,
+                       entries: Sequence[AuditEntry]) -> TxnResult:
+    """One txn with the records of `entries` in its success branch; the chain moves on only
+    if it landed, and is marked stale when the outcome is unknown."""
+    guard, puts, h = _chain_ops(keys, c, entries)
+    try:
+        result = inner.txn([*compares, guard], [*success, *puts], failure)
+    except Exception:
+        c.stale = True  # it may have landed: read the head before the next record
+        raise
+    if result.succeeded:
+        c.seq, c.hash, c.head_revision = c.seq + len(entries), h, result.revision
+    return result
 
 
 class AuditLog:
@@ -93,6 +138,22 @@ class AuditLog:
         finally:
             chain.lock.release()
 
+    @contextlib.contextmanager
+    def group(self) -> Iterator[GroupWriter]:
+        """A chain held for one group commit (see GroupWriter)."""
+        chain = self._take()
+        try:
+            if chain.stale:
+                self._resync(chain)
+            yield GroupWriter(self.store, self.keys, chain)
+        finally:
+            chain.lock.release()
+
+    def record_refusal(self, who: str, what: str, now: float, outcome: str) -> None:
+        """A record alone, for a mutation refused before it reached a txn (best effort)."""
+        with self.session(who, what, now) as audited:
+            audited.record_refusal(outcome)
+
     def _take(self) -> _Chain:
         with self._pick:
             start, self._next = self._next, (self._next + 1) % len(self._chains)
@@ -120,24 +181,10 @@ class AuditingStore(CellStore):
         self.limits = StoreLimits(inner.limits.max_txn_ops - RECORD_OPS, inner.limits.max_request_bytes - RECORD_BYTES)
         self.records = 0
 
-    def _record_ops(self, outcome: str, written: list[str]) -> tuple[ModRevisionIs, list[Put], str]:
-        c = self.chain
-        body = {"seq": c.seq + 1, "prev": c.hash, "who": self.who, "what": self.what, "at": self.now,
-                "outcome": outcome, "writes": len(written), "keys": written[:KEYS_IN_RECORD]}
-        h = _digest(body)
-        puts = [Put(self.keys.audit_record(c.id, c.seq + 1), codec.encode_obj({**body, "hash": h})),
-                Put(self.keys.audit_head(c.id), codec.encode_obj({"seq": c.seq + 1, "hash": h}))]
-        return ModRevisionIs(self.keys.audit_head(c.id), c.head_revision), puts, h
-
     def _send(self, compares, success, failure, outcome: str, written: list[str]) -> TxnResult:
-        guard, puts, h = self._record_ops(outcome, written)
-        try:
-            result = self.inner.txn([*compares, guard], [*success, *puts], failure)
-        except Exception:
-            self.chain.stale = True  # it may have landed: read the head before the next record
-            raise
+        entry = AuditEntry(self.who, self.what, self.now, outcome, tuple(written))
+        result = _send_with_records(self.inner, self.keys, self.chain, compares, success, failure, [entry])
         if result.succeeded:
-            self.chain.seq, self.chain.hash, self.chain.head_revision = self.chain.seq + 1, h, result.revision
             self.records += 1
         return result
 
@@ -169,6 +216,29 @@ class AuditingStore(CellStore):
 
     def close(self) -> None:
         pass  # the session's store is borrowed
+
+
+class GroupWriter:
+    """Sends a group commit's txns on one held chain: each txn carries one record per mutation
+    it holds (`entries`, in the order given), so a record exists exactly when its mutation
+    landed, in the same revision. `limits`: the store's less the head's ops and bytes; a caller
+    adds ENTRY_BYTES and one op per mutation itself."""
+
+    def __init__(self, inner: CellStore, keys: CellKeys, chain: _Chain):
+        self.inner, self.keys, self.chain = inner, keys, chain
+        self.limits = StoreLimits(inner.limits.max_txn_ops - RECORD_OPS, inner.limits.max_request_bytes - RECORD_BYTES)
+
+    def txn(self, compares: Sequence[ModRevisionIs], success: Sequence[Op], failure: Sequence[Op],
+            entries: Sequence[AuditEntry]) -> TxnResult:
+        if not entries:
+            return self.inner.txn(compares, success, failure)
+        return _send_with_records(self.inner, self.keys, self.chain, compares, success, failure, entries)
+
+    def refusals(self, entries: Sequence[AuditEntry]) -> None:
+        """Records alone, for mutations refused without a write (best effort: the refusals stand)."""
+        if entries and not self.chain.stale:
+            with contextlib.suppress(Exception):
+                _send_with_records(self.inner, self.keys, self.chain, [], [], [], entries)
 
 
 @dataclass

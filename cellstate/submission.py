@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from . import codec
@@ -18,7 +18,11 @@ from .errors import InvalidJobError, UnplaceableRequestError
 from .index_entry import index_entry_for_new_job
 from .keys import CellKeys
 from .model import Job, JobRecord, Machine, submission_seq
-from .store import CellStore, Get, ModRevisionIs, Put
+from .store import CellStore, Get, ModRevisionIs, Op, Put, TxnResult
+
+# Sends one submission txn: (compares, success, failure, [(job, the keys written for it)]).
+# The API's group commit passes one that adds each job's audit record (cellstate/audit.py).
+SendTxn = Callable[[list[ModRevisionIs], list[Op], list[Op], list[tuple[Job, list[str]]]], TxnResult]
 
 
 @dataclass
@@ -41,35 +45,43 @@ def check_placeable(job: Job, machines: Iterable[Machine]) -> None:
 
 
 def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: float,
-                guards: Mapping[str, Put] | None = None) -> SubmitResult:
+                guards: Mapping[str, Put] | None = None, send: SendTxn | None = None,
+                per_txn: int | None = None) -> SubmitResult:
     """Write each job with its queue entry. Atomic per job; packed many jobs per txn.
 
     `guards` (job id -> Put) adds a key that must be absent and is written in the job's
     own txn, so "this key is new" and "this job is written" are one fact: the API's
-    Idempotency-Key record. A job whose guard key exists is refused (`guard_taken`)."""
+    Idempotency-Key record. A job whose guard key exists is refused (`guard_taken`).
+    `send` replaces `store.txn` (same txn, plus what it adds); `per_txn` caps the jobs per
+    txn below what the store's limits allow (a caller that adds ops per job)."""
     guards = guards or {}
     ids = [j.id for j in jobs]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise InvalidJobError(f"duplicate job ids in one submission: {dup[:5]}")
     out = SubmitResult()
-    per_txn = max(1, store.limits.max_txn_ops // (3 if guards else 2))
+    most = max(1, store.limits.max_txn_ops // (3 if guards else 2))
+    per_txn = min(most, per_txn) if per_txn else most
     seq = submission_seq(now)  # one submission, one place in the queue; ties go by job id
     for start in range(0, len(jobs), per_txn):
         batch = list(jobs[start:start + per_txn])
         while batch:
             compares = [ModRevisionIs(keys.job(j.id), 0) for j in batch]
             compares += [ModRevisionIs(guards[j.id].key, 0) for j in batch if j.id in guards]
-            success = []
+            success: list[Op] = []
+            written: list[tuple[Job, list[str]]] = []
             for j in batch:
                 rec = JobRecord(j, submitted_at=now, queue_seq=seq)
-                success += [Put(keys.job(j.id), codec.encode_job(rec)),
-                            Put(keys.queue_of(rec), index_entry_for_new_job(j.id))]
+                ops = [Put(keys.job(j.id), codec.encode_job(rec)), Put(keys.queue_of(rec), index_entry_for_new_job(j.id))]
                 if j.id in guards:
-                    success.append(guards[j.id])
+                    ops.append(guards[j.id])
+                success += ops
+                written.append((j, [op.key for op in ops]))
             guarded = [j.id for j in batch if j.id in guards]
-            result = store.txn(compares, success, [Get(keys.job(j.id)) for j in batch]
-                               + [Get(guards[jid].key) for jid in guarded])
+            failure: list[Op] = [Get(keys.job(j.id)) for j in batch]
+            failure += [Get(guards[jid].key) for jid in guarded]
+            result = (send(compares, success, failure, written) if send is not None
+                      else store.txn(compares, success, failure))
             if result.succeeded:
                 out.accepted += [j.id for j in batch]
                 out.revision = result.revision

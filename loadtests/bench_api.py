@@ -1,13 +1,19 @@
 """Load-test the REST API with Locust, and measure the bare ceiling in the same run.
 
-    python -m loadtests.bench_api [--json] [--backends memory,etcd-3] [--users 64] [--seconds 20]
+    python -m loadtests.bench_api [--json] [--backends memory-ray,etcd-3] [--users 64] [--seconds 20]
                                   [--bulk 500] [--bulk-seconds 10] [--machines 500] [--quick]
     python -m loadtests.bench_api --tracing off,file,otlp [--tracing-rounds 2] [--json]
 
 For each backend it starts a real `cellsched api` in a subprocess on a free loopback port
-(uvicorn with uvloop and httptools), with its scheduler loops running in that process:
-the embedded store (`memory`; `cellsched api`'s first-try mode), or a 3-member etcd it
-starts itself (`etcd-3`; `cellsched api --etcd ... --schedulers on`). It registers
+(uvicorn with uvloop and httptools), with the schedulers running:
+- `memory-ray` (the default): the embedded store hosted in its Ray actor, as `make demo`
+  runs it. A local Ray instance started here holds the store actor (ray_actors.host_store),
+  one scheduler actor per class and the housekeeper; the API is `cellsched api
+  --ray-address ...` on that instance.
+- `memory-inprocess`: `cellsched api`'s first-try mode, a MemoryStore in the API's own
+  process with its scheduler loops on threads there (not how the demo runs it).
+- `etcd-3`: a 3-member etcd it starts itself (`cellsched api --etcd ... --schedulers on`).
+It registers
 machines through the API, then runs Locust headless (`FastHttpUser`, `--users` users, as
 a subprocess, loadtests/locust_api.py) for single submissions (about 1 KB, two task
 groups) and then bulk submissions of `--bulk` jobs. The bare ceiling is a FastAPI POST
@@ -68,7 +74,8 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=20)
 
 
-def _start_api(tmp: Path, etcd: str | None, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+def _start_api(tmp: Path, etcd: str | None, env: dict[str, str] | None = None,
+               ray_address: str | None = None) -> tuple[subprocess.Popen, str]:
     port = free_ports(1)[0]
     tokens = tmp / "tokens.txt"
     tokens.write_text(f"operator:bench:{TOKEN}\n")
@@ -77,6 +84,8 @@ def _start_api(tmp: Path, etcd: str | None, env: dict[str, str] | None = None) -
            "--cell", "bench", "--rate", "1000000", "--burst", "1000000"]
     if etcd:
         cmd += ["--etcd", etcd, "--schedulers", "on"]
+    if ray_address:
+        cmd += ["--ray-address", ray_address]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
@@ -136,22 +145,73 @@ def run_locust(host: str, mode: str, users: int, seconds: float, tmp: Path, bulk
             "rate_limited": int(limited["Request Count"]) if limited else 0}
 
 
+BACKENDS = ("memory-ray", "memory-inprocess", "etcd-3")
+
+
+class RayCell:
+    """The embedded store in its Ray actor with one scheduler actor per class and the
+    housekeeper, on a local Ray instance started in this process (as `make demo` runs them)."""
+
+    def __init__(self, cell: str):
+        from cellsched.schedulers import ray_actors
+        from cellsched.schedulers.settings import PRESETS
+
+        # As the demo sets them (cellsched/demo.py); the API subprocess inherits them.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="cellsched-ray-"))
+        self.ray = ray_actors
+        ray_actors.init_ray(None)
+        try:
+            self.host = ray_actors.host_store()  # held: an actor whose handles all go is killed
+            spec = ray_actors.StoreSpec()
+            self.actors = [ray_actors.start_scheduler(f"{cell}-{c.value}-0", spec, cell,
+                                                      settings.with_(idle_poll_s=0.05))
+                           for c, settings in PRESETS.items()]
+            self.keeper = ray_actors.start_housekeeper(spec, cell)
+            ray_actors.get([a.status.remote() for a in self.actors], timeout=120)
+        except BaseException:
+            ray_actors.shutdown()
+            raise
+        self.address = ray_actors.address()
+
+    def statuses(self) -> list[dict]:
+        return [{"name": st["name"], "alive": st["alive"], "tasks_placed": st["metrics"]["tasks_placed"]}
+                for st in self.ray.get([a.status.remote() for a in self.actors], timeout=60)]
+
+    def stop(self) -> None:
+        try:
+            self.ray.get([a.stop.remote() for a in self.actors], timeout=60)
+        finally:
+            self.ray.shutdown()  # ends the local instance this process started
+
+
 def bench_backend(backend: str, args, tmp: Path) -> dict:
     cluster = start_etcd_cluster(3) if backend == "etcd-3" else None
+    ray_cell = RayCell("bench") if backend == "memory-ray" else None
     proc = None
+    actors: list[dict] = []
     try:
-        proc, base = _start_api(tmp, cluster.endpoints if cluster else None)
+        proc, base = _start_api(tmp, cluster.endpoints if cluster else None,
+                                ray_address=ray_cell.address if ray_cell else None)
         _add_machines(base, args.machines)
         single = run_locust(base, "single", args.users, args.seconds, tmp)
         bulk = run_locust(base, "bulk", args.users, args.bulk_seconds, tmp, bulk=args.bulk)
         summary = httpx.get(base + "/v1/cell", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).json()
+        if ray_cell is not None:
+            actors = ray_cell.statuses()
     finally:
         if proc is not None:
             _stop(proc)
         if cluster is not None:
             cluster.stop()
-    return {"backend": backend, "single": single, "bulk": bulk, "bulk_jobs_per_s": bulk["per_s"] * args.bulk,
-            "cell": {k: summary.get(k) for k in ("queues", "schedulers", "used")}}
+        if ray_cell is not None:
+            ray_cell.stop()
+    out = {"backend": backend, "single": single, "bulk": bulk, "bulk_jobs_per_s": bulk["per_s"] * args.bulk,
+           "cell": {k: summary.get(k) for k in ("queues", "schedulers", "used")}}
+    if ray_cell is not None:
+        out["scheduler_actors"] = actors
+    return out
 
 
 TRACING_MODES = ("off", "file", "otlp")
@@ -197,7 +257,7 @@ def bench_tracing(modes: list[str], args, tmp: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backends", default="memory,etcd-3", help="comma-separated: memory, etcd-3")
+    ap.add_argument("--backends", default="memory-ray,etcd-3", help=f"comma-separated: {', '.join(BACKENDS)}")
     ap.add_argument("--users", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the single-submission and bare phases")
     ap.add_argument("--bulk", type=int, default=500, help="jobs per bulk request")
@@ -231,9 +291,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result))
         return 0
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    bad = [b for b in backends if b not in ("memory", "etcd-3")]
+    bad = [b for b in backends if b not in BACKENDS]
     if bad or not backends:
-        print(f"bench_api: --backends: unknown {bad or 'empty list'}; expected memory and/or etcd-3", file=sys.stderr)
+        print(f"bench_api: --backends: unknown {bad or 'empty list'}; expected some of {', '.join(BACKENDS)}",
+              file=sys.stderr)
         return 2
     if "etcd-3" in backends and etcd_binary() is None:
         print("bench_api: etcd is not installed (Debian: apt-get install etcd-server)", file=sys.stderr)
@@ -246,11 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             _stop(bare_proc)
         results = [bench_backend(b, args, tmp) for b in backends]
-    print(f"{'backend':8} {'users':>5} {'subm/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'fail':>5} {'429':>5} "
+    print(f"{'backend':16} {'users':>5} {'subm/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'fail':>5} {'429':>5} "
           f"{'vs bare':>7} {'bulk jobs/s':>11}")
     for r in results:
         s = r["single"]
-        print(f"{r['backend']:8} {args.users:5d} {s['per_s']:8.0f} {s['p50_ms']:7.0f} {s['p99_ms']:7.0f} "
+        print(f"{r['backend']:16} {args.users:5d} {s['per_s']:8.0f} {s['p50_ms']:7.0f} {s['p99_ms']:7.0f} "
               f"{s['failures'] + r['bulk']['failures']:5d} {s['rate_limited']:5d} "
               f"{s['per_s'] / max(bare['per_s'], 1e-9):7.2f} {r['bulk_jobs_per_s']:11.0f}")
     print(f"bare ceiling: {bare['per_s']:.0f} req/s, p50 {bare['p50_ms']:.0f} ms, p99 {bare['p99_ms']:.0f} ms "

@@ -355,6 +355,11 @@ def start_scheduler(name: str, spec: StoreSpec, cell: str, settings: SchedulerSe
     return ray.remote(SchedulerActor).options(**opts).remote(name, spec, cell, settings)
 
 
+def address() -> str:
+    """The connected cluster's address (its GCS), for another process's init_ray."""
+    return ray.get_runtime_context().gcs_address
+
+
 def get_actor(name: str):
     """The named actor; raises ValueError when there is none."""
     return ray.get_actor(name, namespace=NAMESPACE)
