@@ -37,6 +37,9 @@ class ServerSpans:
         trace_id = parent.trace_id if parent is not None else self.ids.generate_trace_id()
         result = self.sampler.should_sample(ctx, trace_id, name, SpanKind.SERVER, attributes, ())
         flags = TraceFlags(TraceFlags.SAMPLED if result.decision.is_sampled() else TraceFlags.DEFAULT)
+        # W3C level 2's random-trace-id flag, set as the SDK sets it on its own spans
+        if (parent.trace_flags.random_trace_id if parent is not None else self.ids.is_trace_id_random()):
+            flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
         context = SpanContext(trace_id, self.ids.generate_span_id(), is_remote=False, trace_flags=flags,
                               trace_state=result.trace_state)
         # Not sampled: what the SDK returns then, a span with ids (its traceparent says 00) that

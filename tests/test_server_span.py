@@ -46,8 +46,9 @@ def test_the_sampler_decides_request_spans_too(tmp_path):
     path = tmp_path / "spans.jsonl"
     off = tracing.from_env({tracing.TRACE_FILE_VAR: str(path), "OTEL_TRACES_SAMPLER": "always_off"})
     span = _request(off, None)
-    # Not sampled: ids all the same (a submission still stores a traceparent), flags 00, no line.
-    assert tracing.traceparent_of(span).endswith("-00") and not span.is_recording()
+    # Not sampled: ids all the same (a submission still stores a traceparent), no sampled flag, no line.
+    assert tracing.traceparent_of(span) is not None and not span.get_span_context().trace_flags.sampled
+    assert not span.is_recording()
     # parentbased_always_on follows an unsampled caller.
     parented = tracing.from_env({tracing.TRACE_FILE_VAR: str(path)})
     unsampled = _request(parented, CALLER[:-2] + "00")
@@ -84,3 +85,15 @@ def test_span_line_is_span_obj_as_compact_json():
         assert line[:-1] == json.dumps(tracing.span_obj(span), separators=(",", ":"), default=str)
     batch = json.loads(tracing.span_line(spans[2]))
     assert batch["links"] == [["a" * 32, "b" * 16]] and batch["events"][0]["name"] == "conflict"
+
+
+def test_the_flags_are_those_the_sdks_own_span_would_carry():
+    exporter = InMemorySpanExporter()
+    chosen = tracing.Tracing.to([exporter])
+    for caller in (None, CALLER, CALLER[:-2] + "03"):
+        ours = _request(chosen, caller).get_span_context().trace_flags
+        remote = tracing._context_of(caller)
+        parent = None if remote is None else tracing.trace.NonRecordingSpan(remote)
+        sdk = chosen.start_span("sdk", parent=parent)
+        sdk.end()
+        assert ours == sdk.get_span_context().trace_flags, caller
