@@ -17,6 +17,12 @@ class Heatmap(BaseModel):
     ids: list[str] = Field(description="machines whose spec or allocation changed since `since` (all when full), "
                                        "in id order")
     heat: list[int] = Field(description="per id: its fullest resource in percent (0-100), -1 draining, -2 down")
+    dense: str | None = Field(default=None, description="instead of ids and heat when that is smaller: every machine's "
+                                                "heat as one byte (0-100, 101 draining, 102 down), base64, in the "
+                                                "id order of the full frame whose digest is `digest`")
+    digest: str | None = Field(default=None, description="names the id order (full and dense frames): a dense frame "
+                                                 "with another digest than the reader's full frame means ask "
+                                                 "again with since=0")
 
 
 class SeriesPoint(BaseModel):

@@ -16,11 +16,11 @@ from cellsched.cellstate import codec
 from cellsched.cellstate.model import JobClass
 from cellsched.cellstate.store import Get
 from cellsched.schedulers.activity import decode_activity
-from cellsched.schedulers.cell_gauges import machine_heat
 
 from .auth import Principal
 from .context import Reader, ctx_of
 from .errors import ApiError, responses
+from .heatmap_frame import heatmap_frame
 from .models_cell import QueueLengths
 from .models_jobs import NAME_PATTERN
 from .models_ui import (
@@ -52,10 +52,10 @@ def dashboard_script():
             responses=responses(401, 403, 422, 429, 503))
 def cell_heatmap(request: Request, since: int = REVISION, _: Principal = Reader):
     """Each machine's heat (its fullest resource in percent), only those whose spec or
-    allocation changed after revision `since` (mod_revision), from one consistent read."""
+    allocation changed after revision `since` (mod_revision), from one consistent read; when
+    that list would be bigger, every machine's heat as one byte each (`dense`)."""
     ctx = ctx_of(request)
-    h = machine_heat(ctx.store, ctx.keys, since)
-    return Heatmap(revision=h.revision, total=h.total, full=h.full, ids=h.ids, heat=h.heat)
+    return heatmap_frame(ctx.store, ctx.keys, since)
 
 
 def _summary(d: dict) -> DecisionSummary:

@@ -217,6 +217,13 @@ def bench_backend(backend: str, args, tmp: Path) -> dict:
 TRACING_MODES = ("off", "file", "otlp")
 
 
+def _process_cpu_s(pid: int) -> float:
+    """User and system CPU seconds of a process, every thread (Linux /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _tracing_env(mode: str, tmp: Path, receiver: OtlpReceiver) -> dict[str, str]:
     """The API process's tracing (schedulers/tracing.py reads these): none, a JSON-lines
     file, or OTLP/HTTP to the receiver in this process."""
@@ -239,7 +246,13 @@ def bench_tracing(modes: list[str], args, tmp: Path) -> dict:
                 proc, base = _start_api(tmp, None, _tracing_env(mode, tmp, receiver))
                 try:
                     _add_machines(base, args.machines)
-                    runs[mode].append(run_locust(base, "single", args.users, args.seconds, tmp))
+                    cpu0 = _process_cpu_s(proc.pid)
+                    run = run_locust(base, "single", args.users, args.seconds, tmp)
+                    # The API process's CPU per submission: with 2 shared cores the rate swings with
+                    # other work, the CPU a request costs far less (docs/benchmarks.md).
+                    run["api_cpu_us_per_request"] = round(
+                        (_process_cpu_s(proc.pid) - cpu0) / max(run["requests"], 1) * 1e6, 1)
+                    runs[mode].append(run)
                 finally:
                     _stop(proc)
         spans = receiver.spans_received
@@ -247,11 +260,14 @@ def bench_tracing(modes: list[str], args, tmp: Path) -> dict:
     for mode, rs in runs.items():
         out["modes"][mode] = {"submissions_per_s": round(statistics.median(r["per_s"] for r in rs), 1),
                               "p99_ms": statistics.median(r["p99_ms"] for r in rs),
+                              "api_cpu_us_per_request": statistics.median(r["api_cpu_us_per_request"] for r in rs),
                               "failures": sum(r["failures"] for r in rs), "runs": rs}
     base_rate = out["modes"].get("off", {}).get("submissions_per_s")
     for mode in modes:
         if mode != "off" and base_rate:
             out[f"tracing_{mode}_cost"] = round(1 - out["modes"][mode]["submissions_per_s"] / base_rate, 3)
+            out[f"tracing_{mode}_cpu_cost"] = round(
+                1 - out["modes"]["off"]["api_cpu_us_per_request"] / out["modes"][mode]["api_cpu_us_per_request"], 3)
     return out
 
 
@@ -280,11 +296,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         with tempfile.TemporaryDirectory(prefix="cellsched-bench-api-") as d:
             result = bench_tracing(modes, args, Path(d))
-        print(f"{'tracing':8} {'subm/s':>8} {'p99 ms':>7} {'fail':>5} {'cost':>6}")
+        print(f"{'tracing':8} {'subm/s':>8} {'p99 ms':>7} {'fail':>5} {'cost':>6} {'API CPU us/req':>14} "
+              f"{'CPU cost':>8}")
         for mode, m in result["modes"].items():
-            cost = result.get(f"tracing_{mode}_cost")
+            cost, cpu_cost = result.get(f"tracing_{mode}_cost"), result.get(f"tracing_{mode}_cpu_cost")
             print(f"{mode:8} {m['submissions_per_s']:8.0f} {m['p99_ms']:7.0f} {m['failures']:5d} "
-                  f"{'-' if cost is None else format(cost, '6.1%'):>6}")
+                  f"{'-' if cost is None else format(cost, '6.1%'):>6} {m['api_cpu_us_per_request']:14.0f} "
+                  f"{'-' if cpu_cost is None else format(cpu_cost, '.1%'):>8}")
         print(f"(medians of {result['rounds']} interleaved rounds; {args.users} users; OTLP spans received: "
               f"{result['otlp_spans_received']})")
         if args.json:

@@ -36,9 +36,12 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from cellsched.cellstate.errors import InvalidInputError
+
+from .server_span import ServerSpans
 
 TRACE_FILE_VAR = "CELLSCHED_TRACE_FILE"
 DEFAULT_SERVICE = "cellsched-scheduler"
@@ -74,8 +77,33 @@ def span_obj(span: ReadableSpan) -> dict:
     return obj
 
 
+# One encoder, made once (json.dumps with separators builds a new one per call).
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def span_line(span: ReadableSpan) -> str:
+    """`span_obj(span)` as compact JSON, the same text, written without the dict: the file
+    exporter's hot path (one line per API request; docs/architecture.md, "Observability")."""
+    ctx = span.context
+    assert ctx is not None  # a finished SDK span always has one
+    parent = f'"{span.parent.span_id:016x}"' if span.parent is not None else "null"
+    attrs = span.attributes
+    line = (f'{{"name":{_encode(span.name)},"trace_id":"{ctx.trace_id:032x}","span_id":"{ctx.span_id:016x}",'
+            f'"parent_span_id":{parent},"start_ns":{_encode(span.start_time)},"end_ns":{_encode(span.end_time)},'
+            f'"status":"{span.status.status_code.name}","service":{_encode(span.resource.attributes.get("service.name"))},'
+            f'"attributes":{_encode(attrs if type(attrs) is dict else dict(attrs or {}))}')
+    if span.events:
+        line += ',"events":' + _encode([{"name": e.name, "ts_ns": e.timestamp, "attributes": dict(e.attributes or {})}
+                                        for e in span.events])
+    if span.links:
+        line += ',"links":[' + ",".join(f'["{lk.context.trace_id:032x}","{lk.context.span_id:016x}"]'
+                                        for lk in span.links) + "]"
+    return line + "}\n"
+
+
 class JsonLinesSpanExporter(SpanExporter):
-    """Finished spans appended to a file, one JSON object a line (span_obj)."""
+    """Finished spans appended to a file, one JSON object a line (span_obj, encoded by span_line);
+    each export (a batch of up to 512 spans from the batch processor) is one write."""
 
     def __init__(self, path: str):
         self.path = path
@@ -83,7 +111,7 @@ class JsonLinesSpanExporter(SpanExporter):
         self._file: IO[str] | None = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by shutdown
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lines = "".join(json.dumps(span_obj(span), separators=(",", ":"), default=str) + "\n" for span in spans)
+        lines = "".join([span_line(span) for span in spans])
         with self._lock:
             if self._file is None:
                 return SpanExportResult.FAILURE
@@ -101,10 +129,14 @@ class JsonLinesSpanExporter(SpanExporter):
 class Tracing:
     """A tracer and the provider behind it; `enabled` False when nothing would be exported."""
 
-    def __init__(self, provider: TracerProvider | trace.NoOpTracerProvider | None, name: str = "cellsched"):
+    def __init__(self, provider: TracerProvider | trace.NoOpTracerProvider | None, name: str = "cellsched",
+                 server_spans: ServerSpans | None = None):
+        """`server_spans`: the request spans' maker for this provider (`to` makes one), else the
+        SDK's own spans serve requests too."""
         self.provider = provider
         self.enabled = provider is not None
         self.tracer = provider.get_tracer(name) if provider is not None else trace.NoOpTracer()
+        self.server_spans = server_spans
 
     @classmethod
     def off(cls) -> Tracing:
@@ -119,12 +151,15 @@ class Tracing:
     def to(cls, exporters: Sequence[SpanExporter], batch: bool = False, sampler: sampling.Sampler | None = None,
            service: str = DEFAULT_SERVICE) -> Tracing:
         """A provider exporting to `exporters`: at once (tests) or batched in a thread (production)."""
+        limits = _span_limits()
         provider = TracerProvider(sampler=sampler or sampling.ParentBased(sampling.ALWAYS_ON),
-                                  resource=Resource.create({"service.name": service}),
-                                  span_limits=_span_limits())
-        for exporter in exporters:
-            provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
-        return cls(provider)
+                                  resource=Resource.create({"service.name": service}), span_limits=limits)
+        processors = [BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter) for exporter in exporters]
+        for processor in processors:
+            provider.add_span_processor(processor)
+        servers = ServerSpans(provider.sampler, provider.id_generator, provider.resource, processors,
+                              InstrumentationScope("cellsched"), limits.max_span_attribute_length)
+        return cls(provider, server_spans=servers)
 
     def start_span(self, name: str, start_ns: int | None = None, parent=None, links: Sequence[Link] = (),
                    attributes: Mapping | None = None):
@@ -137,6 +172,8 @@ class Tracing:
         valid one, else the root of a new trace (the API's request span, api/observe.py)."""
         remote = _context_of(traceparent)
         ctx = trace.set_span_in_context(NonRecordingSpan(remote)) if remote is not None else otel_context.Context()
+        if self.server_spans is not None:  # the cheap request span (schedulers/server_span.py)
+            return self.server_spans.start(name, remote, ctx, attributes or {})
         return self.tracer.start_span(name, context=ctx, kind=SpanKind.SERVER, attributes=attributes)
 
     def flush(self) -> None:

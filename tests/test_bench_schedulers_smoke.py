@@ -91,3 +91,27 @@ def test_bench_schedulers_quick_reports_backlog_sync_and_whole_cell_figures(quic
         assert r["tasks_placed"] == r["bound_tasks"] and r["jobs_placed"] + r["jobs_parked"] == r["jobs"]
         tag = "whole_cell_" + r["backend"].replace("-", "")
         assert report[f"{tag}_s"] == r["whole_cell_s"] > 0 and report[f"{tag}_violations"] == 0
+
+
+def test_bench_schedulers_quick_k8s_with_tracing_off_and_file_in_one_invocation():
+    proc = subprocess.run([sys.executable, "-m", "cellsched.loadtests.bench_schedulers", "--case", "k8s", "--quick",
+                           "--tracing", "off,file", "--json"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    *tables, last = proc.stdout.strip().splitlines()
+    report = json.loads(last)
+    assert "k8s with tracing" in "\n".join(tables) and "k8s" not in report  # the plain run is replaced
+    case = report["k8s_tracing"]
+    off, file = case["runs"]  # one round: off, then file
+    assert (off["mode"], file["mode"]) == ("off", "file") and off["verified"] and file["verified"]
+    assert report["k8s_tracing_off_pods_per_s"] == off["pods_per_s"] > 0
+    assert report["k8s_tracing_file_pods_per_s"] == file["pods_per_s"] > 0
+    assert report["k8s_tracing_file_cost"] == round(1 - file["pods_per_s"] / off["pods_per_s"], 4)
+    # Traced for real: the file holds the batch spans, which link every pod, initial and measured.
+    assert file["spans"] > 0 and file["links"] == case["pods"] + case["init_pods"]
+
+
+def test_bench_schedulers_refuses_an_unknown_tracing_mode():
+    done = subprocess.run([sys.executable, "-m", "cellsched.loadtests.bench_schedulers", "--case", "k8s",
+                           "--tracing", "off,otlp"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--tracing" in done.stderr and "otlp" in done.stderr

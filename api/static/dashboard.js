@@ -60,12 +60,31 @@ function drawAll() {
   for (let i = 0; i < S.ids.length; i++) drawCell(ctx, i);
 }
 
+// A dense frame's byte per machine: 0-100 percent, 101 draining (-1), 102 down (-2).
+function denseHeat(b64) {
+  const bytes = atob(b64);
+  const out = new Int16Array(bytes.length);
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes.charCodeAt(i);
+    out[i] = b <= 100 ? b : 100 - b;
+  }
+  return out;
+}
+
 function applyHeat(h) {
   if (h.full) {
     S.ids = h.ids;
     S.heat = Int16Array.from(h.heat);
     S.index = new Map(h.ids.map((id, i) => [id, i]));
+    S.digest = h.digest;
     layout();
+    drawAll();
+    return true;
+  }
+  if (h.dense != null) {  // every machine, in the id order the digest names
+    const heat = denseHeat(h.dense);
+    if (h.digest !== S.digest || heat.length !== S.ids.length) return false;
+    S.heat = heat;
     drawAll();
     return true;
   }
@@ -288,6 +307,7 @@ else S.token = sessionStorage.getItem("cellsched.token") || "";
 
 // For tests and the curious: where a machine's cell is drawn, and what the last refresh cost.
 window.dash = {
+  denseHeat,
   cellOf(id) {
     const i = S.index.get(id);
     if (i === undefined) return null;

@@ -11,7 +11,10 @@ Cases:
            measured), then 10,000 measured single-pod jobs of 100m / 500 MiB. Shape and
            upstream's minimum throughput come from ../shared/data/k8s_scheduler_perf
            (cases.csv, templates.csv); built-in copies are used, with a note, without it.
-           Reports k8s_basic_pods_per_s beside upstream's minimum.
+           Reports k8s_basic_pods_per_s beside upstream's minimum. With --tracing off,file
+           (--tracing-rounds N) it runs instead once per tracing mode and round, its jobs
+           carrying traceparents (tracing_case.py), and reports k8s_tracing_off_pods_per_s,
+           k8s_tracing_file_pods_per_s and k8s_tracing_file_cost.
   scaling  tasks/s for 1, 2, 4 and 8 schedulers (threads of one process) on the memory store,
            a 1-member and a 3-member etcd, in both conflict modes, with Omega's conflict
            fraction (conflicted claims per successful txn) and the fraction of failed txns.
@@ -69,8 +72,8 @@ Method:
 Modules: ``workload`` (the k8s case, jobs and machines, the gate, the check), ``backends``
 (memory or etcd), ``measuring`` (queue drain, counting store client), ``runners`` (threads,
 Ray actors), ``runs`` (one run and its report row), ``cases`` (k8s, scaling), ``backlog``,
-``sync``, ``whole_cell`` (one case each), ``report`` (tables), ``cli`` (arguments, the JSON
-line).
+``sync``, ``whole_cell``, ``tracing_case`` (one case each), ``report`` (tables), ``cli``
+(arguments, the JSON line).
 """
 
 from .cli import main

@@ -16,6 +16,7 @@ from .cases import k8s_case, scaling_case
 from .report import print_tables
 from .runners import ThreadRunner, stop_ray
 from .sync import sync_case
+from .tracing_case import parse_modes, print_tracing, tracing_case
 from .whole_cell import whole_cell_case
 
 CASES = ["k8s", "scaling", "backlog", "sync", "whole-cell"]
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> dict:
     k8s.add_argument("--k8s-backend", choices=["etcd-3", "etcd-1", "memory"], default="etcd-3")
     k8s.add_argument("--raw-seconds", type=float, default=1.0,
                      help="seconds per raw store phase measured before the run (0: skip)")
+    k8s.add_argument("--tracing", default="", help="comma-separated off, file: instead of the plain run, the k8s "
+                     "case once per tracing mode (tracing_case.py)")
+    k8s.add_argument("--tracing-rounds", type=int, default=1, help="rounds of every --tracing mode, interleaved")
     sc = ap.add_argument_group("scaling case")
     sc.add_argument("--scaling-machines", type=int, default=1000)
     sc.add_argument("--scaling-jobs", type=int, default=5000,
@@ -69,6 +73,11 @@ def main(argv: list[str] | None = None) -> dict:
     tune.add_argument("--no-baton", action="store_true",
                       help="scheduler threads without the CPU baton (schedulers/cpu_baton.py), to measure what it buys")
     args = ap.parse_args(argv)
+    if args.tracing:
+        try:
+            parse_modes(args.tracing)
+        except ValueError as exc:
+            ap.error(str(exc))
     if args.quick:
         args.raw_seconds = min(args.raw_seconds, 0.2)
     if args.gc_threshold:
@@ -81,7 +90,10 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"cpus": os.cpu_count(), "max_txn_ops": DEFAULT_MAX_TXN_OPS, "quick": args.quick,
                     "gc_threshold": gc.get_threshold()[0], "cpu_baton": not args.no_baton}
     try:
-        if args.case in ("k8s", "all"):
+        if args.case in ("k8s", "all") and args.tracing:
+            result["k8s_tracing"] = tracing_case(args)
+            result.update({k: v for k, v in result["k8s_tracing"].items() if k.startswith("k8s_tracing_")})
+        elif args.case in ("k8s", "all"):
             result["k8s"] = k8s_case(args)
             result["k8s_basic_pods_per_s"] = result["k8s"]["k8s_basic_pods_per_s"]
             result["k8s_upstream_min_pods_per_s"] = result["k8s"]["upstream_min_pods_per_s"]
@@ -97,6 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         stop_ray()
     print_tables(result)
+    print_tracing(result.get("k8s_tracing"))
     if args.json:
         print(json.dumps(result))
     return result

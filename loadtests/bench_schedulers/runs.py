@@ -33,6 +33,7 @@ class RunSpec:
     runner: str = "threads"
     timeout_s: float = 300.0
     homes: bool = True  # give the N schedulers disjoint homes (gpu/home.py); False: all pick from the whole cell
+    traced_jobs: bool = False  # jobs carry a traceparent (workload.make_jobs)
 
 
 @dataclass
@@ -127,8 +128,8 @@ def run_once(backend: Backend, spec: RunSpec) -> RunResult:
     admin = backend.connect()
     keys = CellKeys(spec.cell)
     add_machines(admin, keys, make_machines(spec.machines, spec.capacity))
-    init = make_jobs("i", spec.init_jobs, spec.tasks_per_job, spec.request)
-    measured = make_jobs("m", spec.measured_jobs, spec.tasks_per_job, spec.request)
+    init = make_jobs("i", spec.init_jobs, spec.tasks_per_job, spec.request, spec.traced_jobs)
+    measured = make_jobs("m", spec.measured_jobs, spec.tasks_per_job, spec.request, spec.traced_jobs)
     if init:
         pre = run_phase(backend, admin, keys, spec, init)
         if not pre.completed:

@@ -92,8 +92,11 @@ def make_machines(n: int, capacity: tuple[int, int, int]) -> list[Machine]:
     return [Machine(f"n{i:05d}", capacity) for i in range(n)]
 
 
-def make_jobs(prefix: str, n: int, tasks: int, request: tuple[int, int, int]) -> list[Job]:
-    return [Job(f"{prefix}{i:06d}", (TaskGroup("pod", tasks, request),), JobClass.BATCH) for i in range(n)]
+def make_jobs(prefix: str, n: int, tasks: int, request: tuple[int, int, int], traced: bool = False) -> list[Job]:
+    """`traced`: each job carries a W3C traceparent, as a traced API stores it (Job.traceparent),
+    so a traced scheduler links its batch span to every job (the tracing case, tracing_case.py)."""
+    return [Job(f"{prefix}{i:06d}", (TaskGroup("pod", tasks, request),), JobClass.BATCH,
+                traceparent=f"00-{i + 1:032x}-{i + 1:016x}-01" if traced else None) for i in range(n)]
 
 
 def submit_all(store: CellStore, keys: CellKeys, jobs: list[Job]) -> None:

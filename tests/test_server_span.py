@@ -1,0 +1,99 @@
+"""The API's request span (schedulers/server_span.py) and the file exporter's encoder
+(tracing.span_line): what they write is what the SDK's spans and span_obj would say."""
+
+from __future__ import annotations
+
+import json
+
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from cellsched.schedulers import tracing
+
+CALLER = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+ATTRS = {"http.request.method": "POST", "url.path": "/v1/jobs", "url.scheme": "http"}
+
+
+def _request(chosen: tracing.Tracing, traceparent: str | None, status: int = 201):
+    span = chosen.start_server_span("POST", traceparent, ATTRS)
+    tracing.end_server_span(span, "POST /v1/jobs", {"http.route": "/v1/jobs", "http.response.status_code": status},
+                            f"HTTP {status}" if status >= 500 else None)
+    return span
+
+
+def test_a_request_span_is_a_server_span_child_of_the_callers_context_with_its_attributes():
+    exporter = InMemorySpanExporter()
+    chosen = tracing.Tracing.to([exporter])
+    assert chosen.server_spans is not None  # the cheap path is the one under test
+    child, root, failed = _request(chosen, CALLER), _request(chosen, None), _request(chosen, None, 503)
+    by_id = {s.context.span_id: s for s in exporter.get_finished_spans()}
+    assert len(by_id) == 3
+    c = by_id[child.get_span_context().span_id]
+    assert c.kind is SpanKind.SERVER and c.name == "POST /v1/jobs"
+    assert c.context.trace_id == int("a" * 32, 16) and c.parent.span_id == int("b" * 16, 16)
+    assert dict(c.attributes) == {**ATTRS, "http.route": "/v1/jobs", "http.response.status_code": 201}
+    assert c.resource.attributes["service.name"] == tracing.DEFAULT_SERVICE
+    assert c.instrumentation_scope.name == "cellsched" and c.end_time >= c.start_time > 0
+    r = by_id[root.get_span_context().span_id]
+    assert r.parent is None and r.context.trace_id != c.context.trace_id
+    assert r.status.status_code is StatusCode.UNSET
+    f = by_id[failed.get_span_context().span_id]
+    assert f.status.status_code is StatusCode.ERROR and f.status.description == "HTTP 503"
+    assert tracing.traceparent_of(child).endswith("-01") and not child.is_recording()
+
+
+def test_the_sampler_decides_request_spans_too(tmp_path):
+    path = tmp_path / "spans.jsonl"
+    off = tracing.from_env({tracing.TRACE_FILE_VAR: str(path), "OTEL_TRACES_SAMPLER": "always_off"})
+    span = _request(off, None)
+    # Not sampled: ids all the same (a submission still stores a traceparent), no sampled flag, no line.
+    assert tracing.traceparent_of(span) is not None and not span.get_span_context().trace_flags.sampled
+    assert not span.is_recording()
+    # parentbased_always_on follows an unsampled caller.
+    parented = tracing.from_env({tracing.TRACE_FILE_VAR: str(path)})
+    unsampled = _request(parented, CALLER[:-2] + "00")
+    sampled = _request(parented, None)
+    off.shutdown()
+    parented.shutdown()
+    (line,) = path.read_text().splitlines()
+    assert json.loads(line)["span_id"] == f"{sampled.get_span_context().span_id:016x}"
+    assert not unsampled.get_span_context().trace_flags.sampled
+
+
+def test_the_attribute_length_limit_is_honoured(monkeypatch):
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4")
+    exporter = InMemorySpanExporter()
+    _request(tracing.Tracing.to([exporter]), None)
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes["url.path"] == "/v1/" and span.attributes["http.response.status_code"] == 201
+
+
+def test_span_line_is_span_obj_as_compact_json():
+    exporter = InMemorySpanExporter()
+    chosen = tracing.Tracing.to([exporter])
+    _request(chosen, CALLER)
+    parent = chosen.start_span("schedule.batch", links=[tracing.link_to(CALLER)],
+                               attributes={"cellsched.linked_jobs": ["j1"], "n": 3, "quote": 'a"b\u00e9'})
+    parent.add_event("conflict", {"cellsched.job": "j1"})
+    chosen.start_span("schedule.score", parent=parent).end()
+    parent.end()
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 3
+    for span in spans:
+        line = tracing.span_line(span)
+        assert line.endswith("\n") and line.count("\n") == 1
+        assert line[:-1] == json.dumps(tracing.span_obj(span), separators=(",", ":"), default=str)
+    batch = json.loads(tracing.span_line(spans[2]))
+    assert batch["links"] == [["a" * 32, "b" * 16]] and batch["events"][0]["name"] == "conflict"
+
+
+def test_the_flags_are_those_the_sdks_own_span_would_carry():
+    exporter = InMemorySpanExporter()
+    chosen = tracing.Tracing.to([exporter])
+    for caller in (None, CALLER, CALLER[:-2] + "03"):
+        ours = _request(chosen, caller).get_span_context().trace_flags
+        remote = tracing._context_of(caller)
+        parent = None if remote is None else tracing.trace.NonRecordingSpan(remote)
+        sdk = chosen.start_span("sdk", parent=parent)
+        sdk.end()
+        assert ours == sdk.get_span_context().trace_flags, caller
