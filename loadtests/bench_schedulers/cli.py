@@ -18,6 +18,7 @@ from .runners import ThreadRunner, stop_ray
 from .sync import sync_case
 from .tracing_case import parse_modes, print_tracing, tracing_case
 from .whole_cell import whole_cell_case
+from .workload import BenchmarkError
 
 CASES = ["k8s", "scaling", "backlog", "sync", "whole-cell"]
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.tracing:
         try:
             parse_modes(args.tracing)
-        except ValueError as exc:
+        except BenchmarkError as exc:
             ap.error(str(exc))
     if args.quick:
         args.raw_seconds = min(args.raw_seconds, 0.2)

@@ -41,7 +41,7 @@ MODES = ("off", "file")
 def parse_modes(text: str) -> list[str]:
     modes = [m.strip() for m in text.split(",") if m.strip()]
     if not modes or "off" not in modes or any(m not in MODES for m in modes):
-        raise ValueError(f"--tracing: expected a comma list of {', '.join(MODES)} including off; got {text!r}")
+        raise BenchmarkError(f"--tracing: expected a comma list of {', '.join(MODES)} including off; got {text!r}")
     return modes
 
 
