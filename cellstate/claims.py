@@ -1,11 +1,16 @@
 """The queue and its claims: how a scheduler takes a job, parks it, or lets it go.
 
 A queued job has exactly one index entry: /queue/... while PENDING, /parked/... while
-PARKED (docs/architecture.md, "Key schema"). A scheduler claims a job by writing
-/claims/<job> bound to its lease, in a txn that compares the claim absent and the
-index entry unchanged; the same txn reads the job record. The claim key's
-mod_revision is the claim's fence: every commit and every claim delete compares it,
-so only the holder can commit for the job or release it.
+PARKED (docs/architecture.md, "Key schema"). A scheduler claims jobs many at a time: one
+claim txn writes one key, /claims/<claim id>, bound to its lease, and names that claim as
+the holder in the index entry of every job it takes. The txn compares each entry
+unchanged and, for an entry that names an earlier holder, that holder's claim key gone
+(its scheduler's lease expired, or it let the job go); the same txn reads the job
+records. The claim key's mod_revision is the fence: every commit and park for one of its
+jobs compares it, so only the holder can commit for a job. A claim key is never rewritten;
+its holder deletes it once every job it took is placed, parked or let go, and the lease
+takes it with the scheduler. One key per claim txn instead of one per job: a placed job
+costs its entry's claim write, its record, its entry's delete and its allocations.
 
 Reads stay bounded as the queue grows: a claim step reads pages of the index from
 its head and stops as soon as its batch is full, so its cost is O(batch + jobs other
@@ -19,8 +24,9 @@ instead of being handed to the next one.
 
 from __future__ import annotations
 
+import itertools
 import zlib
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterable, Sequence
 from concurrent.futures import Executor
 
 from . import codec
@@ -32,8 +38,9 @@ from .resources import Vector
 from .store import CellStore, Delete, Get, KeyValue, ModRevisionIs, Op, Put
 from .views import JobView, complete_views
 
-__all__ = ["IndexEntry", "shard_of", "claim_jobs", "claim_entries", "release_claim", "park_job",
-           "park_for_good", "list_queue", "list_parked", "adopt_orphans"]
+__all__ = ["IndexEntry", "shard_of", "claim_jobs", "claim_entries", "release_claim", "drop_claim_keys",
+           "park_job", "park_for_good", "list_queue", "list_parked", "adopt_orphans", "claimed_jobs", "claim_holders",
+           "new_claim_id"]
 
 CLAIM_PAGE = 256  # index entries read per page
 MAX_CLAIM_PAGES = 16  # a claim step reads at most this many pages
@@ -51,23 +58,73 @@ def list_parked(store: CellStore, keys: CellKeys, job_class: JobClass) -> list[s
     return [keys.last_segment(kv.key) for kv in kvs]
 
 
+def new_claim_id(lease_id: int) -> str:
+    """A claim key's id, unique in the cell: the lease is the cell's (one per scheduler life),
+    the count this process's (claim txns of one lease may go from several threads)."""
+    return f"{lease_id:x}.{next(_CLAIM_SEQ)}"
+
+
+_CLAIM_SEQ = itertools.count(1)
+
+
+def _claim_value(owner: str, job_ids: list[str]) -> bytes:
+    return codec.encode_obj({"owner": owner, "jobs": job_ids})
+
+
+def _claim_jobs_of(kv: KeyValue) -> list[str]:
+    return [str(j) for j in codec.decode_obj(kv.key, kv.value).get("jobs", [])]
+
+
+def claimed_jobs(store: CellStore, keys: CellKeys) -> dict[str, str]:
+    """Job id -> the id of the claim that holds it now, over the whole cell (see claim_holders)."""
+    return {jid: keys.last_segment(kv.key) for jid, kv in claim_holders(store, keys).items()}
+
+
+def claim_holders(store: CellStore, keys: CellKeys) -> dict[str, KeyValue]:
+    """Job id -> the claim key that holds it now (its value names the owner; its lease is the
+    owner's): a job listed by a live claim key whose index entry still names that claim (a
+    claim key keeps listing the jobs it took after they were placed or parked; those are no
+    longer held). One read of the cell's claims and indexes: for tools, tests and operators;
+    a scheduler never reads this."""
+    claims, queue, parked = store.txn([], [Get(keys.claims_prefix, prefix=True), Get(keys.queue_prefix(), prefix=True),
+                                           Get(keys.parked_prefix(), prefix=True)]).reads  # one revision
+    live = {keys.last_segment(kv.key): kv for kv in claims}
+    out: dict[str, KeyValue] = {}
+    for kv in (*queue, *parked):
+        entry = IndexEntry.decode(kv)
+        if entry.holder in live:
+            out[entry.job_id] = live[entry.holder]
+    return out
+
+
 def adopt_orphans(store: CellStore, keys: CellKeys, lease_id: int, held: Container[str]) -> list[JobView]:
-    """Claims bound to `lease_id` that the caller does not know it holds.
+    """Jobs claimed under `lease_id` that the caller does not know it holds.
 
     A claim txn whose ack was lost (or a call cut short by an outage) leaves such
-    orphans, and nobody else may schedule those jobs while our lease lives.
+    orphans, and nobody else may schedule those jobs while our lease lives. A job counts
+    only while its index entry still names the claim (read in the same txn as the record).
     """
     claims, _ = store.get_prefix(keys.claims_prefix)
-    orphans = [kv for kv in claims if kv.lease == lease_id and keys.last_segment(kv.key) not in held]
+    listed = [(kv, jid) for kv in claims if kv.lease == lease_id for jid in _claim_jobs_of(kv) if jid not in held]
     out: list[JobView] = []
     per_txn = max(1, store.limits.max_txn_ops)
-    for start in range(0, len(orphans), per_txn):
-        part = orphans[start:start + per_txn]
-        reads = store.txn([], [Get(keys.job(keys.last_segment(kv.key))) for kv in part]).reads
-        for ckv, r in zip(part, reads, strict=True):
+    for start in range(0, len(listed), per_txn):
+        part = listed[start:start + per_txn]
+        reads = store.txn([], [Get(keys.job(jid)) for _, jid in part]).reads
+        for (ckv, _), r in zip(part, reads, strict=True):
             for kv in r:
-                out.append(JobView(codec.decode_job(kv.key, kv.value), kv.mod_revision, ckv.mod_revision))
-    return complete_views(store, keys, out)
+                rec = codec.decode_job(kv.key, kv.value)
+                out.append(JobView(rec, kv.mod_revision, ckv.mod_revision, keys.last_segment(ckv.key)))
+    # Keep only the jobs whose entry names the claim: one the caller parked or placed since is
+    # listed by the claim key still, but no longer held by it.
+    entry_keys = [keys.queue_of(v.record) for v in out] + [keys.parked_of(v.record) for v in out]
+    holders: dict[str, str] = {}
+    for start in range(0, len(entry_keys), per_txn):
+        for r in store.txn([], [Get(k) for k in entry_keys[start:start + per_txn]]).reads:
+            for kv in r:
+                e = IndexEntry.decode(kv)
+                holders[e.job_id] = e.holder
+    return complete_views(store, keys, [v for v in out if holders.get(v.record.job.id) == v.claim])
 
 
 def shard_of(job_id: str, shards: int) -> int:
@@ -162,22 +219,28 @@ def claim_entries(store: CellStore, keys: CellKeys, entries: Sequence[KeyValue],
     An entry claimed by someone else, or changed meanwhile, is skipped. A job that has
     used up its crash limit is parked for good here instead of being returned.
     """
-    claim_value = codec.encode_obj({"owner": owner})
-    per_txn = max(1, store.limits.max_txn_ops // 3)  # success: claim put, entry put, job read
+    # success: the claim key, then an entry put and a job read per job
+    per_txn = max(1, (store.limits.max_txn_ops - 1) // 2)
 
     def send(batch: list[KeyValue]):
+        cid = new_claim_id(lease_id)
         compares: list[ModRevisionIs] = []
-        success: list[Op] = []
+        success: list[Op] = [Put(keys.claim(cid), _claim_value(owner, [keys.last_segment(kv.key) for kv in batch]),
+                                 lease_id)]
         failure: list[Op] = []
+        earlier: dict[str, None] = {}  # earlier holders named by the entries: their keys must be gone
         for qkv in batch:
             jid = keys.last_segment(qkv.key)
             entry = IndexEntry.decode(qkv)
-            bumped = IndexEntry(entry.job_id, entry.claims + 1, entry.need, entry.stuck)
-            compares += [ModRevisionIs(keys.claim(jid), 0), ModRevisionIs(qkv.key, qkv.mod_revision)]
-            success += [Put(keys.claim(jid), claim_value, lease_id), Put(qkv.key, bumped.encode()),
-                        Get(keys.job(jid))]
-            failure += [Get(keys.claim(jid)), Get(qkv.key)]
-        return store.txn(compares, success, failure)
+            if entry.holder:
+                earlier.setdefault(entry.holder)
+            bumped = IndexEntry(entry.job_id, entry.claims + 1, entry.need, entry.stuck, cid)
+            compares.append(ModRevisionIs(qkv.key, qkv.mod_revision))
+            success += [Put(qkv.key, bumped.encode()), Get(keys.job(jid))]
+            failure.append(Get(qkv.key))
+        compares += [ModRevisionIs(keys.claim(h), 0) for h in earlier]
+        failure += [Get(keys.claim(h)) for h in earlier]
+        return cid, store.txn(compares, success, failure)
 
     out: list[JobView] = []
     todo = [kv for kv in entries if not IndexEntry.decode(kv).stuck]
@@ -194,30 +257,56 @@ def claim_entries(store: CellStore, keys: CellKeys, entries: Sequence[KeyValue],
             results = list(executor.map(send, wave))
         else:
             results = [send(wave[0])]
-        for batch, result in zip(wave, results, strict=True):
+        for batch, (cid, result) in zip(wave, results, strict=True):
             if result.succeeded:
+                taken = len(out)
                 for qkv, r in zip(batch, result.reads, strict=True):
                     for kv in r:
-                        view = JobView(codec.decode_job(kv.key, kv.value), kv.mod_revision, result.revision)
+                        view = JobView(codec.decode_job(kv.key, kv.value), kv.mod_revision, result.revision, cid)
                         if IndexEntry.decode(qkv).claims + 1 > crash_limit:
                             for whole in complete_views(store, keys, [view]):  # a large job's shards
                                 park_for_good(store, keys, whole, crash_limit)
                         else:
                             out.append(view)
+                if len(out) == taken:  # every job of it parked for good (or gone): nobody will hold it
+                    drop_claim_keys(store, keys, [cid])
                 continue
-            # Somebody claimed or changed part of the batch first: retry only entries still as read.
-            reads = iter(result.reads)
-            for qkv in batch:
-                claim_now, entry_now = next(reads), next(reads)
-                if not claim_now and entry_now and entry_now[0].mod_revision == qkv.mod_revision:
+            # Somebody claimed or changed part of the batch first: retry only entries still as
+            # read whose earlier holder (if any) is gone.
+            entries_now = result.reads[:len(batch)]
+            holders_alive = {keys.last_segment(kv.key) for r in result.reads[len(batch):] for kv in r}
+            for qkv, entry_now in zip(batch, entries_now, strict=True):
+                if entry_now and entry_now[0].mod_revision == qkv.mod_revision \
+                        and IndexEntry.decode(qkv).holder not in holders_alive:
                     todo.append(qkv)
     return complete_views(store, keys, out)  # a large job's shards: one more read for each
 
 
-def release_claim(store: CellStore, keys: CellKeys, job_id: str, claim_revision: int) -> bool:
-    """Drop our claim on a job, only if it is still ours. Returns whether it was."""
-    key = keys.claim(job_id)
-    return store.txn([ModRevisionIs(key, claim_revision)], [Delete(key)]).succeeded
+def release_claim(store: CellStore, keys: CellKeys, view: JobView) -> bool:
+    """Let one job of our claim go, so another scheduler may claim it: its index entry no longer
+    names the claim. Only if it still does and the claim is still ours. Returns whether it was."""
+    for entry_key in (keys.queue_of(view.record), keys.parked_of(view.record)):
+        kv = store.get(entry_key)
+        if kv is None:
+            continue
+        entry = IndexEntry.decode(kv)
+        if entry.holder != view.claim or not view.claim:
+            return False
+        let_go = IndexEntry(entry.job_id, entry.claims, entry.need, entry.stuck)
+        return store.txn([ModRevisionIs(entry_key, kv.mod_revision),
+                          ModRevisionIs(keys.claim(view.claim), view.claim_revision)],
+                         [Put(entry_key, let_go.encode())]).succeeded
+    return False
+
+
+def drop_claim_keys(store: CellStore, keys: CellKeys, claim_ids: Iterable[str]) -> None:
+    """Delete our claim keys whose jobs are all placed, parked or let go; one txn per
+    max_txn_ops of them. Blind deletes: a claim id is never reused, so the key is ours or
+    already gone with our lease."""
+    todo = [Delete(keys.claim(cid)) for cid in claim_ids]
+    per_txn = max(1, store.limits.max_txn_ops)
+    for start in range(0, len(todo), per_txn):
+        store.txn([], todo[start:start + per_txn])
 
 
 def park_job(store: CellStore, keys: CellKeys, view: JobView, reason: str, need: Vector | None,
@@ -253,6 +342,6 @@ def park_for_good(store: CellStore, keys: CellKeys, view: JobView, crash_limit: 
 
 def _park_txn(store: CellStore, keys: CellKeys, view: JobView, rec, ops) -> JobView | None:
     jid = rec.job.id
-    compares = [ModRevisionIs(keys.job(jid), view.revision), ModRevisionIs(keys.claim(jid), view.claim_revision)]
+    compares = [ModRevisionIs(keys.job(jid), view.revision), ModRevisionIs(keys.claim(view.claim), view.claim_revision)]
     result = store.txn(compares, [Put(keys.job(jid), codec.encode_job(rec)), *ops])
     return JobView(rec, result.revision) if result.succeeded else None

@@ -21,7 +21,6 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 
 from . import codec
 from . import resources as res
@@ -38,51 +37,19 @@ from .errors import (
 from .job_states import JobEvent, apply_event, commit_event
 from .keys import CellKeys
 from .model import AllocationRecord, Claim, ConflictMode, JobRecord, TransactionMode
+from .plan import CommitResult, CommitStats, Fence, Plan
 from .shards import attach_shards, encode_shard, group_by_job
 from .store import CellStore, Get, ModRevisionIs, Op, Put
 from .validation import DEFAULT_MAX_TASKS_PER_MACHINE, Refusal, RefusalKind, validate_claims
 from .views import JobView, MachineView, machine_views_from_kvs
+
+__all__ = ["CommitEngine", "CommitResult", "CommitStats", "Fence", "Plan", "max_gang_machines"]
 
 # Sees every commit txn: given the txn's claims, a context around the store call whose value is
 # told whether the txn succeeded. Schedulers trace with it; cellstate stays free of tracing.
 TxnObserver = Callable[[list[Claim]], AbstractContextManager[Callable[[bool], None]]]
 MAX_ROUNDS_PER_CHUNK = 16
 SETTLE_ATTEMPTS = 50
-
-
-@dataclass
-class CommitStats:
-    txns: int = 0
-    conflicted_txns: int = 0  # txns whose compares failed
-    unknown_outcomes: int = 0
-    recommitted: int = 0  # RESOURCE_FIT claims on a changed machine that still fit
-
-    def add(self, other: CommitStats) -> None:
-        self.txns += other.txns
-        self.conflicted_txns += other.conflicted_txns
-        self.unknown_outcomes += other.unknown_outcomes
-        self.recommitted += other.recommitted
-
-
-@dataclass
-class CommitResult:
-    committed: list[Claim] = field(default_factory=list)
-    conflicted: list[tuple[Claim, Refusal]] = field(default_factory=list)  # claim, why not written
-    machines: dict[str, MachineView] = field(default_factory=dict)  # fresh views of every touched machine
-    jobs: dict[str, JobView] = field(default_factory=dict)  # fresh views of every touched job
-    stats: CommitStats = field(default_factory=CommitStats)
-    revision: int = 0
-
-
-@dataclass
-class Plan:
-    claims: list[Claim]
-    machines: dict[str, MachineView]
-    jobs: dict[str, JobView]
-    # job id -> mod_revision of the planner's claim key on it. Every txn compares it, so
-    # only the holder of a job's claim can commit for the job (a fence); jobs absent here
-    # are not fenced (tools and tests that plan without claiming).
-    fences: dict[str, int] = field(default_factory=dict)
 
 
 class CommitEngine:
@@ -139,7 +106,8 @@ class CommitEngine:
     # -- chunking -------------------------------------------------------------
 
     def _chunks(self, plan: Plan) -> list[list[Claim]]:
-        return chunk_claims(plan.claims, plan.machines, plan.jobs, self.store.limits)
+        return chunk_claims(plan.claims, plan.machines, plan.jobs, self.store.limits,
+                            {jid: f.claim for jid, f in plan.fences.items()})
 
     # -- the commit loop --------------------------------------------------------
 
@@ -164,7 +132,7 @@ class CommitEngine:
         return out
 
     def _commit_waves(self, chunks: list[list[Claim]], machines: dict[str, MachineView],
-                      jobs: dict[str, JobView], out: CommitResult, fences: Mapping[str, int],
+                      jobs: dict[str, JobView], out: CommitResult, fences: Mapping[str, Fence],
                       foreign: set[str]) -> None:
         """Commit chunks up to max_in_flight at a time, in order, as waves of chunks that touch
         disjoint machines and jobs. Each chunk writes only its own keys of `machines` and `jobs`
@@ -183,7 +151,7 @@ class CommitEngine:
         self._run_wave(wave, machines, jobs, out, fences, foreign)
 
     def _run_wave(self, wave: list[list[Claim]], machines: dict[str, MachineView], jobs: dict[str, JobView],
-                  out: CommitResult, fences: Mapping[str, int], foreign: set[str]) -> None:
+                  out: CommitResult, fences: Mapping[str, Fence], foreign: set[str]) -> None:
         parts = [CommitResult() for _ in wave]
         assert self._pool is not None
         futures = [self._pool.submit(self._commit_chunk, chunk, machines, jobs, part, fences, foreign)
@@ -202,7 +170,7 @@ class CommitEngine:
             self._pool = None
 
     def _commit_chunk(self, chunk: list[Claim], machines: dict[str, MachineView], jobs: dict[str, JobView],
-                      out: CommitResult, fences: Mapping[str, int], foreign: set[str]) -> None:
+                      out: CommitResult, fences: Mapping[str, Fence], foreign: set[str]) -> None:
         """Commit one chunk, round after round, until it lands or nothing of it is left.
 
         Before EVERY txn the claims are validated against exactly the views that txn
@@ -252,19 +220,19 @@ class CommitEngine:
         the stress harness catches an engine without it."""
         return validate_claims(claims, machines, jobs, self.max_tasks_per_machine, changed)
 
-    def _drop_unfenced(self, claims: list[Claim], reads, fences: Mapping[str, int],
+    def _drop_unfenced(self, claims: list[Claim], reads, fences: Mapping[str, Fence],
                        out: CommitResult) -> list[Claim]:
         """Refuse the claims of jobs whose claim key is no longer ours (lease expired,
         released or taken over): only the holder of a job's claim may commit for it."""
         if not fences:
             return claims
-        seen: dict[str, int] = {jid: 0 for jid in fences}
+        seen: dict[str, int] = {}
         prefix = self.keys.claims_prefix
         for r in reads:
             for kv in r:
                 if kv.key.startswith(prefix):
                     seen[self.keys.last_segment(kv.key)] = kv.mod_revision
-        lost = {jid for jid, rev in fences.items() if seen.get(jid) != rev}
+        lost = {jid for jid, f in fences.items() if seen.get(f.claim, 0) != f.revision}
         keep = []
         for c in claims:
             if c.job_id in lost:
@@ -274,7 +242,7 @@ class CommitEngine:
         return keep
 
     def _build_txn(self, claims: list[Claim], machines: dict[str, MachineView], jobs: dict[str, JobView],
-                   fences: Mapping[str, int]):
+                   fences: Mapping[str, Fence]):
         by_machine: dict[str, dict[str, res.Vector]] = defaultdict(dict)
         by_job: dict[str, dict[str, str]] = defaultdict(dict)
         for c in claims:
@@ -295,6 +263,7 @@ class CommitEngine:
             success.append(Put(ak, codec.encode_alloc(rec)))
             failure += [Get(sk), Get(ak)]
         now = self.clock.now()
+        fenced: set[str] = set()
         for jid, bound in by_job.items():
             job_view = jobs[jid]
             job_rec = job_view.record.copy()
@@ -313,8 +282,9 @@ class CommitEngine:
             # Binding some resets the entry's count of claims without progress; an unfenced
             # commit (tools, tests) leaves the entry as it is.
             event = commit_event(job_rec)
-            if event is JobEvent.PLACE_ALL or jid in fences:
-                success += apply_event(job_rec, event, keys, now)
+            fence = fences.get(jid)
+            if event is JobEvent.PLACE_ALL or fence is not None:
+                success += apply_event(job_rec, event, keys, now, holder=fence.claim if fence else "")
             new_jobs[jid] = job_rec
             jk = keys.job(jid)
             compares.append(ModRevisionIs(jk, job_view.revision))
@@ -322,9 +292,10 @@ class CommitEngine:
             failure.append(Get(jk))
             if sharded:
                 failure.append(Get(keys.bind_prefix(jid), prefix=True))
-            if jid in fences:
-                compares.append(ModRevisionIs(keys.claim(jid), fences[jid]))
-                failure.append(Get(keys.claim(jid)))
+            if fence is not None and fence.claim not in fenced:  # one compare per claim key, shared by its jobs
+                fenced.add(fence.claim)
+                compares.append(ModRevisionIs(keys.claim(fence.claim), fence.revision))
+                failure.append(Get(keys.claim(fence.claim)))
         return compares, success, failure, new_allocs, new_jobs
 
     def _apply_success(self, claims, machines, jobs, new_allocs, new_jobs, revision, out: CommitResult) -> None:

@@ -1,7 +1,7 @@
 """The value of a job's index entry, /queue/... or /parked/... (docs/architecture.md, "Key schema").
 
 Its own module because two others write it: the claims module (each claim bumps the
-entry's count) and the job state machine (cellstate/job_states.py, which decides which
+entry's count and names itself as the holder) and the job state machine (cellstate/job_states.py, which decides which
 entry a job has in each status).
 """
 
@@ -22,6 +22,9 @@ class IndexEntry:
     claims: int = 0  # claims since the job last made progress
     need: Vector | None = None  # parked: the smallest request it lacks; None: no automatic retry
     stuck: bool = False  # parked for good (crashed schedulers); only an operator un-parks it
+    # The claim (cellstate/claims.py) that took the job, by its id: it holds the job while
+    # /claims/<holder> exists. Empty, or a claim key that is gone: anyone may claim it.
+    holder: str = ""
 
     def encode(self) -> bytes:
         obj: dict = {"job": self.job_id}
@@ -31,6 +34,8 @@ class IndexEntry:
             obj["need"] = list(self.need)
         if self.stuck:
             obj["stuck"] = True
+        if self.holder:
+            obj["holder"] = self.holder
         return codec.encode_obj(obj)
 
     @classmethod
@@ -38,8 +43,8 @@ class IndexEntry:
         obj = codec.decode_obj(kv.key, kv.value)
         need = obj.get("need")
         return cls(str(obj["job"]), int(obj.get("claims", 0)), tuple(need) if need is not None else None,
-                   bool(obj.get("stuck", False)))
+                   bool(obj.get("stuck", False)), str(obj.get("holder", "")))
 
 
-def index_entry_for_new_job(job_id: str) -> bytes:
-    return IndexEntry(job_id).encode()
+def index_entry_for_new_job(job_id: str, holder: str = "") -> bytes:
+    return IndexEntry(job_id, holder=holder).encode()

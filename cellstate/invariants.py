@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from . import codec
 from . import resources as res
 from .errors import CorruptValueError
+from .index_entry import IndexEntry
 from .keys import CellKeys
 from .model import JobStatus
 from .shards import attach_shards, group_by_job
@@ -119,11 +120,35 @@ def check_store(store: CellStore, keys: CellKeys, expected_jobs: Iterable[str] |
         v.append(f"binding shards of missing job {jid}")
     for jid in (queued | parked) - jobs_seen:
         v.append(f"queue entry for missing job {jid}")
-    for kv in claim_kvs:
-        if keys.last_segment(kv.key) not in jobs_seen:
-            v.append(f"claim on missing job {keys.last_segment(kv.key)}")
+    v += _claim_violations(keys, claim_kvs, [*queue_kvs, *parked_kvs])
     if expected_jobs is not None:
         missing = sorted(set(expected_jobs) - jobs_seen)
         if missing:
             v.append(f"{len(missing)} accepted jobs are missing from the store, e.g. {missing[:5]}")
     return rep
+
+
+def _claim_violations(keys: CellKeys, claim_kvs, entry_kvs) -> list[str]:
+    """A claim key names its owner and the jobs it took; an index entry that names a live
+    claim as its holder is one of that claim's jobs (cellstate/claims.py)."""
+    out: list[str] = []
+    listed: dict[str, set[str]] = {}
+    for kv in claim_kvs:
+        cid = keys.last_segment(kv.key)
+        try:
+            obj = codec.decode_obj(kv.key, kv.value)
+        except CorruptValueError:
+            obj = None
+        jobs = obj.get("jobs") if isinstance(obj, dict) else None
+        if not isinstance(obj, dict) or not isinstance(obj.get("owner"), str) or not isinstance(jobs, list) or not jobs:
+            out.append(f"claim {cid} is unreadable (owner and a list of jobs expected)")
+            continue
+        listed[cid] = {str(j) for j in jobs}
+    for kv in entry_kvs:
+        try:
+            entry = IndexEntry.decode(kv)
+        except (CorruptValueError, KeyError, TypeError, ValueError):
+            continue  # reported by the entry checks
+        if entry.holder in listed and entry.job_id not in listed[entry.holder]:
+            out.append(f"index entry of job {entry.job_id} names claim {entry.holder}, which did not take it")
+    return out

@@ -21,7 +21,8 @@ record (it may be sharded) and compares what it read; this module writes nothing
     CANCEL from PENDING, PARKED, PLACED     ──▶ CANCELLED  (likewise)
     PURGE  from FINISHED, FAILED, CANCELLED ──▶ the record is deleted (once no task of it is left on a machine)
 
-Every legal (status, event) pair, and what it writes (-/+ an index entry, -claim):
+Every legal (status, event) pair, and what it writes (-/+ an index entry; -claim: the job
+leaves its holder's claim, whose key its holder deletes once no job of it is left):
 
     PENDING   PLACE_ALL                  -> PLACED     -queue -claim
     PENDING   BIND_SOME                  -> PENDING    +queue
@@ -56,10 +57,10 @@ Any other pair raises IllegalTransitionError. Events that keep the status (BIND_
 FINISH_SOME, a task evicted from a job that is not PLACED, TASK_LEFT) are in the table
 too, so a writer never has to decide on its own that a status stays.
 
-A claim is deleted only by the transitions its holder makes (PLACE_ALL, PARK: the caller
+A job leaves its claim only by the transitions its holder makes (PLACE_ALL, PARK: the caller
 compares the claim); FAIL and CANCEL come from elsewhere, so they leave the claim to its
 holder, whose next commit finds the job not schedulable (RefusalKind.JOB_NOT_SCHEDULABLE)
-and releases it. UNPARK is not an event of its own: a job claimed from the parked index
+and releases it. BIND_SOME's new queue entry keeps naming its holder. UNPARK is not an event of its own: a job claimed from the parked index
 and placed takes PLACE_ALL (or BIND_SOME) from PARKED; RETRY is an operator's un-park.
 
 Tasks have a smaller machine, read off the job record by `task_state` (TASK_TRANSITIONS):
@@ -167,12 +168,13 @@ def allowed(status: JobStatus, event: JobEvent) -> bool:
 
 def apply_event(rec: JobRecord, event: JobEvent, keys: CellKeys, now: float | None = None, *,
                 reason: str | None = None, refusal: dict | None = None, need: Vector | None = None,
-                claims: int = 0, stuck: bool = False) -> list[Put | Delete]:
+                claims: int = 0, stuck: bool = False, holder: str = "") -> list[Put | Delete]:
     """Apply `event` to `rec` in place; return the index and claim ops the caller's txn needs.
 
     Keywords by event: PARK takes `reason`, `refusal` and its entry's `need`, `claims` and
     `stuck`; PLACE_ALL, TASK_FINISHED, FAIL and CANCEL take `now`; FAIL and CANCEL may take
-    a `reason`. An illegal pair raises IllegalTransitionError and leaves `rec` untouched.
+    a `reason`; BIND_SOME takes the `holder` its entry keeps naming (the committer's claim:
+    cellstate/claims.py). An illegal pair raises IllegalTransitionError and leaves `rec` untouched.
     """
     t = transition(rec.status, event, rec.job.id)
     if event in (JobEvent.PLACE_ALL, JobEvent.TASK_FINISHED, JobEvent.FAIL, JobEvent.CANCEL) and now is None:
@@ -184,10 +186,11 @@ def apply_event(rec: JobRecord, event: JobEvent, keys: CellKeys, now: float | No
         ops.append(Delete(keys.queue_of(rec)))
     elif t.delete is Index.PARKED:
         ops.append(Delete(keys.parked_of(rec)))
-    if t.delete_claim:
-        ops.append(Delete(keys.claim(rec.job.id)))
+    # t.delete_claim: the job leaves its holder's claim. Nothing to delete for that: the claim
+    # key is shared by the jobs of one claim txn (its holder deletes it when all are gone), and
+    # the job's new entry, if any, names no holder.
     if t.put is not None:
-        entry = _entry(rec, event, need, claims, stuck)
+        entry = _entry(rec, event, need, claims, stuck, holder)
         ops.append(Put(keys.queue_of(rec) if t.put is Index.QUEUE else keys.parked_of(rec), entry.encode()))
     _update_fields(rec, event, now, reason, refusal)
     if t.to is not None:
@@ -195,15 +198,18 @@ def apply_event(rec: JobRecord, event: JobEvent, keys: CellKeys, now: float | No
     return ops
 
 
-def _entry(rec: JobRecord, event: JobEvent, need: Vector | None, claims: int, stuck: bool) -> IndexEntry:
+def _entry(rec: JobRecord, event: JobEvent, need: Vector | None, claims: int, stuck: bool,
+           holder: str) -> IndexEntry:
     jid = rec.job.id
     if event is JobEvent.PARK:
         return IndexEntry(jid, claims, need, stuck)
     if event is JobEvent.BIND_SOME and rec.status is JobStatus.PARKED:
         # Progress resets the claim count; need ZERO: should its holder die, any freed
-        # capacity retries it.
-        return IndexEntry(jid, 0, ZERO)
-    return IndexEntry(jid)  # a fresh queue entry: BIND_SOME from PENDING, RETRY, back to the queue
+        # capacity retries it. The holder keeps the job.
+        return IndexEntry(jid, 0, ZERO, holder=holder)
+    if event is JobEvent.BIND_SOME:
+        return IndexEntry(jid, holder=holder)
+    return IndexEntry(jid)  # a fresh queue entry: RETRY, back to the queue
 
 
 def _update_fields(rec: JobRecord, event: JobEvent, now: float | None, reason: str | None,

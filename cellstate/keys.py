@@ -12,8 +12,10 @@
     /<cell>/parked/<class>/<pp>/<seq>/<job>  parked index: tried, could not be placed; its value holds
                                     the smallest request it lacks, so a scheduler can tell from the
                                     index alone whether freed capacity could help it
-    /<cell>/claims/<job>            a scheduler's claim on a job, bound to its lease; every commit and
-                                    every claim delete compares its mod_revision (the fence)
+    /<cell>/claims/<claim>          one claim txn's claim on the jobs whose index entries name it as
+                                    their holder (value: owner and those jobs), bound to the
+                                    scheduler's lease; every commit and park for those jobs compares
+                                    its mod_revision (the fence)
     /<cell>/live/<machine>          liveness heartbeat, bound to the machine agent's lease
     /<cell>/metrics/<scheduler>     a scheduler's published metrics, bound to its lease: gone with it
     /<cell>/activity/<scheduler>    its recent decisions and busyness over time (the /ui dashboard),
@@ -144,8 +146,9 @@ class CellKeys:
     def audit_record(self, chain: str, seq: int) -> str:
         return f"{self.audit_record_root}{chain}/{seq:012d}"
 
-    def claim(self, job_id: str) -> str:
-        return self.claims_prefix + job_id
+    def claim(self, claim_id: str) -> str:
+        """One claim txn's key: it holds every job whose index entry names `claim_id`."""
+        return self.claims_prefix + claim_id
 
     def parked_prefix(self, job_class: JobClass | None = None) -> str:
         if job_class is None:

@@ -46,14 +46,16 @@ def check_placeable(job: Job, machines: Iterable[Machine]) -> None:
 
 def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: float,
                 guards: Mapping[str, Put] | None = None, send: SendTxn | None = None,
-                per_txn: int | None = None) -> SubmitResult:
+                per_txn: int | None = None, held_by: str = "") -> SubmitResult:
     """Write each job with its queue entry. Atomic per job; packed many jobs per txn.
 
     `guards` (job id -> Put) adds a key that must be absent and is written in the job's
     own txn, so "this key is new" and "this job is written" are one fact: the API's
     Idempotency-Key record. A job whose guard key exists is refused (`guard_taken`).
     `send` replaces `store.txn` (same txn, plus what it adds); `per_txn` caps the jobs per
-    txn below what the store's limits allow (a caller that adds ops per job)."""
+    txn below what the store's limits allow (a caller that adds ops per job). `held_by` names a
+    claim (cellstate/claims.py) as the new entries' holder: a benchmark's gate, whose claim key
+    the caller wrote first, so no scheduler takes the jobs before it lets them go."""
     guards = guards or {}
     ids = [j.id for j in jobs]
     if len(set(ids)) != len(ids):
@@ -72,7 +74,7 @@ def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: floa
             written: list[tuple[Job, list[str]]] = []
             for j in batch:
                 rec = JobRecord(j, submitted_at=now, queue_seq=seq)
-                ops = [Put(keys.job(j.id), codec.encode_job(rec)), Put(keys.queue_of(rec), index_entry_for_new_job(j.id))]
+                ops = [Put(keys.job(j.id), codec.encode_job(rec)), Put(keys.queue_of(rec), index_entry_for_new_job(j.id, held_by))]
                 if j.id in guards:
                     ops.append(guards[j.id])
                 success += ops

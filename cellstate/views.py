@@ -28,6 +28,7 @@ class JobView:
     record: JobRecord
     revision: int
     claim_revision: int = 0  # mod_revision of the reader's claim on the job (its fence); 0 when unclaimed
+    claim: str = ""  # the id of that claim (keys.claim(claim) is its key); "" when unclaimed
 
 
 def machine_views_from_kvs(keys: CellKeys, spec_kvs: list[KeyValue],
@@ -92,5 +93,5 @@ def complete_views(store, keys: CellKeys, views: list[JobView]) -> list[JobView]
             continue
         fresh = read_job_view(store, keys, view.record.job.id)
         if fresh is not None:
-            out.append(JobView(fresh.record, fresh.revision, view.claim_revision))
+            out.append(JobView(fresh.record, fresh.revision, view.claim_revision, view.claim))
     return out

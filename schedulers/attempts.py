@@ -17,6 +17,7 @@ class HeldJob:
 
     view: JobView
     claim_revision: int = 0  # our claim key's mod_revision: the fence every commit and release compares
+    claim: str = ""  # the id of that claim key (cellstate.claims): one per claim txn, shared by its jobs
     attempts: int = 0  # by this scheduler, including earlier claims of the job
     no_progress: int = 0  # conflicted attempts in a row that placed nothing
     # Seen since the record last carried its history (schedulers/history.py): merged into the

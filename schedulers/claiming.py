@@ -9,10 +9,10 @@ and the held jobs, and passes them in.
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from cellsched.cellstate.claims import CLAIM_PAGE, IndexEntry, claim_entries, claim_jobs
+from cellsched.cellstate.claims import CLAIM_PAGE, IndexEntry, claim_entries, claim_jobs, drop_claim_keys
 from cellsched.cellstate.clock import Clock
 from cellsched.cellstate.errors import LeaseNotFoundError, StoreUnavailableError
 from cellsched.cellstate.keys import CellKeys
@@ -61,6 +61,24 @@ class Claimer:
         self._parked_tried_at = clock.now()
         # Other shares' queue entries as the last claim saw them (cellstate.claims.claim_jobs).
         self._patience: dict[str, tuple[int, int]] = {}
+        # Our claim keys (one per claim txn) whose jobs the loop held: each is deleted once
+        # the loop holds none of its jobs any more.
+        self._claims: set[str] = set()
+
+    def note_claims(self, views: Iterable[JobView]) -> None:
+        """The loop holds these views' jobs now, under their claims."""
+        self._claims.update(v.claim for v in views if v.claim)
+
+    def drop_settled_claims(self, held: Iterable) -> None:
+        """Delete our claim keys none of whose jobs the loop holds (`held`: its HeldJobs)."""
+        settled = self._claims - {h.claim for h in held}
+        if settled:
+            drop_claim_keys(self.store, self.keys, settled)
+            self._claims -= settled
+
+    def forget_claims(self) -> None:
+        """The lease expired: our claim keys went with it."""
+        self._claims.clear()
 
     def capacity_freed(self) -> None:
         """The cache saw capacity free: look at the parked index on the next claim that has room."""

@@ -29,7 +29,7 @@ import threading
 
 from cellsched.cellstate.claims import park_job, release_claim
 from cellsched.cellstate.clock import Clock
-from cellsched.cellstate.commit import CommitEngine, CommitResult, Plan
+from cellsched.cellstate.commit import CommitEngine, CommitResult, Fence, Plan
 from cellsched.cellstate.errors import LeaseNotFoundError, StoreUnavailableError
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.model import JobStatus
@@ -222,6 +222,7 @@ class Scheduler:
         self.cache.confirm(result.machines)
         out.committed = result.committed
         self._settle_jobs(attempt, result, out)
+        self.claimer.drop_settled_claims(self.held.values())
         self.trace.settled(attempt, result, out)
         m = self._metrics
         m.record_commit(result.stats, len(result.committed), len(result.conflicted))
@@ -233,7 +234,7 @@ class Scheduler:
     def _plan(self, decisions: dict[str, Decision]) -> Plan:
         claims = [c for d in decisions.values() for c in d.claims]
         jobs = {jid: view_with_history(self.held[jid]) for jid, d in decisions.items() if d.claims}
-        fences = {jid: self.held[jid].claim_revision for jid in jobs}
+        fences = {jid: Fence(self.held[jid].claim, self.held[jid].claim_revision) for jid in jobs}
         return Plan(claims, self.cache.views(sorted({c.machine_id for c in claims})), jobs, fences)
 
     def _commit_isolated(self, attempt: Attempt, out: Outcome) -> CommitResult:
@@ -291,15 +292,14 @@ class Scheduler:
                 del self.held[jid]
                 self._attempts.pop(jid, None)
             elif rec.status not in (JobStatus.PENDING, JobStatus.PARKED):
-                release_claim(self.store, self.keys, jid, held.claim_revision)  # cancelled or finished meanwhile
-                del self.held[jid]
+                del self.held[jid]  # cancelled or finished meanwhile: its entry went, and the claim on it
                 self._attempts.pop(jid, None)
             elif jid in conflicts:
                 self._after_conflict(jid, held, committed.get(jid, 0) > 0, conflicts[jid], out)
             elif decision.unplaced:
                 self._park(jid, held, decision.reason, out, need=smallest_need(rec), refusal=decision.refusal())
             elif decision.tasks_decided == 0:  # nothing left to place that we can see
-                release_claim(self.store, self.keys, jid, held.claim_revision)
+                release_claim(self.store, self.keys, self._claimed_view(held))
                 del self.held[jid]
             else:  # everything it claimed committed, yet unbound tasks remain: decide again
                 out.retrying.append(jid)
@@ -316,7 +316,7 @@ class Scheduler:
 
     def _park(self, jid: str, held: HeldJob, reason: str, out: Outcome, need: Vector | None,
               refusal: dict | None = None) -> None:
-        view = JobView(held.view.record, held.view.revision, held.claim_revision)
+        view = self._claimed_view(held)
         parked = park_job(self.store, self.keys, view, reason, need,
                           refusal if refusal is not None else {"kind": "error", "detail": reason}, park_history(held))
         if parked is None:  # the record changed under us: re-read and decide again next step
@@ -350,7 +350,12 @@ class Scheduler:
 
     def _hold(self, views: list[JobView]) -> None:
         for view in views:
-            self.held.setdefault(view.record.job.id, HeldJob(view, view.claim_revision))
+            self.held.setdefault(view.record.job.id, HeldJob(view, view.claim_revision, claim=view.claim))
+        self.claimer.note_claims(views)
+
+    @staticmethod
+    def _claimed_view(held: HeldJob) -> JobView:
+        return JobView(held.view.record, held.view.revision, held.claim_revision, held.claim)
 
     def _sync(self) -> None:
         with self.trace.sync():
@@ -368,6 +373,7 @@ class Scheduler:
         self._metrics.lease_losses += 1
         self._metrics.jobs_lost_to_lease += len(self.held)
         self.held.clear()
+        self.claimer.forget_claims()  # gone with the lease
         self.lease.drop()
         out.lease_lost = True
 

@@ -51,7 +51,8 @@ def view_with_history(held: HeldJob) -> JobView:
     history = merged(rec.history, held.unwritten_attempts, held.unwritten_conflicts)
     if history == rec.history:
         return held.view
-    return JobView(replace(rec, history=history), held.view.revision, held.view.claim_revision)
+    return JobView(replace(rec, history=history), held.view.revision, held.view.claim_revision,
+                   held.view.claim)
 
 
 def note_commit(held: Mapping[str, HeldJob], committed: Mapping[str, int],
@@ -71,7 +72,8 @@ def settled_view(held: HeldJob, fresh: JobView, written: bool) -> JobView:
     """The commit's fresh view of a job, without the history _plan merged in unless it landed."""
     if written or fresh.record.history == held.view.record.history:
         return fresh
-    return JobView(replace(fresh.record, history=held.view.record.history), fresh.revision, fresh.claim_revision)
+    return JobView(replace(fresh.record, history=held.view.record.history), fresh.revision, fresh.claim_revision,
+                   fresh.claim)
 
 
 def park_history(held: HeldJob) -> dict | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from cellsched.cellstate.commit import CommitStats
+from cellsched.cellstate.plan import CommitStats
 
 
 def percentile(values: list[float], p: float) -> float | None:

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellsched import gpu
-from cellsched.cellstate.claims import claim_jobs, list_parked, park_job, release_claim
+from cellsched.cellstate.claims import claim_jobs, claimed_jobs, list_parked, park_job, release_claim
 from cellsched.cellstate.clock import SimClock
-from cellsched.cellstate.commit import CommitEngine, Plan
+from cellsched.cellstate.commit import CommitEngine, Fence, Plan
 from cellsched.cellstate.faults import CountingStore, ScriptedFaultStore
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
@@ -158,14 +158,16 @@ def test_commit_of_a_scheduler_whose_claim_expired_writes_nothing():
     [theirs] = claim_jobs(store, keys, JobClass.BATCH, other, "b", 1)
     rev = store.current_revision()
     out = CommitEngine(store, keys).commit(
-        Plan(claims_for(view.record.job, ["m0", "m1"]), views(store, keys, 2), {"j": view}, {"j": view.claim_revision}))
+        Plan(claims_for(view.record.job, ["m0", "m1"]), views(store, keys, 2), {"j": view}, {"j": Fence.of(view)}))
     assert out.committed == [] and {why.kind for _, why in out.conflicted} == {RefusalKind.CLAIM_LOST}
     assert store.current_revision() == rev
     # Neither can the old holder release or park the new holder's claim.
-    assert not release_claim(store, keys, "j", view.claim_revision)
+    assert not release_claim(store, keys, view)
     assert park_job(store, keys, view, "gone", need=None) is None
-    assert store.get(keys.claim("j")).mod_revision == theirs.claim_revision
-    assert release_claim(store, keys, "j", theirs.claim_revision)
+    assert store.get(keys.claim(theirs.claim)).mod_revision == theirs.claim_revision
+    assert claimed_jobs(store, keys) == {"j": theirs.claim}
+    assert release_claim(store, keys, theirs)
+    assert claimed_jobs(store, keys) == {}  # let go: anyone may claim it
 
 
 # -- the loop never dies on one job ----------------------------------------------------------

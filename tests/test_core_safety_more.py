@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 
 from cellsched.cellstate import codec
-from cellsched.cellstate.claims import claim_jobs
+from cellsched.cellstate.claims import claim_jobs, claimed_jobs
 from cellsched.cellstate.clock import SimClock
 from cellsched.cellstate.commit import CommitEngine
 from cellsched.cellstate.errors import SchemaMismatchError, StoreUnavailableError, TxnLimitError
 from cellsched.cellstate.faults import CountingStore
+from cellsched.cellstate.index_entry import IndexEntry
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.model import JobClass, JobStatus, Machine
@@ -84,9 +85,10 @@ def test_closing_a_scheduler_releases_its_claims_at_once():
     submit_jobs(store, keys, [make_job(f"w{i}", 1) for i in range(3)], now=0.0)
     s = Scheduler("b0", store, keys, BATCH, clock)
     s._claim(s._keep_lease())
-    assert len(store.get_prefix(keys.claims_prefix)[0]) == 3
+    assert set(claimed_jobs(store, keys)) == {"w0", "w1", "w2"}
+    assert len(store.get_prefix(keys.claims_prefix)[0]) == 1  # one claim txn, one key for all three
     s.close()  # what stop() and SIGTERM run in the actor
-    assert store.get_prefix(keys.claims_prefix)[0] == []
+    assert store.get_prefix(keys.claims_prefix)[0] == [] and claimed_jobs(store, keys) == {}
 
 
 def test_store_host_closes_watches_left_unread_by_dead_incarnations(monkeypatch):
@@ -173,3 +175,19 @@ def test_loop_gives_up_after_repeated_step_errors_so_its_process_restarts():
     with pytest.raises(KeyError, match="injected"):
         s.run(clock.now() + 3600.0)
     assert s.metrics()["loop_errors"] == MAX_LOOP_ERRORS_IN_A_ROW
+
+
+def test_invariants_catch_a_bad_claim_key_and_an_entry_its_claim_did_not_take():
+    store = MemoryStore()
+    keys = make_cell(store, 2)
+    submit_jobs(store, keys, [make_job("a", 1), make_job("b", 1)], now=0.0)
+    lease = store.grant_lease(60)
+    claim_jobs(store, keys, JobClass.BATCH, lease, "s", 1)  # takes a
+    assert check_store(store, keys, ["a", "b"]).ok
+    (cid,) = claimed_jobs(store, keys).values()
+    (b_entry,) = [kv for kv in store.get_prefix(keys.queue_prefix())[0] if IndexEntry.decode(kv).job_id == "b"]
+    store.txn([], [Put(b_entry.key, IndexEntry("b", 1, holder=cid).encode()),  # b "held" by a claim that took only a
+                   Put(keys.claim("junk"), codec.encode_obj({"owner": "x"}), lease)])
+    violations = check_store(store, keys, ["a", "b"]).violations
+    assert f"index entry of job b names claim {cid}, which did not take it" in violations
+    assert "claim junk is unreadable (owner and a list of jobs expected)" in violations

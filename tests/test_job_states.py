@@ -9,10 +9,10 @@ import pytest
 
 from cellsched.cellstate import job_states
 from cellsched.cellstate.cancel import cancel_job
-from cellsched.cellstate.claims import IndexEntry, claim_jobs, park_job, release_claim
+from cellsched.cellstate.claims import IndexEntry, claim_jobs, park_job
 from cellsched.cellstate.clock import SimClock
 from cellsched.cellstate.codec import INLINE_TASKS
-from cellsched.cellstate.commit import CommitEngine, Plan
+from cellsched.cellstate.commit import CommitEngine, Fence, Plan
 from cellsched.cellstate.errors import CellError, IllegalTransitionError, InvalidInputError
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.job_states import (
@@ -51,17 +51,19 @@ S, E = JobStatus, JobEvent
 # The expected table, written out by hand (not derived from job_states.TRANSITIONS):
 # (status, event) -> (new status or None for "deleted", the writes as (op, which key)).
 EXPECTED: dict[tuple[JobStatus, JobEvent], tuple[JobStatus | None, frozenset]] = {
-    (S.PENDING, E.PLACE_ALL): (S.PLACED, frozenset({("del", "queue"), ("del", "claim")})),
+    # -claim in the docstring: the job leaves its holder's claim; the claim key, shared by the jobs
+    # of one claim txn, is its holder's to delete, so no op here.
+    (S.PENDING, E.PLACE_ALL): (S.PLACED, frozenset({("del", "queue")})),
     (S.PENDING, E.BIND_SOME): (S.PENDING, frozenset({("put", "queue")})),
-    (S.PENDING, E.PARK): (S.PARKED, frozenset({("del", "queue"), ("del", "claim"), ("put", "parked")})),
+    (S.PENDING, E.PARK): (S.PARKED, frozenset({("del", "queue"), ("put", "parked")})),
     (S.PENDING, E.FINISH_SOME): (S.PENDING, frozenset()),
     (S.PENDING, E.TASK_EVICTED): (S.PENDING, frozenset()),
     (S.PENDING, E.TASK_FAILED_WITHIN_POLICY): (S.PENDING, frozenset()),
     (S.PENDING, E.FAIL): (S.FAILED, frozenset({("del", "queue")})),
     (S.PENDING, E.CANCEL): (S.CANCELLED, frozenset({("del", "queue")})),
-    (S.PARKED, E.PLACE_ALL): (S.PLACED, frozenset({("del", "parked"), ("del", "claim")})),
+    (S.PARKED, E.PLACE_ALL): (S.PLACED, frozenset({("del", "parked")})),
     (S.PARKED, E.BIND_SOME): (S.PARKED, frozenset({("put", "parked")})),
-    (S.PARKED, E.PARK): (S.PARKED, frozenset({("del", "claim"), ("put", "parked")})),
+    (S.PARKED, E.PARK): (S.PARKED, frozenset({("put", "parked")})),
     (S.PARKED, E.RETRY): (S.PENDING, frozenset({("del", "parked"), ("put", "queue")})),
     (S.PARKED, E.FINISH_SOME): (S.PARKED, frozenset()),
     (S.PARKED, E.TASK_EVICTED): (S.PARKED, frozenset()),
@@ -131,8 +133,11 @@ def test_job_states_fields_and_index_values_that_go_with_the_events():
     (put,) = [op for op in apply_event(rec, E.PARK, KEYS, reason="no room", refusal={"kind": "x"}, need=(5, 6, 0))
               if isinstance(op, Put)]
     entry = IndexEntry.decode(_kv(put))
-    assert (entry.need, entry.claims, entry.stuck) == ((5, 6, 0), 0, False)
+    assert (entry.need, entry.claims, entry.stuck, entry.holder) == ((5, 6, 0), 0, False, "")
     assert (rec.reason, rec.refusal) == ("no room", {"kind": "x"})
+    for status in (S.PENDING, S.PARKED):  # binding some keeps the job with the claim that holds it
+        (put,) = apply_event(record(status), E.BIND_SOME, KEYS, holder="c1")
+        assert IndexEntry.decode(_kv(put)).holder == "c1"
     (put,) = apply_event(rec, E.BIND_SOME, KEYS)  # progress of a parked job: count reset, need ZERO
     assert IndexEntry.decode(_kv(put)) == IndexEntry("j", 0, ZERO)
     apply_event(rec, E.PLACE_ALL, KEYS, 9.0)
@@ -333,7 +338,7 @@ def test_cancel_fences_a_plan_decided_before_it(store):
     machines = views(store, keys, 4)
     req = (1000, 1024, 0)
     fenced = Plan([Claim("a/0/0", "m0", req), Claim("a/0/1", "m1", req)], machines, {"a": held["a"]},
-                  {"a": held["a"].claim_revision})
+                  {"a": Fence.of(held["a"])})
     unfenced = Plan([Claim("b/0/0", "m2", req)], machines, {"b": read_job_view(store, keys, "b")})
     cancel_job(store, keys, "a", now=1.0)
     cancel_job(store, keys, "b", now=1.0)
@@ -344,8 +349,7 @@ def test_cancel_fences_a_plan_decided_before_it(store):
         assert [r.kind for _, r in result.conflicted] == [RefusalKind.JOB_NOT_SCHEDULABLE] * len(plan.claims)
     assert store.current_revision() == rev  # nothing written
     assert all(v.alloc.used == ZERO for v in views(store, keys, 4).values())
-    assert store.get(keys.claim("a")) is not None  # left to its holder ...
-    assert release_claim(store, keys, "a", held["a"].claim_revision)  # ... which releases it, fenced
+    assert store.get(keys.claim(held["a"].claim)) is not None  # left to its holder, which deletes it
     assert check_store(store, keys, ["a", "b"]).ok
     store.revoke_lease(lease)
 
@@ -361,7 +365,7 @@ def test_cancel_while_a_scheduler_holds_the_job_it_lets_go():
     cancel_job(store, keys, "s", now=clock.now())  # ... cancelled before the commit
     out = sched.complete(attempt)
     assert out.committed == [] and out.placed == []
-    assert store.get(keys.claim("s")) is None  # its holder released the claim
+    assert store.get_prefix(keys.claims_prefix)[0] == []  # its holder deleted its claim: none of its jobs left
     assert read_job_view(store, keys, "s").record.status is JobStatus.CANCELLED
     rep = check_store(store, keys, ["s"])
     assert rep.ok and rep.bound_tasks == 0, rep.violations
@@ -428,6 +432,7 @@ def test_crash_limit_parks_a_large_job_for_good(store):
     assert rec.status is JobStatus.PARKED and rec.refusal == {"kind": "crash_limit", "claims": 3}
     assert rec.bound == {"huge/0/0": "m0"}
     (kv,) = store.get_prefix(keys.parked_prefix())[0]
-    assert IndexEntry.decode(kv).stuck and store.get(keys.claim("huge")) is None
+    # parked for good by the claim txn that found the limit: no claim key is left holding it
+    assert IndexEntry.decode(kv).stuck and store.get_prefix(keys.claims_prefix)[0] == []
     assert check_store(store, keys, ["huge"]).ok
     store.revoke_lease(lease)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from cellsched.cellstate import codec
+from cellsched.cellstate.claims import claim_holders
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
@@ -50,9 +51,8 @@ class ClaimLog:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def snapshot(self) -> dict[str, tuple[str, int]]:
-        kvs, _ = self.store.get_prefix(self.keys.claims_prefix)
-        return {self.keys.last_segment(kv.key): (codec.decode_obj(kv.key, kv.value)["owner"], kv.lease)
-                for kv in kvs}
+        return {jid: (codec.decode_obj(kv.key, kv.value)["owner"], kv.lease)
+                for jid, kv in claim_holders(self.store, self.keys).items()}
 
     def run(self) -> None:
         while not self.stop.wait(0.02):

@@ -14,6 +14,7 @@ import pytest
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cellsched.cellstate import codec
+from cellsched.cellstate.claims import claim_holders
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
@@ -49,8 +50,7 @@ def _wait_for_claims(store, keys: CellKeys, owners: set[str], timeout: float = 5
     """How many claims `owners` hold, once they hold any (0 if none within `timeout`)."""
     deadline = time.monotonic() + timeout
     while True:
-        kvs, _ = store.get_prefix(keys.claims_prefix)
-        held = sum(codec.decode_obj(kv.key, kv.value)["owner"] in owners for kv in kvs)
+        held = sum(codec.decode_obj(kv.key, kv.value)["owner"] in owners for kv in claim_holders(store, keys).values())
         if held or time.monotonic() >= deadline:
             return held
         time.sleep(0.01)

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from cellsched.cellstate.claims import claimed_jobs
 from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
@@ -34,9 +35,9 @@ def test_sigterm_releases_claims_before_the_lease_would_expire(ray_cluster):
     actor = ray_actors.start_scheduler("rolling-b0", ray_actors.StoreSpec(host_name="rolling-store"), "rolling",
                                        settings, max_restarts=0)
     deadline = time.time() + 30
-    while time.time() < deadline and len(store.get_prefix(keys.claims_prefix)[0]) < 5:
+    while time.time() < deadline and len(claimed_jobs(store, keys)) < 5:
         time.sleep(0.1)
-    assert len(store.get_prefix(keys.claims_prefix)[0]) == 5
+    assert len(claimed_jobs(store, keys)) == 5
     pid = ray_actors.get(actor.status.remote())["pid"]
     signalled = time.time()
     os.kill(pid, signal.SIGTERM)

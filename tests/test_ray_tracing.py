@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from cellsched.cellstate.claims import claimed_jobs
 from cellsched.cellstate.clock import RealClock
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machines import add_machines
@@ -60,7 +61,7 @@ def test_actor_spans_reach_the_receiver_linked_to_the_submitting_span(ray_cluste
         actor = ray_actors.start_scheduler("rtr-b0", ray_actors.StoreSpec(etcd=etcd_member.endpoints), "rtr",
                                            settings, env=env)
         try:
-            wait_for(lambda: store.get(keys.claim("ja")), 60, "the actor to claim ja")
+            wait_for(lambda: "ja" in claimed_jobs(store, keys), 60, "the actor to claim ja")
             submit_jobs(store, keys, [make_job("jb", 1, cpu=1000)], now=time.time())
             rival = Scheduler("rtr-rival", store, keys, BATCH.with_(claim_batch=1), RealClock())
             assert rival.step()

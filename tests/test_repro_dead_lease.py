@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cellsched.cellstate.claims import claim_jobs
+from cellsched.cellstate.claims import claim_jobs, claimed_jobs
 from cellsched.cellstate.errors import LeaseNotFoundError
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.model import JobClass
@@ -53,4 +53,4 @@ def test_claim_jobs_with_revoked_lease(store):
     with pytest.raises(LeaseNotFoundError):
         claim_jobs(store, keys, JobClass.BATCH, lease, "a", limit=1)
     assert store.current_revision() == before
-    assert store.get(keys.claim("j1")) is None
+    assert store.get_prefix(keys.claims_prefix)[0] == [] and claimed_jobs(store, keys) == {}

@@ -95,7 +95,7 @@ def run_phase(backend: Backend, admin: CellStore, keys: CellKeys, spec: RunSpec,
         t0 = time.perf_counter()
         if runner.gate:
             hold(admin, keys, jobs, lease)
-        submit_all(admin, keys, jobs)
+        submit_all(admin, keys, jobs, gated=runner.gate)
         res.submit_s = time.perf_counter() - t0
         if runner.gate:  # the actors are out of reach: watch the queue empty instead
             drain = QueueDrain(admin, keys, [j.id for j in jobs], from_rev)
@@ -118,8 +118,8 @@ def run_phase(backend: Backend, admin: CellStore, keys: CellKeys, spec: RunSpec,
     counts = runner.store_counts()
     if counts is not None:
         res.written, res.txns = counts
-    if writes0 is not None and writes1 is not None:  # the gate's claims, deleted by the revoke, are the benchmark's
-        res.store_writes = writes1 - writes0 - (len(jobs) if runner.gate else 0)
+    if writes0 is not None and writes1 is not None:  # the gate's claim key, deleted by the revoke, is the benchmark's
+        res.store_writes = writes1 - writes0 - (1 if runner.gate else 0)
     return res
 
 

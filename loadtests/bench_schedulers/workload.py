@@ -99,18 +99,21 @@ def make_jobs(prefix: str, n: int, tasks: int, request: tuple[int, int, int], tr
                 traceparent=f"00-{i + 1:032x}-{i + 1:016x}-01" if traced else None) for i in range(n)]
 
 
-def submit_all(store: CellStore, keys: CellKeys, jobs: list[Job]) -> None:
-    out = submit_jobs(store, keys, jobs, now=time.time())
+def submit_all(store: CellStore, keys: CellKeys, jobs: list[Job], gated: bool = False) -> None:
+    out = submit_jobs(store, keys, jobs, now=time.time(), held_by=GATE_CLAIM if gated else "")
     if len(out.accepted) != len(jobs):
         raise BenchmarkError(f"submission refused {len(out.rejected)} jobs: {list(out.rejected.items())[:3]}")
 
 
+GATE_CLAIM = "bench-gate"
+
+
 def hold(store: CellStore, keys: CellKeys, jobs: list[Job], lease: int) -> None:
-    """The gate: a claim on every job, bound to `lease`, written before the jobs exist."""
-    value = codec.encode_obj({"owner": "bench-gate"})
-    per_txn = store.limits.max_txn_ops
-    for start in range(0, len(jobs), per_txn):
-        store.txn([], [Put(keys.claim(j.id), value, lease) for j in jobs[start:start + per_txn]])
+    """The gate: a claim (cellstate/claims.py) bound to `lease`, written before the jobs exist;
+    submit_all(..., gated=True) names it as every entry's holder, so no scheduler takes a job
+    until the lease goes."""
+    value = codec.encode_obj({"owner": "bench-gate", "jobs": [j.id for j in jobs]})
+    store.txn([], [Put(keys.claim(GATE_CLAIM), value, lease)])
 
 
 def verify(store: CellStore, keys: CellKeys, job_ids: list[str], expected_tasks: int) -> dict:
