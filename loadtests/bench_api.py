@@ -287,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracing-rounds", type=int, default=2, help="rounds of every --tracing mode, interleaved")
     args = ap.parse_args(argv)
     if args.quick:
-        args.users, args.seconds, args.bulk, args.bulk_seconds, args.machines = 8, 2, 20, 2, 20
+        # 4 s, not 2: on a loaded 2-core machine a 2 s Locust run could end before its first
+        # answer came back (no stats row for the mode; the smoke test then failed)
+        args.users, args.seconds, args.bulk, args.bulk_seconds, args.machines = 8, 4, 20, 2, 20
     if args.tracing:
         modes = [m.strip() for m in args.tracing.split(",") if m.strip()]
         if not modes or any(m not in TRACING_MODES for m in modes) or args.tracing_rounds < 1:
