@@ -107,6 +107,82 @@ def test_the_request_span_and_the_actors_batch_span_share_a_trace(ray_cluster, e
     assert "bearer" not in wire and "authorization" not in wire
 
 
+@pytest.mark.ray
+@pytest.mark.etcd
+def test_one_trace_from_an_http_submission_to_a_conflicted_commit_across_processes(ray_cluster, etcd_member,
+                                                                                  tmp_path):
+    """Issue 11's "one trace, many processes" in one test: a job submitted over HTTP to a real
+    uvicorn API process; a real Ray scheduler actor on a real etcd decides it; a rival scheduler
+    in this process takes the machine during the actor's modelled think time, so the actor's
+    commit conflicts and it parks the job. Both processes export over OTLP/HTTP to one receiver:
+    the request span's trace id is the one the batch span links to, the batch's scoring and
+    commit spans are its children, the conflict is an event naming the job and the machine,
+    and no token appears in any span or in the API's log."""
+    from cellsched.cellstate.claims import claimed_jobs
+    from cellsched.cellstate.clock import RealClock
+    from cellsched.cellstate.model import JobStatus
+    from cellsched.cellstate.store.etcd import EtcdStore
+    from cellsched.cellstate.submission import submit_jobs
+    from cellsched.schedulers.core import Scheduler
+    from cellsched.schedulers.settings import ThinkTime
+    from tests.cellfactory import make_job
+
+    store = EtcdStore(etcd_member.endpoints)
+    keys = CellKeys("t1")
+    with OtlpReceiver() as receiver:
+        otel = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        api = start_api(tmp_path, etcd_member.endpoints, "--schedulers", "off", cell="t1", env=otel)
+        # Three seconds between deciding and committing: the rival's window.
+        settings = BATCH.with_(claim_batch=1, idle_poll_s=0.05, think_time=ThinkTime(per_job_s=3.0))
+        actor = ray_actors.start_scheduler("t1-batch-0", ray_actors.StoreSpec(etcd=etcd_member.endpoints), "t1",
+                                           settings, env={**otel, "OTEL_SERVICE_NAME": "sched-actor"})
+        try:
+            with api.client() as op, api.client("submitter") as sub:
+                assert op.post("/v1/machines", json=machines_body("m0", cpu="1", memory="4Gi")).status_code == 201
+                assert sub.post("/v1/jobs", json=job_body("ja", count=1, cpu="1", memory="1Gi")).status_code == 201
+                wait_for(lambda: "ja" in claimed_jobs(store, keys), "the actor to claim ja")
+                submit_jobs(store, keys, [make_job("jb", 1, cpu=1000, mem=1024)], now=0.0)
+                rival = Scheduler("t1-rival", store, keys, BATCH.with_(claim_batch=1), RealClock())
+                try:
+                    assert rival.step()
+                finally:
+                    rival.close()
+                assert read_job_view(store, keys, "jb").record.status is JobStatus.PLACED
+                wait_for(lambda: sub.get("/v1/jobs/ja").json()["status"] == "parked", "ja parked after its conflict")
+            tp = read_job_view(store, keys, "ja").record.job.traceparent
+
+            def conflicted_batch():
+                return [s for s in receiver.spans if s["service"] == "sched-actor" and s["name"] == "schedule.batch"
+                        and any(e["name"] == "conflict" for e in s["events"])]
+
+            (batch,) = wait_for(conflicted_batch, "the actor's batch span with the conflict", timeout=60)
+            wait_for(lambda: [s for s in receiver.spans if s["service"] == "cellsched-api"
+                              and s["name"] == "POST /v1/jobs"], "the request span")
+        finally:
+            status = ray_actors.get(actor.stop.remote(), timeout=60)
+            ray_actors.kill_actor(actor, no_restart=True)
+            api.stop()
+            store.close()
+        assert status["error"] is None
+    spans = receiver.spans
+    (request,) = [s for s in spans if s["service"] == "cellsched-api" and s["name"] == "POST /v1/jobs"]
+    assert tp is not None and (tp[3:35], tp[36:52]) == _ids(request)  # the job stored its request span
+    # The batch span links to the request span: one trace id from the HTTP request to the decision.
+    assert [(lk["trace_id"], lk["span_id"]) for lk in batch["links"]] == [_ids(request)]
+    assert batch["attributes"]["cellsched.linked_jobs"] == ["ja"]
+    kids = {s["name"]: s for s in spans if s["parent_span_id"] == batch["span_id"]}
+    assert {"schedule.score", "schedule.commit_txn"} <= set(kids)
+    assert {s["trace_id"] for s in kids.values()} == {batch["trace_id"]}
+    assert kids["schedule.score"]["attributes"]["cellsched.machines_scored"] >= 1
+    (conflict,) = [e for e in batch["events"] if e["name"] == "conflict"]
+    assert conflict["attributes"]["cellsched.job"] == "ja" and conflict["attributes"]["cellsched.machine"] == "m0"
+    wire = json.dumps(spans).lower() + api.output().lower()
+    for secret in TOKENS.values():
+        assert secret.lower() not in wire
+    assert "bearer " not in wire
+
+
 def test_with_tracing_off_no_span_is_started_and_only_well_formed_traceparents_are_kept():
     app = create_app(ApiContext(MemoryStore(), CellKeys("c"), TokenTable(), tracing=tracing.Tracing.off()))
     (observe,) = [m for m in app.user_middleware if m.cls.__name__ == "Observe"]
