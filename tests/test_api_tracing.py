@@ -27,6 +27,16 @@ def _ids(span: dict) -> tuple[str, str]:
     return span["trace_id"], span["span_id"]
 
 
+def _stop_all(actor, api, store) -> dict:
+    """Stop the scheduler actor (its last status), the API process and the store client."""
+    try:
+        return ray_actors.get(actor.stop.remote(), timeout=60)
+    finally:
+        ray_actors.kill_actor(actor, no_restart=True)
+        api.stop()
+        store.close()
+
+
 @pytest.mark.ray
 @pytest.mark.etcd
 def test_the_request_span_and_the_actors_batch_span_share_a_trace(ray_cluster, etcd_member, tmp_path):
@@ -63,10 +73,7 @@ def test_the_request_span_and_the_actors_batch_span_share_a_trace(ray_cluster, e
 
             wait_for(traced, "the request spans and the batch spans linking them", timeout=60)
         finally:
-            status = ray_actors.get(actor.stop.remote(), timeout=60)
-            ray_actors.kill_actor(actor, no_restart=True)
-            api.stop()
-            store.close()
+            status = _stop_all(actor, api, store)
         assert status["error"] is None
     spans = receiver.spans
     http = {s["name"]: [] for s in spans if s["service"] == "cellsched-api"}
@@ -160,10 +167,7 @@ def test_one_trace_from_an_http_submission_to_a_conflicted_commit_across_process
             wait_for(lambda: [s for s in receiver.spans if s["service"] == "cellsched-api"
                               and s["name"] == "POST /v1/jobs"], "the request span")
         finally:
-            status = ray_actors.get(actor.stop.remote(), timeout=60)
-            ray_actors.kill_actor(actor, no_restart=True)
-            api.stop()
-            store.close()
+            status = _stop_all(actor, api, store)
         assert status["error"] is None
     spans = receiver.spans
     (request,) = [s for s in spans if s["service"] == "cellsched-api" and s["name"] == "POST /v1/jobs"]
