@@ -25,6 +25,12 @@ from .settings import SchedulerSettings
 
 # A parked look that is due while the queue fills every batch takes this fraction of it.
 PARKED_SHARE = 4
+# A pipelined scheduler that holds nothing (a cold start, or a queue that was empty) claims this
+# fraction of a big batch first, so that deciding and committing it overlaps the prefetch's
+# claim of the next whole batch instead of waiting for all of it (k8s case: claiming 4,096 jobs
+# took a third of the run, none of it overlapped).
+COLD_START_SLICE = 8
+COLD_START_MIN_BATCH = 512  # smaller batches claim whole: a slice would save little
 
 
 def smallest_need(rec: JobRecord) -> Vector:
@@ -90,6 +96,8 @@ class Claimer:
         every parked_retry_s in any case (then with a share of the batch kept for them, so a
         queue that never drains cannot starve the parked jobs either). LeaseNotFoundError
         when the lease expired."""
+        if self._prefetch_pool is not None and not held and room >= COLD_START_MIN_BATCH:
+            room //= COLD_START_SLICE
         overdue = self.clock.now() - self._parked_tried_at >= self.settings.parked_retry_s
         reserve = max(1, room // PARKED_SHARE) if overdue else 0
         try:
