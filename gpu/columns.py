@@ -51,7 +51,7 @@ class MachineColumns:
         self.machine_ids: list[str] = list(machine_ids)
         self.host_capacity = _int_matrix(capacity, n, "capacity")
         self.host_used = _int_matrix(np.zeros_like(self.host_capacity) if used is None else used, n, "used")
-        self.labels: list[dict[str, str]] = [dict(lb) for lb in labels] if labels is not None else [{} for _ in range(n)]
+        self.labels: list[dict[str, str]] = _copy_labels(labels) if labels is not None else [{} for _ in range(n)]
         if len(self.labels) != n:
             raise InvalidInputError(f"labels: expected {n} rows, got {len(self.labels)}")
         sched = np.ones(n, dtype=bool) if schedulable is None else np.asarray(schedulable, dtype=bool).copy()
@@ -213,6 +213,20 @@ def derived_columns(capacity: np.ndarray, free: np.ndarray) -> tuple[np.ndarray,
         np.ascontiguousarray(inv.T, dtype=np.float32),
         (cap > 0).sum(axis=1).astype(np.float32),
     )
+
+
+def _copy_labels(labels: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """The columns' own copy of every row's labels: one copy per distinct dict given, so
+    rows that share one (a scheduler cache's rows of one kind) share its copy. Rows are
+    replaced (update_machines), never changed in place."""
+    copies: dict[int, dict[str, str]] = {}
+    out = []
+    for lb in labels:
+        c = copies.get(id(lb))  # every dict given stays alive meanwhile, so ids are unique
+        if c is None:
+            c = copies[id(lb)] = dict(lb)
+        out.append(c)
+    return out
 
 
 def _int_matrix(values, rows: int, what: str) -> np.ndarray:

@@ -75,6 +75,10 @@ class SchedulerCache(ConfirmedMachines):
                 kept.append(c)
         self._hold(kept)
 
+    def _allocs_applied(self, rows: list[int]) -> None:
+        if self._on_row:  # empty right after a snapshot (re-placed by _after_snapshot)
+            super()._allocs_applied(rows)
+
     def _alloc_applied(self, i: int) -> None:
         if i in self._on_row:  # the watch confirms our own commits too: Added
             added = self._held_by_alloc(i)
@@ -102,7 +106,7 @@ class SchedulerCache(ConfirmedMachines):
         freed = bool((used < cols.host_used[rows]).any())
         freed |= bool((self.schedulable[rows] & ~cols.host_schedulable[rows]).any())
         freed |= bool((self.capacity[rows] > cols.host_capacity[rows]).any())
-        labels = [self.machines[i].labels for i in rows.tolist()]
+        labels = [self.row_labels(i) for i in rows.tolist()]
         if (not np.array_equal(self.capacity[rows], cols.host_capacity[rows])
                 or not np.array_equal(self.schedulable[rows], cols.host_schedulable[rows])
                 or labels != [cols.labels[i] for i in rows.tolist()]):
@@ -118,7 +122,7 @@ class SchedulerCache(ConfirmedMachines):
             used[i] += _requests(held)
         self.columns = gpu.MachineColumns(
             list(self.ids), self.capacity[:n], used,
-            [m.labels for m in self.machines], self.schedulable[:n], xp=xp)
+            self.all_labels(), self.schedulable[:n], xp=xp)
         self.dirty.clear()
         self._stale = False
 
@@ -205,7 +209,7 @@ class SchedulerCache(ConfirmedMachines):
             if i is None:
                 continue
             if view.spec_revision > self.spec_rev[i]:
-                self.machines[i] = view.machine
+                self.set_machine(i, view.machine)
                 self.capacity[i] = view.machine.capacity
                 self.spec_rev[i] = view.spec_revision
                 self.dirty.add(i)
@@ -286,7 +290,7 @@ class SchedulerCache(ConfirmedMachines):
     def view(self, mid: str) -> MachineView:
         """The confirmed view of one machine: what a commit compares."""
         i = self.index[mid]
-        return MachineView(self.machines[i], int(self.spec_rev[i]), self.alloc(i), int(self.alloc_rev[i]))
+        return MachineView(self.machine(i), int(self.spec_rev[i]), self.alloc(i), int(self.alloc_rev[i]))
 
     def views(self, mids) -> dict[str, MachineView]:
         return {m: self.view(m) for m in mids}

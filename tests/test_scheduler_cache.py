@@ -353,14 +353,12 @@ def test_snapshot_reads_allocation_heads_and_decodes_task_maps_on_use(store):
 class _RecordByRecord(SchedulerCache):
     """The snapshot applied one record at a time, as the watch applies changes."""
 
-    def _load_snapshot(self, machines, spec_kvs, alloc_kvs):
-        for kv in spec_kvs:
-            self._apply_spec(kv.key, kv.value, kv.mod_revision)
-        for kv in alloc_kvs:
-            self._apply_alloc(kv.key, kv.value, kv.mod_revision)
+    def _load_snapshot(self, spec_kvs, alloc_kvs):
+        return False  # resync then applies every record in turn
 
 
-def test_the_bulk_snapshot_equals_applying_its_records_one_by_one():
+@pytest.mark.parametrize("odd_values", [True, False])
+def test_the_bulk_snapshot_equals_applying_its_records_one_by_one(odd_values):
     from cellsched.cellstate import codec
     from cellsched.cellstate.model import AllocationRecord
     from cellsched.cellstate.store import Put
@@ -371,10 +369,16 @@ def test_the_bulk_snapshot_equals_applying_its_records_one_by_one():
     for jid, machine, n in (("a", "m0", 1), ("b", "m1", 3), ("c", "m1", 1)):
         place(store, keys, jid, machine, n)  # m1 reaches the task limit below (max_tasks=4)
     odd = AllocationRecord((5, 5, 0), {"x/0/0": (5, 5, 0)})
-    store.txn([], [Put(keys.alloc("m5"), codec.encode_alloc(odd).replace(b'"n":1,', b"")),  # no fast path
-                   Put(keys.alloc("gone"), codec.encode_alloc(odd))])  # a record of no known machine
+    if odd_values:  # off the codec's fast paths: record by record
+        store.txn([], [Put(keys.alloc("m5"), codec.encode_alloc(odd).replace(b'"n":1,', b"")),
+                       Put(keys.spec("m6"), codec.encode_machine(Machine("m6", (8000, 32768, 0), {"z": "\u00e9"})))])
+    else:
+        store.txn([], [Put(keys.alloc("m5"), codec.encode_alloc(odd))])
+    store.txn([], [Put(keys.alloc("gone"), codec.encode_alloc(odd))])  # a record of no known machine
     bulk, one = SchedulerCache(store, keys, max_tasks=4), _RecordByRecord(store, keys, max_tasks=4)
-    assert bulk.ids == one.ids and bulk.machines == one.machines and bulk.size == 7
+    assert bulk.ids == one.ids and bulk.size == 7
+    assert [bulk.machine(i) for i in range(7)] == [one.machine(i) for i in range(7)]
+    assert bulk.all_labels() == one.all_labels() == [bulk.machine(i).labels for i in range(7)]
     for name in ("capacity", "used", "spec_rev", "alloc_rev", "schedulable", "task_count"):
         assert np.array_equal(getattr(bulk, name), getattr(one, name)), name
     assert [bulk.alloc(i) for i in range(7)] == [one.alloc(i) for i in range(7)]
