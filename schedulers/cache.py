@@ -75,6 +75,9 @@ class SchedulerCache(ConfirmedMachines):
                 kept.append(c)
         self._hold(kept)
 
+    def _each_alloc(self, i: int) -> bool:
+        return i in self._on_row  # its assumed claims are Added by the record that holds them
+
     def _allocs_applied(self, rows: list[int]) -> None:
         if self._on_row:  # empty right after a snapshot (re-placed by _after_snapshot)
             super()._allocs_applied(rows)
