@@ -178,3 +178,17 @@ def test_alloc_heads_refuse_any_value_off_the_fast_path():
                 b'{"v":2,"u":[5,6,0],"n":1,"t":{"j/0/0":[5,6,0]}}', b""):
         assert codec.alloc_heads([good, bad]) is None, bad
     assert codec.alloc_heads([]) == b""
+
+
+@settings(deadline=None, max_examples=200)
+@given(job=ids, claims=st.integers(0, 10**9), need=st.none() | vec, stuck=st.booleans())
+def test_index_entry_decodes_what_it_encodes_on_either_path(job, claims, need, stuck):
+    from cellsched.cellstate.index_entry import _PLAIN, IndexEntry
+    from cellsched.cellstate.store import KeyValue
+
+    entry = IndexEntry(job, claims, need, stuck)
+    raw = entry.encode()
+    assert IndexEntry.decode(KeyValue("/c/queue/k", raw, 1, 1, 1)) == entry
+    assert (_PLAIN.fullmatch(raw) is not None) == (need is None and not stuck and claims < 10**9)
+    spaced = raw.replace(b",", b", ")  # the same entry, off the fast path
+    assert IndexEntry.decode(KeyValue("/c/queue/k", spaced, 1, 1, 1)) == entry

@@ -137,13 +137,18 @@ class MemoryStore(CellStore):
         if not op.prefix:
             kv = self._data.get(op.key)
             return [kv] if kv else []
-        lo = bisect.bisect_left(self._sorted_keys, max(op.key, op.start))
-        out: list[KeyValue] = []
-        for k in itertools.islice(self._sorted_keys, lo, None):
-            if not k.startswith(op.key) or (op.limit and len(out) >= op.limit):
-                break
-            out.append(self._data[k])
-        return out
+        keys = self._sorted_keys
+        lo = bisect.bisect_left(keys, max(op.key, op.start))
+        if not op.key or ord(op.key[-1]) == 0x10FFFF:
+            hi = lo
+            while hi < len(keys) and keys[hi].startswith(op.key):
+                hi += 1
+        else:  # the keys under a prefix are those from it up to the prefix with its last character bumped
+            hi = bisect.bisect_left(keys, op.key[:-1] + chr(ord(op.key[-1]) + 1), lo)
+        if op.limit:
+            hi = min(hi, lo + op.limit)
+        data = self._data
+        return [data[k] for k in keys[lo:hi]]
 
     def _apply_put(self, op: Put, rev: int) -> None:
         old = self._data.get(op.key)
