@@ -239,7 +239,7 @@ def alloc_with_tasks(a: AllocationRecord, added: dict) -> AllocationRecord:
     """a.with_tasks(added), carrying the encoded task entries forward, so encoding the
     new record costs the added tasks only, not every task already on the machine."""
     new = a.with_tasks(added)
-    if a.encoded_tasks is not None and not (added.keys() & a.tasks.keys()):
+    if a.encoded_tasks is not None and a.tasks.keys().isdisjoint(added.keys()):  # looks up the added only
         more = _task_entries(added)
         new.encoded_tasks = f"{a.encoded_tasks},{more}" if a.encoded_tasks and more else (a.encoded_tasks or more)
     return new

@@ -314,8 +314,8 @@ class AllocationRecord:
     def with_tasks(self, added: Mapping[str, res.Vector]) -> AllocationRecord:
         used = list(self.used)
         tasks = dict(self.tasks)
-        for tid, req in added.items():
-            tasks[tid] = req
+        tasks.update(added)
+        for req in added.values():
             for k, r in enumerate(req):
                 used[k] += r
         return AllocationRecord(tuple(used), tasks)

@@ -99,7 +99,8 @@ class _Batch:
     def __init__(self, columns: MachineColumns, groups: Sequence[GroupSpec], policy: Policy, seed: int) -> None:
         self.columns, self.groups, self.policy, self.seed = columns, list(groups), policy, seed
         self.rng = rng_for(seed)
-        self.weights = policy.normalised_weights()
+        # the scorers' weights; random first fit scores nothing (a job's decision starts here)
+        self.weights = () if policy.selection is Selection.RANDOM_FIT else policy.normalised_weights()
         self.free = columns.host_free  # int64[N, R], the batch's running free vectors (a fresh array)
         self.touched: set[int] = set()
         self.dirty: set[int] = set()  # touched since the device copy was last refreshed

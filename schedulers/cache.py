@@ -40,7 +40,7 @@ import numpy as np
 from cellsched import gpu
 from cellsched.cellstate.errors import UnknownMachineError
 from cellsched.cellstate.keys import CellKeys
-from cellsched.cellstate.model import Claim
+from cellsched.cellstate.model import Claim, MachineState
 from cellsched.cellstate.store import CellStore
 from cellsched.cellstate.validation import DEFAULT_MAX_TASKS_PER_MACHINE
 from cellsched.cellstate.views import MachineView
@@ -205,25 +205,37 @@ class SchedulerCache(ConfirmedMachines):
         """A commit's results came back: fold its fresh views into the confirmed layer
         without waiting for the watch (newer revisions only). An assumed claim whose task
         the fresh allocation holds is Added; the others stay Assumed until forgotten."""
-        rows = []
-        added: list[Claim] = []
-        for mid, view in views.items():
-            i = self.index.get(mid)
-            if i is None:
-                continue
-            if view.spec_revision > self.spec_rev[i]:
-                self.set_machine(i, view.machine)
-                self.capacity[i] = view.machine.capacity
-                self.spec_rev[i] = view.spec_revision
-                self.dirty.add(i)
-            if view.alloc_revision > self.alloc_rev[i]:
-                self.set_alloc(i, view.alloc)
-                self.alloc_rev[i] = view.alloc_revision
-                self.dirty.add(i)
-            self._update_schedulable(i)
-            if i in self._on_row:
-                added += self._held_by_alloc(i)
-            rows.append(i)
+        index = self.index
+        found = [(i, v) for mid, v in views.items() if (i := index.get(mid)) is not None]
+        if not found:
+            return
+        rows = [i for i, _ in found]
+        fresh = [v for _, v in found]
+        n = len(rows)
+        spec_revs = np.fromiter((v.spec_revision for v in fresh), dtype=np.int64, count=n)
+        for k in np.flatnonzero(spec_revs > self.spec_rev[rows]).tolist():  # rare: a machine record changed
+            i, view = rows[k], fresh[k]
+            self.set_machine(i, view.machine)
+            self.capacity[i] = view.machine.capacity
+            self.spec_rev[i] = view.spec_revision
+            self.dirty.add(i)
+        alloc_revs = np.fromiter((v.alloc_revision for v in fresh), dtype=np.int64, count=n)
+        newer = np.flatnonzero(alloc_revs > self.alloc_rev[rows]).tolist()
+        if newer:  # set_alloc per row, each column written once
+            at = [rows[k] for k in newer]
+            recs = [fresh[k].alloc for k in newer]
+            allocs, raw = self._allocs, self._alloc_raw
+            for i, rec in zip(at, recs, strict=True):
+                allocs[i], raw[i] = rec, None
+            self.used[at] = [rec.used for rec in recs]
+            self.task_count[at] = [len(rec.tasks) for rec in recs]
+            self.alloc_rev[at] = alloc_revs[newer]
+            self.dirty.update(at)
+        shapes = self._shapes  # _update_schedulable of every row
+        up = np.fromiter(((sh := shapes[i]) is not None and sh[1] is MachineState.UP for i in rows), dtype=bool, count=n)
+        self.schedulable[rows] = up & (self.task_count[rows] < self.max_tasks)
+        on_row = self._on_row
+        added = [c for i in rows if i in on_row for c in self._held_by_alloc(i)]
         if added:
             self._drop(added)
         self._write_used(rows)
