@@ -186,7 +186,7 @@ class _Batch:
         size = len(self.columns) if pool is None else len(pool)
         fit = self._fit
         if size:
-            probes = self.rng.integers(size, size=min(RANDOM_PROBES, size))
+            probes = self.rng.integers(size, size=(min(RANDOM_PROBES, size),))  # a shape: no np.prod inside
             if pool is not None:
                 probes = pool[probes]
             ok = fit[probes] if fit is not None else eligible[probes] & (self.free[probes] >= req).all(axis=1)
