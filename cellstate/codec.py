@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import resources as res
 from .errors import CorruptValueError, InvalidInputError, PartialRecordError
@@ -23,6 +23,7 @@ from .model import (
     MachineState,
     TaskGroup,
     TransactionMode,
+    check_labels,
     machines_checked_in_bulk,
 )
 
@@ -123,6 +124,62 @@ def decode_machines(kvs) -> list[Machine]:
     return out
 
 
+# A machine record exactly as encode_machine writes it, with no escape in it: the fast path
+# of machine_table. Groups: id, capacity, and the rest (labels, state, who set it).
+_NUM = r"(?:0|[1-9][0-9]{0,17})"  # fits int64; JSON allows no leading zero
+_SPEC_LINE = re.compile(
+    r'^\{"v":' + str(FORMAT_VERSION) + r',"id":"([A-Za-z0-9][A-Za-z0-9._:-]{0,127})","cap":\[('
+    + ",".join([_NUM] * res.NUM_RESOURCES)
+    + r')\],"labels":(\{[^\\\n]*\},"state":"(?:up|draining|down)"(?:,"by":"(?:monitor|operator)")?)\}$', re.M)
+_SPEC_TAIL = re.compile(r'(\{.*\}),"state":"([a-z]+)"(?:,"by":"([a-z]*)")?')
+
+
+class MachineTable(NamedTuple):
+    """A snapshot's machine records as columns (machine_table)."""
+
+    ids: list[str]
+    capacity_text: str  # every record's capacity vector, comma-separated, in record order
+    shapes: list[tuple[dict[str, str], MachineState, str]]  # (labels, state, state_by) per record
+
+
+def machine_table(kvs) -> MachineTable | None:
+    """Many machine records as columns, for a snapshot (schedulers/confirmed.py): one
+    regex pass over all the values and one parse and check per distinct (labels, state,
+    state_by), which records share: a 100,000-machine cell has a few hundred. The shape
+    tuples (and their label dicts) are shared between records: read them, never change
+    them. None when any record is not exactly as encode_machine writes it (an escape, a
+    float, another field order, a label check failing): decode_machines then takes them
+    one by one and names the key of a bad one."""
+    try:
+        text = b"\n".join([kv.value for kv in kvs]).decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    rows = _SPEC_LINE.findall(text)
+    if len(rows) != len(kvs) or text.count("\n") != max(0, len(kvs) - 1):  # every line one whole record
+        return None
+    memo: dict[str, tuple[dict[str, str], MachineState, str]] = {}
+    shapes = []
+    for tail in [r[2] for r in rows]:
+        shape = memo.get(tail)
+        if shape is None:
+            shape = memo[tail] = _machine_shape(tail)  # type: ignore[assignment]
+            if shape is None:
+                return None
+        shapes.append(shape)
+    return MachineTable([r[0] for r in rows], ",".join([r[1] for r in rows]), shapes)
+
+
+def _machine_shape(tail: str) -> tuple[dict[str, str], MachineState, str] | None:
+    labels_json, state, by = _SPEC_TAIL.fullmatch(tail).groups()  # type: ignore[union-attr]
+    try:
+        labels = json.loads(labels_json)
+        if type(labels) is not dict:
+            return None
+        return check_labels("machine", labels), MachineState(state), by or ""
+    except (ValueError, InvalidInputError):
+        return None
+
+
 # -- allocation records (hot path: keep these lean) -------------------------
 
 
@@ -159,11 +216,30 @@ def alloc_summary(raw: bytes) -> tuple[res.Vector, int] | None:
     return tuple(used), n
 
 
+_ONE_HEAD = rb'\{"v":%d,"u":\[%s\],"n":(?:0|[1-9][0-9]{0,8})' % (
+    FORMAT_VERSION, b",".join([rb"(?:0|[1-9][0-9]{0,17})"] * res.NUM_RESOURCES))  # int64 amounts, no leading 0
+_ALLOC_HEADS = re.compile(rb"(?:%s\n)*%s" % (_ONE_HEAD, _ONE_HEAD))  # newline-joined heads
+_DIGITS_ONLY = bytes(b if 48 <= b <= 57 else 32 for b in range(256))  # every byte but a digit to a space
+
+
+def alloc_heads(values) -> bytes | None:
+    """alloc_summary of many values at once, for a snapshot: the numbers of every value's
+    head as one space-separated text, 1 + R + 1 per record (format version, used vector,
+    task count), for one vectorized parse (schedulers/confirmed.py); None when any value is
+    not as encode_alloc writes it (then take them one by one)."""
+    heads = [v[:v.find(b',"t":{')] for v in values]
+    joined = b"\n".join(heads)
+    if values and (joined.count(b"\n") != len(values) - 1 or not _ALLOC_HEADS.fullmatch(joined)
+                   or not all([v.endswith(b"}}") for v in values])):
+        return None  # a value holding a newline, or not as encode_alloc writes it
+    return joined.translate(_DIGITS_ONLY)
+
+
 def alloc_with_tasks(a: AllocationRecord, added: dict) -> AllocationRecord:
     """a.with_tasks(added), carrying the encoded task entries forward, so encoding the
     new record costs the added tasks only, not every task already on the machine."""
     new = a.with_tasks(added)
-    if a.encoded_tasks is not None and not (added.keys() & a.tasks.keys()):
+    if a.encoded_tasks is not None and a.tasks.keys().isdisjoint(added.keys()):  # looks up the added only
         more = _task_entries(added)
         new.encoded_tasks = f"{a.encoded_tasks},{more}" if a.encoded_tasks and more else (a.encoded_tasks or more)
     return new

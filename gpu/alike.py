@@ -79,7 +79,7 @@ def _random_alike(columns: MachineColumns, group: GroupSpec, policy: Policy, see
             if len(candidates) == 0:
                 break
             passes += 1
-            draws = candidates[rng.integers(len(candidates), size=jobs - placed)]
+            draws = candidates[rng.integers(len(candidates), size=(jobs - placed,))]
             accepted = draws[_rank_in_draw_order(draws) < left[draws]]
             out[placed:placed + len(accepted)] = accepted
             placed += len(accepted)

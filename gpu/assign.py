@@ -87,7 +87,8 @@ def assign_job(
     run = _Batch(columns, groups, policy, seed if isinstance(seed, int) else seed_from(*seed))
     for g in range(len(groups)):
         run.place_group(g)
-    used = {i: tuple(int(v) for v in columns.host_capacity[i] - run.free[i]) for i in sorted(run.touched)}
+    rows = sorted(run.touched)
+    used = dict(zip(rows, map(tuple, (columns.host_capacity[rows] - run.free[rows]).tolist()), strict=True))
     return Assignment(tuple(run.result), tuple(run.unplaceable), used, run.seed, run.passes,
                       0 if run.home_rows is None else sum(run.widened))
 
@@ -98,7 +99,8 @@ class _Batch:
     def __init__(self, columns: MachineColumns, groups: Sequence[GroupSpec], policy: Policy, seed: int) -> None:
         self.columns, self.groups, self.policy, self.seed = columns, list(groups), policy, seed
         self.rng = rng_for(seed)
-        self.weights = policy.normalised_weights()
+        # the scorers' weights; random first fit scores nothing (a job's decision starts here)
+        self.weights = () if policy.selection is Selection.RANDOM_FIT else policy.normalised_weights()
         self.free = columns.host_free  # int64[N, R], the batch's running free vectors (a fresh array)
         self.touched: set[int] = set()
         self.dirty: set[int] = set()  # touched since the device copy was last refreshed
@@ -113,6 +115,7 @@ class _Batch:
         if not whole:
             _, self.home_rows, self.home_device = columns.home(policy.home)
         self.widened = [whole] * len(self.groups)  # True once a group looks beyond its home
+        self._fit: np.ndarray | None = None  # _place_random's running fit mask of the group placed now
         self.partners: list[set[int]] = [set() for _ in groups]  # anti-affinity is symmetric
         for g, spec in enumerate(groups):
             for h in spec.anti_affinity:
@@ -145,8 +148,8 @@ class _Batch:
             excluded |= self.occupied[g]
         return excluded
 
-    def _assume(self, g: int, task: int, machine: int, spec: GroupSpec) -> None:
-        new_free = self.free[machine] - np.asarray(spec.request, dtype=np.int64)
+    def _assume(self, g: int, task: int, machine: int, spec: GroupSpec, req: np.ndarray | None = None) -> None:
+        new_free = self.free[machine] - (np.asarray(spec.request, dtype=np.int64) if req is None else req)
         if (new_free < 0).any():  # the invariant the whole module exists to keep
             raise InternalInvariantError(f"machine {machine} would be overcommitted")
         self.free[machine] = new_free
@@ -158,14 +161,21 @@ class _Batch:
     # ---- Omega's randomised first fit ---------------------------------------------------
     def _place_random(self, g: int, spec: GroupSpec) -> int:
         req = np.asarray(spec.request, dtype=np.int64)
-        eligible = self.columns.host_eligibility(spec) & ~self._excluded(g, spec)
+        eligible = self.columns.host_eligibility(spec)  # a fresh array, changed below
+        if self.partners[g]:  # the group's own machines are none yet: only its partners' are excluded
+            eligible &= ~self._avoid(g)
+        # eligible & fits, from the first scan on; then kept exact row by row, since placing
+        # a task changes one machine's free vector (and, for different machines, its eligibility)
+        self._fit = None
         for task in range(spec.count):
             machine = self._random_pick(g, eligible, req)
             if machine < 0:
                 return task
-            self._assume(g, task, machine, spec)
+            self._assume(g, task, machine, spec, req)
             if spec.different_machines:
                 eligible[machine] = False
+            if self._fit is not None:
+                self._fit[machine] = eligible[machine] and bool((self.free[machine] >= req).all())
         return spec.count
 
     def _random_pick(self, g: int, eligible: np.ndarray, req: np.ndarray) -> int:
@@ -174,14 +184,17 @@ class _Batch:
         nothing does, widen the group to the whole cell and scan that. -1: nothing fits."""
         pool = None if self.widened[g] else self.home_rows
         size = len(self.columns) if pool is None else len(pool)
+        fit = self._fit
         if size:
-            probes = self.rng.integers(size, size=min(RANDOM_PROBES, size))
+            probes = self.rng.integers(size, size=(min(RANDOM_PROBES, size),))  # a shape: no np.prod inside
             if pool is not None:
                 probes = pool[probes]
-            ok = eligible[probes] & (self.free[probes] >= req).all(axis=1)
-            if ok.any():
-                return int(probes[np.argmax(ok)])
-        fit = eligible & (self.free >= req).all(axis=1)
+            ok = fit[probes] if fit is not None else eligible[probes] & (self.free[probes] >= req).all(axis=1)
+            first = int(ok.argmax())  # the first probe that fits, if any does
+            if ok[first]:
+                return int(probes[first])
+        if fit is None:
+            fit = self._fit = eligible & (self.free >= req).all(axis=1)
         if pool is not None:
             at_home = pool[fit[pool]]
             if len(at_home):

@@ -1,8 +1,9 @@
 """Device-resident machine columns: the scheduler's local copy of the cell as arrays.
 
 The host (NumPy) arrays are the source of truth, fed by the cell store's watch; the
-device (``xp``) arrays mirror them and are refreshed row by row, so a watch event that
-changes three machines copies three rows, not the cell. Resources are exact int64 in
+device (``xp``) arrays mirror them and are refreshed row by row when next read, so a
+watch event that changes three machines copies three rows, not the cell, and a caller
+that reads only host arrays (random first fit) never pays for the device copies. Resources are exact int64 in
 base units (``cellstate.resources``); only the derived float32 columns the scorers read
 are floats.
 
@@ -51,7 +52,7 @@ class MachineColumns:
         self.machine_ids: list[str] = list(machine_ids)
         self.host_capacity = _int_matrix(capacity, n, "capacity")
         self.host_used = _int_matrix(np.zeros_like(self.host_capacity) if used is None else used, n, "used")
-        self.labels: list[dict[str, str]] = [dict(lb) for lb in labels] if labels is not None else [{} for _ in range(n)]
+        self.labels: list[dict[str, str]] = _copy_labels(labels) if labels is not None else [{} for _ in range(n)]
         if len(self.labels) != n:
             raise InvalidInputError(f"labels: expected {n} rows, got {len(self.labels)}")
         sched = np.ones(n, dtype=bool) if schedulable is None else np.asarray(schedulable, dtype=bool).copy()
@@ -63,6 +64,8 @@ class MachineColumns:
         self._eligibility: dict[tuple, object] = {}
         self._hashes: np.ndarray | None = None  # machine id hashes, for homes (ids never change here)
         self._homes: dict[Home, tuple[np.ndarray, np.ndarray, object]] = {}
+        self._pending = np.zeros(n, dtype=bool)  # rows changed since the device arrays were last read
+        self._any_pending: bool = False
         self._upload_all()
 
     # ---- construction -------------------------------------------------------------
@@ -170,31 +173,55 @@ class MachineColumns:
         return cached
 
     # ---- device mirror ------------------------------------------------------------------
+    # The device arrays: read through these properties, which first copy the rows changed
+    # since the last read. Random first fit reads only host arrays, so its many small
+    # updates (one per assumed claim) never pay for the derived float columns.
+    capacity = property(lambda self: self._device("_d_capacity"))
+    used = property(lambda self: self._device("_d_used"))
+    free = property(lambda self: self._device("_d_free"))
+    schedulable = property(lambda self: self._device("_d_schedulable"))
+    free_t = property(lambda self: self._device("_d_free_t"))
+    free_ft = property(lambda self: self._device("_d_free_ft"))
+    inv_cap_t = property(lambda self: self._device("_d_inv_cap_t"))
+    n_dims = property(lambda self: self._device("_d_n_dims"))
+
+    def _device(self, name: str):
+        if self._any_pending:
+            self._any_pending = False
+            rows = np.flatnonzero(self._pending)
+            self._pending[rows] = False
+            self._copy_rows(rows)
+        return getattr(self, name)
+
     def _upload_all(self) -> None:
         xp = self.xp
-        self.capacity = xp.asarray(self.host_capacity)
-        self.used = xp.asarray(self.host_used)
-        self.free = self.capacity - self.used
-        self.schedulable = xp.asarray(self.host_schedulable)
+        self._d_capacity = xp.asarray(self.host_capacity)
+        self._d_used = xp.asarray(self.host_used)
+        self._d_free = self._d_capacity - self._d_used
+        self._d_schedulable = xp.asarray(self.host_schedulable)
         free_t, free_ft, inv_cap_t, n_dims = derived_columns(self.host_capacity, self.host_free)
-        self.free_t, self.free_ft = xp.asarray(free_t), xp.asarray(free_ft)
-        self.inv_cap_t, self.n_dims = xp.asarray(inv_cap_t), xp.asarray(n_dims)
+        self._d_free_t, self._d_free_ft = xp.asarray(free_t), xp.asarray(free_ft)
+        self._d_inv_cap_t, self._d_n_dims = xp.asarray(inv_cap_t), xp.asarray(n_dims)
 
     def _upload_rows(self, idx: np.ndarray) -> None:
-        if len(idx) == 0:
-            return
+        if len(idx):
+            self._pending[idx] = True
+            self._any_pending = True
+
+    def _copy_rows(self, idx: np.ndarray) -> None:
+        """The host arrays' rows idx into the device arrays (and the derived columns)."""
         xp = self.xp
         cap, used = self.host_capacity[idx], self.host_used[idx]
         free_t, free_ft, inv_cap_t, n_dims = derived_columns(cap, cap - used)
         d_idx = xp.asarray(idx)
-        self.capacity[d_idx] = xp.asarray(cap)
-        self.used[d_idx] = xp.asarray(used)
-        self.free[d_idx] = xp.asarray(cap - used)
-        self.schedulable[d_idx] = xp.asarray(self.host_schedulable[idx])
-        self.free_t[:, d_idx] = xp.asarray(free_t)
-        self.free_ft[:, d_idx] = xp.asarray(free_ft)
-        self.inv_cap_t[:, d_idx] = xp.asarray(inv_cap_t)
-        self.n_dims[d_idx] = xp.asarray(n_dims)
+        self._d_capacity[d_idx] = xp.asarray(cap)
+        self._d_used[d_idx] = xp.asarray(used)
+        self._d_free[d_idx] = xp.asarray(cap - used)
+        self._d_schedulable[d_idx] = xp.asarray(self.host_schedulable[idx])
+        self._d_free_t[:, d_idx] = xp.asarray(free_t)
+        self._d_free_ft[:, d_idx] = xp.asarray(free_ft)
+        self._d_inv_cap_t[:, d_idx] = xp.asarray(inv_cap_t)
+        self._d_n_dims[d_idx] = xp.asarray(n_dims)
 
 
 def derived_columns(capacity: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -213,6 +240,20 @@ def derived_columns(capacity: np.ndarray, free: np.ndarray) -> tuple[np.ndarray,
         np.ascontiguousarray(inv.T, dtype=np.float32),
         (cap > 0).sum(axis=1).astype(np.float32),
     )
+
+
+def _copy_labels(labels: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """The columns' own copy of every row's labels: one copy per distinct dict given, so
+    rows that share one (a scheduler cache's rows of one kind) share its copy. Rows are
+    replaced (update_machines), never changed in place."""
+    copies: dict[int, dict[str, str]] = {}
+    out = []
+    for lb in labels:
+        c = copies.get(id(lb))  # every dict given stays alive meanwhile, so ids are unique
+        if c is None:
+            c = copies[id(lb)] = dict(lb)
+        out.append(c)
+    return out
 
 
 def _int_matrix(values, rows: int, what: str) -> np.ndarray:

@@ -38,7 +38,7 @@ class GroupSpec:
     name: str = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "request", res.from_list(self.request, f"group {self.name!r}.request"))
+        object.__setattr__(self, "request", res.check_vector(self.request, f"group {self.name!r}.request"))
         if not isinstance(self.count, int) or self.count < 0:
             raise InvalidInputError(f"group {self.name!r}: count must be a non-negative integer")
         object.__setattr__(self, "labels", dict(self.labels))

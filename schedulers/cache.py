@@ -40,7 +40,7 @@ import numpy as np
 from cellsched import gpu
 from cellsched.cellstate.errors import UnknownMachineError
 from cellsched.cellstate.keys import CellKeys
-from cellsched.cellstate.model import Claim
+from cellsched.cellstate.model import Claim, MachineState
 from cellsched.cellstate.store import CellStore
 from cellsched.cellstate.validation import DEFAULT_MAX_TASKS_PER_MACHINE
 from cellsched.cellstate.views import MachineView
@@ -75,6 +75,13 @@ class SchedulerCache(ConfirmedMachines):
                 kept.append(c)
         self._hold(kept)
 
+    def _each_alloc(self, i: int) -> bool:
+        return i in self._on_row  # its assumed claims are Added by the record that holds them
+
+    def _allocs_applied(self, rows: list[int]) -> None:
+        if self._on_row:  # empty right after a snapshot (re-placed by _after_snapshot)
+            super()._allocs_applied(rows)
+
     def _alloc_applied(self, i: int) -> None:
         if i in self._on_row:  # the watch confirms our own commits too: Added
             added = self._held_by_alloc(i)
@@ -102,7 +109,7 @@ class SchedulerCache(ConfirmedMachines):
         freed = bool((used < cols.host_used[rows]).any())
         freed |= bool((self.schedulable[rows] & ~cols.host_schedulable[rows]).any())
         freed |= bool((self.capacity[rows] > cols.host_capacity[rows]).any())
-        labels = [self.machines[i].labels for i in rows.tolist()]
+        labels = [self.row_labels(i) for i in rows.tolist()]
         if (not np.array_equal(self.capacity[rows], cols.host_capacity[rows])
                 or not np.array_equal(self.schedulable[rows], cols.host_schedulable[rows])
                 or labels != [cols.labels[i] for i in rows.tolist()]):
@@ -118,7 +125,7 @@ class SchedulerCache(ConfirmedMachines):
             used[i] += _requests(held)
         self.columns = gpu.MachineColumns(
             list(self.ids), self.capacity[:n], used,
-            [m.labels for m in self.machines], self.schedulable[:n], xp=xp)
+            self.all_labels(), self.schedulable[:n], xp=xp)
         self.dirty.clear()
         self._stale = False
 
@@ -198,25 +205,37 @@ class SchedulerCache(ConfirmedMachines):
         """A commit's results came back: fold its fresh views into the confirmed layer
         without waiting for the watch (newer revisions only). An assumed claim whose task
         the fresh allocation holds is Added; the others stay Assumed until forgotten."""
-        rows = []
-        added: list[Claim] = []
-        for mid, view in views.items():
-            i = self.index.get(mid)
-            if i is None:
-                continue
-            if view.spec_revision > self.spec_rev[i]:
-                self.machines[i] = view.machine
-                self.capacity[i] = view.machine.capacity
-                self.spec_rev[i] = view.spec_revision
-                self.dirty.add(i)
-            if view.alloc_revision > self.alloc_rev[i]:
-                self.set_alloc(i, view.alloc)
-                self.alloc_rev[i] = view.alloc_revision
-                self.dirty.add(i)
-            self._update_schedulable(i)
-            if i in self._on_row:
-                added += self._held_by_alloc(i)
-            rows.append(i)
+        index = self.index
+        found = [(i, v) for mid, v in views.items() if (i := index.get(mid)) is not None]
+        if not found:
+            return
+        rows = [i for i, _ in found]
+        fresh = [v for _, v in found]
+        n = len(rows)
+        spec_revs = np.fromiter((v.spec_revision for v in fresh), dtype=np.int64, count=n)
+        for k in np.flatnonzero(spec_revs > self.spec_rev[rows]).tolist():  # rare: a machine record changed
+            i, view = rows[k], fresh[k]
+            self.set_machine(i, view.machine)
+            self.capacity[i] = view.machine.capacity
+            self.spec_rev[i] = view.spec_revision
+            self.dirty.add(i)
+        alloc_revs = np.fromiter((v.alloc_revision for v in fresh), dtype=np.int64, count=n)
+        newer = np.flatnonzero(alloc_revs > self.alloc_rev[rows]).tolist()
+        if newer:  # set_alloc per row, each column written once
+            at = [rows[k] for k in newer]
+            recs = [fresh[k].alloc for k in newer]
+            allocs, raw = self._allocs, self._alloc_raw
+            for i, rec in zip(at, recs, strict=True):
+                allocs[i], raw[i] = rec, None
+            self.used[at] = [rec.used for rec in recs]
+            self.task_count[at] = [len(rec.tasks) for rec in recs]
+            self.alloc_rev[at] = alloc_revs[newer]
+            self.dirty.update(at)
+        shapes = self._shapes  # _update_schedulable of every row
+        up = np.fromiter(((sh := shapes[i]) is not None and sh[1] is MachineState.UP for i in rows), dtype=bool, count=n)
+        self.schedulable[rows] = up & (self.task_count[rows] < self.max_tasks)
+        on_row = self._on_row
+        added = [c for i in rows if i in on_row for c in self._held_by_alloc(i)]
         if added:
             self._drop(added)
         self._write_used(rows)
@@ -286,7 +305,7 @@ class SchedulerCache(ConfirmedMachines):
     def view(self, mid: str) -> MachineView:
         """The confirmed view of one machine: what a commit compares."""
         i = self.index[mid]
-        return MachineView(self.machines[i], int(self.spec_rev[i]), self.alloc(i), int(self.alloc_rev[i]))
+        return MachineView(self.machine(i), int(self.spec_rev[i]), self.alloc(i), int(self.alloc_rev[i]))
 
     def views(self, mids) -> dict[str, MachineView]:
         return {m: self.view(m) for m in mids}

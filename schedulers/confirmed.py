@@ -9,10 +9,13 @@ compacted watch triggers a full resync; a broken stream is reopened from the las
 seen. A machine at its task limit is unschedulable, so the kernels stop picking it before
 the validator refuses it. An allocation record is kept encoded until something asks for
 its tasks (``alloc(i)``): its used vector and task count come off the value's head
-(``codec.alloc_summary``), so a snapshot of a 100,000-machine cell parses no task map;
-the snapshot's machine records are parsed as one JSON document (``codec.decode_machines``)
-and its rows written one column at a time (``_load_snapshot``). ``dirty`` names the rows
-changed since the columns last took them; ``_stale`` says rows were added or renumbered.
+(``codec.alloc_heads`` for a whole snapshot, ``codec.alloc_summary`` for one record), so a
+snapshot of a 100,000-machine cell parses no task map. Likewise a row's ``Machine`` is
+built from its columns when something asks for it (``machine(i)``): the snapshot reads
+the machine records as columns (``codec.machine_table``: ids, capacities, and one shared
+(labels, state, state_by) per kind of machine), writing each column once, not row by row
+(docs/architecture.md, "The scheduler cache's snapshot"). ``dirty`` names the rows changed
+since the columns last took them; ``_stale`` says rows were added or renumbered.
 
 The assumed layer (SchedulerCache) hooks in around a snapshot and after each allocation
 record is applied; this module knows nothing of claims.
@@ -29,6 +32,8 @@ from cellsched.cellstate.model import AllocationRecord, Machine, MachineState
 from cellsched.cellstate.resources import NUM_RESOURCES
 from cellsched.cellstate.schema import check_schema
 from cellsched.cellstate.store import CellStore, EventType, Get, Watch, WatchEvent
+
+Shape = tuple[dict[str, str], MachineState, str]  # a machine's labels, state and who set it
 
 
 class ConfirmedMachines:
@@ -63,7 +68,8 @@ class ConfirmedMachines:
         self._before_snapshot()
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
-        self.machines: list[Machine] = []
+        self._machines: list[Machine | None] = []  # None: built from the row's columns on first use
+        self._shapes: list[Shape | None] = []  # (labels, state, state_by) per row, shared between rows
         self._allocs: list[AllocationRecord | None] = []  # None: still encoded, in _alloc_raw
         self._alloc_raw: list[bytes | None] = []
         n = max(16, len(spec_kvs))
@@ -74,10 +80,8 @@ class ConfirmedMachines:
         self.schedulable = np.zeros(n, dtype=bool)
         self.task_count = np.zeros(n, dtype=np.int64)
         self.dirty: set[int] = set()  # confirmed rows changed since the columns last refreshed
-        machines = codec.decode_machines(spec_kvs)
-        if len({m.id for m in machines}) == len(machines):
-            self._load_snapshot(machines, spec_kvs, alloc_kvs)
-        else:  # two keys naming one machine id: record by record, as the watch would apply them
+        if not self._load_snapshot(spec_kvs, alloc_kvs):
+            # two keys naming one machine id: record by record, as the watch would apply them
             for kv in spec_kvs:
                 self._apply_spec(kv.key, kv.value, kv.mod_revision)
             for kv in alloc_kvs:
@@ -87,45 +91,87 @@ class ConfirmedMachines:
         self._stale = True  # rows may be renumbered: the next refresh rebuilds the columns
         self._open_watch()
 
-    def _load_snapshot(self, machines: list[Machine], spec_kvs, alloc_kvs) -> None:
+    def _load_snapshot(self, spec_kvs, alloc_kvs) -> bool:
         """The snapshot's rows in bulk, with the result of applying each record in turn
-        (_apply_spec, then _apply_alloc) but one NumPy write per column, not one per row:
-        at 100,000 machines the per-row writes cost about as much as the read itself."""
-        k = len(machines)
-        self.ids = [m.id for m in machines]
-        self.index = {mid: i for i, mid in enumerate(self.ids)}
-        self.machines = machines
+        (_apply_spec, then _apply_alloc) but per column, not per row: at 100,000 machines
+        anything done per record in Python costs about as much as the read itself. The
+        machine records become columns (``codec.machine_table``: ids, capacity, one shared
+        (labels, state, state_by) per distinct kind), and a row's Machine is built only when
+        something asks for it (``machine(i)``); the allocation records' heads are parsed
+        in one pass (``codec.alloc_heads``). Records not exactly as the codec writes them
+        take the decoders one by one. False (nothing loaded) when two records name one id."""
+        table = codec.machine_table(spec_kvs)
+        if table is None:
+            machines = codec.decode_machines(spec_kvs)
+            ids = [m.id for m in machines]
+            shapes: list[Shape] = [(m.labels, m.state, m.state_by) for m in machines]
+            capacity = np.array([m.capacity for m in machines], dtype=np.int64).reshape(-1, NUM_RESOURCES)
+        else:
+            ids, shapes, machines = table.ids, table.shapes, None
+            capacity = np.fromstring(table.capacity_text, dtype=np.int64, sep=",").reshape(-1, NUM_RESOURCES)
+        index = dict(zip(ids, range(len(ids)), strict=True))
+        if len(index) != len(ids):
+            return False
+        k = len(ids)
+        self.ids, self.index, self._shapes = ids, index, list(shapes)
+        self._machines = list(machines) if machines is not None else [None] * k
         self._allocs = [None] * k
         self._alloc_raw = [None] * k
         if k:
-            self.capacity[:k] = [m.capacity for m in machines]
+            self.capacity[:k] = capacity
             self.spec_rev[:k] = [kv.mod_revision for kv in spec_kvs]
-        rows, used, counts, revs = [], [], [], []
-        for kv in alloc_kvs:
-            i = self.index.get(self.keys.last_segment(kv.key))
-            if i is None:
-                continue
-            summary = codec.alloc_summary(kv.value)
-            if summary is None:  # not as encode_alloc writes it: decode it whole now
-                rec = codec.decode_alloc(kv.key, kv.value)
-                self._allocs[i] = rec
-                summary = rec.used, len(rec.tasks)
-            else:
-                self._alloc_raw[i] = kv.value
-            rows.append(i)
-            used.append(summary[0])
-            counts.append(summary[1])
-            revs.append(kv.mod_revision)
-        if rows:
-            self.used[rows] = used
-            self.task_count[rows] = counts
-            self.alloc_rev[rows] = revs
+        rows = self._load_allocs(alloc_kvs)
         for i in range(k):
             if self._allocs[i] is None and self._alloc_raw[i] is None:
                 self._allocs[i] = AllocationRecord()  # a machine without an allocation record yet
-        up = np.fromiter((m.state is MachineState.UP for m in machines), dtype=bool, count=k)
+        up = np.fromiter((sh[1] is MachineState.UP for sh in shapes), dtype=bool, count=k)
         self.schedulable[:k] = up & (self.task_count[:k] < self.max_tasks)
         self.dirty.update(range(k))
+        self._allocs_applied(rows)
+        return True
+
+    def _load_allocs(self, alloc_kvs) -> list[int]:
+        """The snapshot's allocation records on their rows, kept encoded; returns the rows."""
+        plen = len(self.keys.alloc_prefix)
+        mids = [kv.key[plen:] for kv in alloc_kvs]
+        if mids == self.ids:  # the common case: every machine has its record, in the same key order
+            rows = list(range(len(mids)))
+            kvs = alloc_kvs
+        else:
+            found = [(i, kv) for kv in alloc_kvs if (i := self.index.get(self.keys.last_segment(kv.key))) is not None]
+            rows, kvs = [i for i, _ in found], [kv for _, kv in found]
+        values = [kv.value for kv in kvs]
+        heads = codec.alloc_heads(values)
+        nums = None if heads is None else np.fromstring(heads, dtype=np.int64, sep=" ")
+        if nums is not None and nums.size == len(values) * (NUM_RESOURCES + 2):
+            nums = nums.reshape(-1, NUM_RESOURCES + 2)
+            if rows:
+                self.used[rows] = nums[:, 1:NUM_RESOURCES + 1]
+                self.task_count[rows] = nums[:, NUM_RESOURCES + 1]
+            raw = self._alloc_raw
+            for i, v in zip(rows, values, strict=True):
+                raw[i] = v
+        else:  # some value not as encode_alloc writes it: record by record
+            used, counts = [], []
+            for i, kv in zip(rows, kvs, strict=True):
+                summary = codec.alloc_summary(kv.value)
+                if summary is None:  # decode it whole now
+                    rec = codec.decode_alloc(kv.key, kv.value)
+                    self._allocs[i] = rec
+                    summary = rec.used, len(rec.tasks)
+                else:
+                    self._alloc_raw[i] = kv.value
+                used.append(summary[0])
+                counts.append(summary[1])
+            if rows:
+                self.used[rows] = used
+                self.task_count[rows] = counts
+        if rows:
+            self.alloc_rev[rows] = [kv.mod_revision for kv in kvs]
+        return rows
+
+    def _allocs_applied(self, rows: list[int]) -> None:
+        """The snapshot put allocation records on these rows (the hook per row by default)."""
         for i in rows:
             self._alloc_applied(i)
 
@@ -141,7 +187,8 @@ class ConfirmedMachines:
                 self._grow()
             self.ids.append(mid)
             self.index[mid] = i
-            self.machines.append(None)  # type: ignore[arg-type]
+            self._machines.append(None)
+            self._shapes.append(None)
             self._allocs.append(AllocationRecord())
             self._alloc_raw.append(None)
             self._stale = True  # a new machine: the columns need a new row
@@ -166,7 +213,7 @@ class ConfirmedMachines:
         i = self._row(m.id)
         if rev <= self.spec_rev[i]:
             return
-        self.machines[i] = m
+        self.set_machine(i, m)
         self.capacity[i] = m.capacity
         self.spec_rev[i] = rev
         self._update_schedulable(i)
@@ -188,6 +235,28 @@ class ConfirmedMachines:
         self._alloc_applied(i)
         self.dirty.add(i)
 
+    def machine(self, i: int) -> Machine:
+        """Row i's machine record, built from its columns on first use."""
+        m = self._machines[i]
+        if m is None:
+            labels, state, by = self._shapes[i]  # type: ignore[misc]  # a row has its spec once it exists
+            m = self._machines[i] = Machine(self.ids[i], tuple(self.capacity[i].tolist()), labels, state, by)
+        return m
+
+    def set_machine(self, i: int, m: Machine) -> None:
+        """Row i's machine record is now `m`; the caller sets its capacity and revision."""
+        self._machines[i] = m
+        self._shapes[i] = (m.labels, m.state, m.state_by)
+
+    def row_labels(self, i: int) -> dict[str, str]:
+        """Row i's labels (shared with rows of the same kind: read them, never change them)."""
+        shape = self._shapes[i]
+        return shape[0] if shape is not None else {}
+
+    def all_labels(self) -> list[dict[str, str]]:
+        """row_labels of every row, in row order."""
+        return [sh[0] if sh is not None else {} for sh in self._shapes]
+
     def alloc(self, i: int) -> AllocationRecord:
         """Row i's allocation record, decoded on first use."""
         rec = self._allocs[i]
@@ -203,8 +272,8 @@ class ConfirmedMachines:
         self.task_count[i] = len(rec.tasks)
 
     def _update_schedulable(self, i: int) -> None:
-        m = self.machines[i]
-        self.schedulable[i] = m is not None and m.state is MachineState.UP \
+        shape = self._shapes[i]
+        self.schedulable[i] = shape is not None and shape[1] is MachineState.UP \
             and self.task_count[i] < self.max_tasks
 
     def poll(self, timeout: float = 0.0) -> int:
@@ -221,9 +290,73 @@ class ConfirmedMachines:
             self.reconnects += 1
             self._watch = None
             return 0
+        allocs: list[WatchEvent] = []  # a run of allocation puts, applied per column
+        prefix = self.keys.alloc_prefix
         for ev in events:
+            if ev.type is EventType.PUT and ev.key.startswith(prefix):
+                allocs.append(ev)
+                continue
+            if allocs:
+                self._apply_allocs(allocs)
+                allocs = []
             self._apply_event(ev)
+        if allocs:
+            self._apply_allocs(allocs)
         return len(events)
+
+    def _each_alloc(self, i: int) -> bool:
+        """Whether row i must see every allocation record the watch brings, in turn (the
+        layer above holds claims there); else only the newest of a poll is applied."""
+        return False
+
+    def _apply_allocs(self, events: list[WatchEvent]) -> None:
+        """Allocation puts, as _apply_alloc would apply them one by one, but per column: the
+        newest record per row (the watch is in revision order) if newer than the row's;
+        the heads of all of them parsed at once (codec.alloc_heads). At 3 schedulers each
+        sees every other's commits: one event per machine per commit txn."""
+        index, last_segment, newest = self.index, self.keys.last_segment, {}
+        for ev in events:
+            i = index.get(last_segment(ev.key))
+            if i is None:
+                continue
+            if self._each_alloc(i):
+                self._apply_alloc(ev.key, ev.value, ev.mod_revision)
+            else:
+                newest[i] = ev
+        if events[-1].mod_revision > self.revision:
+            self.revision = events[-1].mod_revision
+        if not newest:
+            return
+        rows = np.fromiter(newest, dtype=np.int64, count=len(newest))
+        revs = np.fromiter((ev.mod_revision for ev in newest.values()), dtype=np.int64, count=len(newest))
+        newer = revs > self.alloc_rev[rows]
+        if not newer.all():  # our own commits, confirmed before the watch brought them
+            rows, revs = rows[newer], revs[newer]
+            evs = [ev for ev, keep in zip(newest.values(), newer.tolist(), strict=True) if keep]
+        else:
+            evs = list(newest.values())
+        if not evs:
+            return
+        values = [ev.value for ev in evs]
+        heads = codec.alloc_heads(values)
+        nums = None if heads is None else np.fromstring(heads, dtype=np.int64, sep=" ")
+        if nums is None or nums.size != len(values) * (NUM_RESOURCES + 2):
+            for ev in evs:  # some value not as encode_alloc writes it: one by one
+                self._apply_alloc(ev.key, ev.value, ev.mod_revision)
+            return
+        nums = nums.reshape(-1, NUM_RESOURCES + 2)
+        row_list = rows.tolist()
+        allocs, raw, shapes = self._allocs, self._alloc_raw, self._shapes
+        for i, v in zip(row_list, values, strict=True):
+            allocs[i], raw[i] = None, v
+        self.used[rows] = nums[:, 1:NUM_RESOURCES + 1]
+        self.task_count[rows] = nums[:, NUM_RESOURCES + 1]
+        self.alloc_rev[rows] = revs
+        up = np.fromiter(((sh := shapes[i]) is not None and sh[1] is MachineState.UP for i in row_list),
+                         dtype=bool, count=len(row_list))
+        self.schedulable[rows] = up & (self.task_count[rows] < self.max_tasks)
+        self._allocs_applied(row_list)
+        self.dirty.update(row_list)
 
     def _apply_event(self, ev: WatchEvent) -> None:
         if ev.key.startswith(self.keys.spec_prefix):

@@ -110,10 +110,11 @@ def _claims(columns: gpu.MachineColumns, record: JobRecord, specs: list[gpu.Grou
             task_ids: list[list[str]], assignment: gpu.Assignment) -> Decision:
     out = Decision(tasks_decided=sum(len(t) for t in task_ids))
     reasons = []
+    jid, ids = record.job.id, columns.machine_ids
     for g, (spec, tids) in enumerate(zip(specs, task_ids, strict=True)):
         for i, row in enumerate(assignment.machines[g].tolist()):
-            if row >= 0:
-                out.claims.append(Claim(tids[i], columns.machine_ids[row], spec.request))
+            if row >= 0:  # the task's job is the record's: no need to parse it off the task id
+                out.claims.append(Claim(tids[i], ids[row], spec.request, jid))
         why = assignment.reason(g)
         if why is not None:
             out.unplaced += len(why.tasks)

@@ -98,3 +98,97 @@ def test_machines_checked_in_bulk_build_what_machine_builds_and_refuse_what_it_r
                 ("m1", (1, -1, 0), {}, "up", ""), ("m1", (1, 1, 0), {"-k": "v"}, "up", ""),
                 ("m1", (1, 1, 0), {}, "UP", ""), ("m1", (1, 1, 0), {}, "up", "root")]:
         assert machines_checked_in_bulk([fields[0], bad]) is None, bad
+
+
+def _table_machines(table) -> list:
+    """machine_table's columns back as Machines (what the scheduler cache's rows hold)."""
+    from cellsched.cellstate.model import Machine
+
+    caps = [int(x) for x in table.capacity_text.split(",")] if table.ids else []
+    return [Machine(mid, tuple(caps[3 * k:3 * k + 3]), dict(lb), st, by)
+            for k, (mid, (lb, st, by)) in enumerate(zip(table.ids, table.shapes, strict=True))]
+
+
+
+
+@settings(deadline=None, max_examples=200)
+@given(rows=st.lists(st.tuples(ids, vec, st.dictionaries(st.from_regex(r"[a-z][a-z0-9./-]{0,8}", fullmatch=True),
+                                                           st.text(max_size=12), max_size=3),
+                               st.sampled_from(["up", "draining", "down"]),
+                               st.sampled_from(["", "monitor", "operator"])), max_size=12))
+def test_machine_table_holds_what_decode_machines_decodes(rows):
+    from cellsched.cellstate.model import Machine, MachineState
+    from cellsched.cellstate.store import KeyValue
+
+    machines = [Machine(mid, cap, lb, MachineState(state), by) for mid, cap, lb, state, by in rows]
+    kvs = [KeyValue(f"/c/spec/{m.id}", codec.encode_machine(m), 1, 1, 1) for m in machines]
+    table = codec.machine_table(kvs)
+    if all(b"\\" not in kv.value for kv in kvs):  # no escape (a quote, a control or non-ASCII character)
+        assert table is not None
+    if table is not None:
+        assert _table_machines(table) == codec.decode_machines(kvs) == machines
+
+
+def test_machine_table_refuses_what_it_cannot_read_exactly():
+    from cellsched.cellstate.store import KeyValue
+
+    good = b'{"v":1,"id":"m1","cap":[1,1,0],"labels":{"zone":"z1"},"state":"up"}'
+    shared = codec.machine_table([KeyValue("/c/spec/m1", good, 1, 1, 1), KeyValue("/c/spec/m2",
+                                  good.replace(b'"m1"', b'"m2"'), 2, 2, 1)])
+    assert shared is not None and shared.shapes[0] is shared.shapes[1]  # one shape per kind
+    not_exact = [b'{"v":1,"id":"m1","cap":[1.0,1,0],"labels":{},"state":"up"}',  # a float amount
+                 b'{"v": 1, "id": "m1", "cap": [1, 1, 0], "labels": {}, "state": "up"}',  # spaces
+                 b'{"v":1,"cap":[1,1,0],"id":"m1","labels":{},"state":"up"}',  # another order
+                 b'{"v":1,"id":"m1","cap":[1,1,0],"labels":{"zone":"\\u007a1"},"state":"up"}',  # an escape
+                 b'{"v":1,"id":"m1","cap":[1,1,0],"labels":null,"state":"up"}',
+                 b'{"v":1,"id":"m1","cap":[1,1,0],"labels":{},"state":"up","by":""}',
+                 b'{"v":1,"id":"m1","cap":[01,1,0],"labels":{},"state":"up"}']  # not JSON: decode says so
+    refused = [b'{"v":1,"id":"m1","cap":[1,-1,0],"labels":{},"state":"up"}',
+               b'{"v":1,"id":"m1","cap":[1,1,0],"labels":{"zone":{"a":"b"}},"state":"up"}',
+               b'{"v":1,"id":"m1","cap":[1,1,0],"labels":{"-k":"v"},"state":"up"}',
+               b'{"v":1,"id":"m1","cap":[1,1,0],"labels":{"a":"b"},"state":"up"},"state":"down"}',
+               b'{"v":1,"id":"m1","cap":[1,1,0],"labels":{},"state":"up"}\n'
+               b'{"v":1,"id":"m9","cap":[1,1,0],"labels":{},"state":"up"}',  # two records in one value
+               b'{"v":1,"id":"m1","cap":[1,1,0],"labels":{},"state":"up"}\xff',
+               b'{"v":1,"id":"m1","cap":[1,1,0],"labels":{},"state":"up"', b""]
+    for raw in not_exact + refused:
+        kvs = [KeyValue("/c/spec/m0", good.replace(b'"m1"', b'"m0"'), 1, 1, 1), KeyValue("/c/spec/m1", raw, 2, 2, 1)]
+        assert codec.machine_table(kvs) is None, raw
+    assert codec.machine_table([]) == ([], "", [])
+
+
+@settings(deadline=None, max_examples=100)
+@given(recs=st.lists(st.tuples(vec, st.dictionaries(st.builds(lambda j, i: f"{j}/0/{i}", ids, st.integers(0, 99)),
+                                                     vec, max_size=5)), max_size=10))
+def test_alloc_heads_hold_what_alloc_summary_reads(recs):
+    values = [codec.encode_alloc(AllocationRecord(used, tasks)) for used, tasks in recs]
+    heads = codec.alloc_heads(values)
+    assert heads is not None
+    nums = [int(x) for x in heads.split()]
+    assert [(tuple(nums[5 * k + 1:5 * k + 4]), nums[5 * k + 4]) for k in range(len(values))] == \
+        [codec.alloc_summary(v) for v in values]
+
+
+def test_alloc_heads_refuse_any_value_off_the_fast_path():
+    good = codec.encode_alloc(AllocationRecord((5, 6, 0), {"j/0/0": (5, 6, 0)}))
+    for bad in (b'{"v":1,"u":[5,6,0],"t":{"j/0/0":[5,6,0]}}',  # written before the count
+                good[:-1],  # cut short
+                b'{"v":1,"u":[5,-6,0],"n":1,"t":{"j/0/0":[5,6,0]}}',
+                b'{"v":1,"u":[5,6,0],"n":1\n{"v":1,"u":[5,6,0],"n":1,"t":{"j/0/0":[5,6,0]}}',  # two heads
+                b'{"v":2,"u":[5,6,0],"n":1,"t":{"j/0/0":[5,6,0]}}', b""):
+        assert codec.alloc_heads([good, bad]) is None, bad
+    assert codec.alloc_heads([]) == b""
+
+
+@settings(deadline=None, max_examples=200)
+@given(job=ids, claims=st.integers(0, 10**9), need=st.none() | vec, stuck=st.booleans())
+def test_index_entry_decodes_what_it_encodes_on_either_path(job, claims, need, stuck):
+    from cellsched.cellstate.index_entry import _PLAIN, IndexEntry
+    from cellsched.cellstate.store import KeyValue
+
+    entry = IndexEntry(job, claims, need, stuck)
+    raw = entry.encode()
+    assert IndexEntry.decode(KeyValue("/c/queue/k", raw, 1, 1, 1)) == entry
+    assert (_PLAIN.fullmatch(raw) is not None) == (need is None and not stuck and claims < 10**9)
+    spaced = raw.replace(b",", b", ")  # the same entry, off the fast path
+    assert IndexEntry.decode(KeyValue("/c/queue/k", spaced, 1, 1, 1)) == entry

@@ -353,14 +353,12 @@ def test_snapshot_reads_allocation_heads_and_decodes_task_maps_on_use(store):
 class _RecordByRecord(SchedulerCache):
     """The snapshot applied one record at a time, as the watch applies changes."""
 
-    def _load_snapshot(self, machines, spec_kvs, alloc_kvs):
-        for kv in spec_kvs:
-            self._apply_spec(kv.key, kv.value, kv.mod_revision)
-        for kv in alloc_kvs:
-            self._apply_alloc(kv.key, kv.value, kv.mod_revision)
+    def _load_snapshot(self, spec_kvs, alloc_kvs):
+        return False  # resync then applies every record in turn
 
 
-def test_the_bulk_snapshot_equals_applying_its_records_one_by_one():
+@pytest.mark.parametrize("odd_values", [True, False])
+def test_the_bulk_snapshot_equals_applying_its_records_one_by_one(odd_values):
     from cellsched.cellstate import codec
     from cellsched.cellstate.model import AllocationRecord
     from cellsched.cellstate.store import Put
@@ -371,13 +369,64 @@ def test_the_bulk_snapshot_equals_applying_its_records_one_by_one():
     for jid, machine, n in (("a", "m0", 1), ("b", "m1", 3), ("c", "m1", 1)):
         place(store, keys, jid, machine, n)  # m1 reaches the task limit below (max_tasks=4)
     odd = AllocationRecord((5, 5, 0), {"x/0/0": (5, 5, 0)})
-    store.txn([], [Put(keys.alloc("m5"), codec.encode_alloc(odd).replace(b'"n":1,', b"")),  # no fast path
-                   Put(keys.alloc("gone"), codec.encode_alloc(odd))])  # a record of no known machine
+    if odd_values:  # off the codec's fast paths: record by record
+        store.txn([], [Put(keys.alloc("m5"), codec.encode_alloc(odd).replace(b'"n":1,', b"")),
+                       Put(keys.spec("m6"), codec.encode_machine(Machine("m6", (8000, 32768, 0), {"z": "\u00e9"})))])
+    else:
+        store.txn([], [Put(keys.alloc("m5"), codec.encode_alloc(odd))])
+    store.txn([], [Put(keys.alloc("gone"), codec.encode_alloc(odd))])  # a record of no known machine
     bulk, one = SchedulerCache(store, keys, max_tasks=4), _RecordByRecord(store, keys, max_tasks=4)
-    assert bulk.ids == one.ids and bulk.machines == one.machines and bulk.size == 7
+    assert bulk.ids == one.ids and bulk.size == 7
+    assert [bulk.machine(i) for i in range(7)] == [one.machine(i) for i in range(7)]
+    assert bulk.all_labels() == one.all_labels() == [bulk.machine(i).labels for i in range(7)]
     for name in ("capacity", "used", "spec_rev", "alloc_rev", "schedulable", "task_count"):
         assert np.array_equal(getattr(bulk, name), getattr(one, name)), name
     assert [bulk.alloc(i) for i in range(7)] == [one.alloc(i) for i in range(7)]
     assert bulk.schedulable[:7].tolist() == [True, False, True, False, True, True, True]
     assert bulk.task_count[5] == 1 and bulk.dirty == one.dirty == set()  # both refreshed into columns
     assert np.array_equal(bulk.columns.host_used, one.columns.host_used)
+
+
+class _EventByEvent(SchedulerCache):
+    """Every allocation record the watch brings applied in turn, as before _apply_allocs."""
+
+    def _apply_allocs(self, events):
+        for ev in events:
+            self._apply_event(ev)
+
+
+def test_a_poll_applies_allocation_records_per_column_as_one_by_one():
+    from cellsched.cellstate import codec
+    from cellsched.cellstate.model import AllocationRecord
+    from cellsched.cellstate.store import Put
+
+    store = MemoryStore()
+    keys = make_cell(store, 6)
+    bulk, one = SchedulerCache(store, keys, max_tasks=3), _EventByEvent(store, keys, max_tasks=3)
+    out = place(store, keys, "own", "m2", 1)
+    bulk.confirm(out.machines)  # our own commit, folded in before the watch brings it
+    one.confirm(out.machines)
+    mine = Claim(task_id("held", 0, 0), "m5", (1000, 1024, 0))
+    bulk.assume([mine])  # a row with an assumed claim sees every record in turn
+    one.assume([mine])
+    for jid, machine, n in (("a", "m0", 1), ("b", "m0", 2), ("c", "m1", 3), ("d", "m2", 1)):
+        place(store, keys, jid, machine, n)  # m0 twice in one poll; m0 and m1 reach the task limit
+    set_machine_state(store, keys, "m3", MachineState.DRAINING)  # a spec event between allocation runs
+    odd = AllocationRecord((5, 5, 0), {"x/0/0": (5, 5, 0)})
+    store.txn([], [Put(keys.alloc("m3"), codec.encode_alloc(odd))])
+    store.txn([], [Put(keys.alloc("m5"), codec.encode_alloc(AllocationRecord((1000, 1024, 0), {mine.task_id: mine.request})))])
+    store.txn([], [Put(keys.alloc("m5"), codec.encode_alloc(AllocationRecord()))])  # and released, in the same poll
+    assert bulk.poll(timeout=0.2) == one.poll(timeout=0.2) > 0
+    for name in ("capacity", "used", "spec_rev", "alloc_rev", "schedulable", "task_count"):
+        assert np.array_equal(getattr(bulk, name), getattr(one, name)), name
+    assert [bulk.alloc(i) for i in range(6)] == [one.alloc(i) for i in range(6)]
+    assert bulk.schedulable[:6].tolist() == [False, False, True, False, True, True]
+    assert bulk.task_count[:6].tolist() == [3, 3, 2, 1, 0, 0]
+    assert bulk.revision == one.revision == store.current_revision()
+    assert bulk.assumed_count == one.assumed_count == 0  # the held claim was Added by its record
+    bulk.refresh()
+    one.refresh()
+    assert np.array_equal(bulk.columns.host_used, one.columns.host_used)
+    store.txn([], [Put(keys.alloc("m2"), codec.encode_alloc(odd).replace(b'"n":1,', b""))])  # off the fast path
+    bulk.poll(timeout=0.2)
+    assert bulk.alloc(bulk.index["m2"]) == odd and tuple(bulk.used[bulk.index["m2"]]) == (5, 5, 0)

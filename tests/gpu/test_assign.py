@@ -122,3 +122,64 @@ def test_assign_job_never_overcommits_and_is_complete(xp_name, policy, case):
             excluded = [i in theirs or (spec.different_machines and i in mine) for i in range(len(after))]
             assert not reference.fits_somewhere(after, spec, excluded)
             assert a.reason(g) is not None
+
+
+class _RescanEveryTime:
+    """Random first fit as written before the running fit mask: every scan recomputes
+    eligible & fits from the whole free matrix (the reference for the test below)."""
+
+    @staticmethod
+    def place(run, g, spec):
+        req = np.asarray(spec.request, dtype=np.int64)
+        eligible = run.columns.host_eligibility(spec) & ~run._excluded(g, spec)
+        for task in range(spec.count):
+            machine = _RescanEveryTime.pick(run, g, eligible, req)
+            if machine < 0:
+                return task
+            run._assume(g, task, machine, spec)
+            if spec.different_machines:
+                eligible[machine] = False
+        return spec.count
+
+    @staticmethod
+    def pick(run, g, eligible, req):
+        pool = None if run.widened[g] else run.home_rows
+        size = len(run.columns) if pool is None else len(pool)
+        if size:
+            probes = run.rng.integers(size, size=min(64, size))
+            if pool is not None:
+                probes = pool[probes]
+            ok = eligible[probes] & (run.free[probes] >= req).all(axis=1)
+            if ok.any():
+                return int(probes[np.argmax(ok)])
+        fit = eligible & (run.free >= req).all(axis=1)
+        if pool is not None:
+            at_home = pool[fit[pool]]
+            if len(at_home):
+                return int(at_home[run.rng.integers(len(at_home))])
+            run.widened[g] = True
+        fits = np.flatnonzero(fit)
+        if len(fits) == 0:
+            return -1
+        return int(fits[run.rng.integers(len(fits))])
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_random_fit_running_mask_draws_what_rescanning_draws(data):
+    from cellsched.gpu.assign import _Batch
+    from cellsched.gpu.policy import Selection
+
+    cap, used, labels, sched = data.draw(cells(max_machines=12))
+    cols = columns(np, cap, used, labels, sched)
+    gs = data.draw(groups(len(cap), max_count=24))
+    policy = next(p for p in POLICIES if p.selection is Selection.RANDOM_FIT)
+    homes = data.draw(st.sampled_from([1, 2, 3]))
+    policy = policy.at_home(data.draw(st.integers(0, homes - 1)), homes)
+    seed = data.draw(st.integers(0, 2**32))
+    new, old = _Batch(cols, gs, policy, seed), _Batch(cols, gs, policy, seed)
+    for g, spec in enumerate(gs):
+        if spec.count:
+            assert new._place_random(g, spec) == _RescanEveryTime.place(old, g, spec)
+    assert [r.tolist() for r in new.result] == [r.tolist() for r in old.result]
+    assert new.widened == old.widened and np.array_equal(new.free, old.free)

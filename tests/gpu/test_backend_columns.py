@@ -90,3 +90,21 @@ def test_equivalence_classes_group_identical_machines():
     assert len(classes) == 3
     assert classes.members(0).tolist() == [0, 2, 3]
     assert classes.inverse.tolist() == [0, 1, 0, 0, 2]
+
+
+@pytest.mark.parametrize("xp_name", XPS)
+def test_device_arrays_read_after_many_updates_equal_fresh_columns(xp_name):
+    xp = resolve(xp_name)
+    rng = np.random.default_rng(7)
+    cap = rng.integers(1, 9, size=(20, 3)) * 1000
+    cols = columns(xp, cap.tolist())
+    for step in range(30):  # updates between reads, rows repeated, machines changed too
+        rows = rng.integers(0, 20, size=int(rng.integers(1, 6)))
+        cols.update_rows(rows, (cols.host_capacity[rows] * rng.random((len(rows), 1))).astype(np.int64))
+        if step % 7 == 0:
+            cols.update_machines(rows[:1], cols.host_capacity[rows[:1]] + 1000, schedulable=[step % 2 == 0])
+        if step % 4 == 0:
+            continue  # not read: the next read copies these rows too
+        fresh = columns(xp, cols.host_capacity.tolist(), cols.host_used.tolist(), schedulable=cols.host_schedulable)
+        for name in ("capacity", "used", "free", "schedulable", "free_t", "free_ft", "inv_cap_t", "n_dims"):
+            assert np.array_equal(host(getattr(cols, name)), host(getattr(fresh, name))), (step, name)
