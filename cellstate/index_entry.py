@@ -15,8 +15,9 @@ from .resources import Vector
 from .store import KeyValue
 
 # An entry as encode writes it with no need and not stuck (a job id needs no JSON escape: model.check_id).
-_PLAIN = re.compile(rb'\{"v":%d,"job":"([A-Za-z0-9][A-Za-z0-9._:-]{0,127})"(?:,"claims":([1-9][0-9]{0,8}))?\}'
-                    % codec.FORMAT_VERSION)
+# Its holder (a claim id: lease in hex, a dot, a count; or a tool's plain name) is the same alphabet.
+_PLAIN = re.compile(rb'\{"v":%d,"job":"([A-Za-z0-9][A-Za-z0-9._:-]{0,127})"(?:,"claims":([1-9][0-9]{0,8}))?'
+                    rb'(?:,"holder":"([A-Za-z0-9][A-Za-z0-9._:-]{0,127})")?\}' % codec.FORMAT_VERSION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,7 @@ class IndexEntry:
     def decode(cls, kv: KeyValue) -> IndexEntry:
         plain = _PLAIN.fullmatch(kv.value)  # a claim step decodes hundreds: the common form without a parse
         if plain is not None:
-            return cls(plain[1].decode(), int(plain[2] or 0))
+            return cls(plain[1].decode(), int(plain[2] or 0), holder=(plain[3] or b"").decode())
         obj = codec.decode_obj(kv.key, kv.value)
         need = obj.get("need")
         return cls(str(obj["job"]), int(obj.get("claims", 0)), tuple(need) if need is not None else None,

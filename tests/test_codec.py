@@ -181,12 +181,13 @@ def test_alloc_heads_refuse_any_value_off_the_fast_path():
 
 
 @settings(deadline=None, max_examples=200)
-@given(job=ids, claims=st.integers(0, 10**9), need=st.none() | vec, stuck=st.booleans())
-def test_index_entry_decodes_what_it_encodes_on_either_path(job, claims, need, stuck):
+@given(job=ids, claims=st.integers(0, 10**9), need=st.none() | vec, stuck=st.booleans(),
+       holder=st.sampled_from(["", "1f.7", "bench-gate"]))
+def test_index_entry_decodes_what_it_encodes_on_either_path(job, claims, need, stuck, holder):
     from cellsched.cellstate.index_entry import _PLAIN, IndexEntry
     from cellsched.cellstate.store import KeyValue
 
-    entry = IndexEntry(job, claims, need, stuck)
+    entry = IndexEntry(job, claims, need, stuck, holder)
     raw = entry.encode()
     assert IndexEntry.decode(KeyValue("/c/queue/k", raw, 1, 1, 1)) == entry
     assert (_PLAIN.fullmatch(raw) is not None) == (need is None and not stuck and claims < 10**9)
