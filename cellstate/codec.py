@@ -209,8 +209,26 @@ def job_from_obj(obj: dict[str, Any]) -> Job:
                obj.get("maxf", 3))
 
 
-def encode_job(r: JobRecord) -> bytes:
-    """A small job's record holds its bindings; a sharded one holds counts (cellstate.shards)."""
+def encode_job_part(job: Job) -> bytes:
+    """The job's own part of its record, as encode_job writes it: a submission encodes it
+    once for its size check and splices it into the record (`encode_job(r, part)`)."""
+    return _dumps(job_to_obj(job)).encode()
+
+
+_JOB_HEAD = b'{"v":%d,"job":' % FORMAT_VERSION
+
+
+def encode_job(r: JobRecord, job_part: bytes | None = None) -> bytes:
+    """A small job's record holds its bindings; a sharded one holds counts (cellstate.shards).
+    `job_part`: encode_job_part(r.job), given when the caller has it; the bytes are the same."""
+    if job_part is not None:
+        rest = _record_rest(r)
+        return _JOB_HEAD + job_part + b"," + _dumps(rest).encode()[1:]
+    return _dumps({"v": FORMAT_VERSION, "job": job_to_obj(r.job), **_record_rest(r)}).encode()
+
+
+def _record_rest(r: JobRecord) -> dict[str, Any]:
+    """The record's fields after "v" and "job", in their encoded order."""
     if is_sharded(r.job):
         if not r.loaded:
             raise PartialRecordError(f"job {r.job.id}: its shards were not read; refusing to write counts")
@@ -219,9 +237,7 @@ def encode_job(r: JobRecord) -> bytes:
         bindings = {"bound": r.bound, "done": sorted(r.done)}
     if r.history is not None:  # absent on most records: a first attempt without conflicts
         bindings["hist"] = r.history
-    return _dumps({
-        "v": FORMAT_VERSION,
-        "job": job_to_obj(r.job),
+    return {
         "status": r.status.value,
         **bindings,
         "reason": r.reason,
@@ -232,7 +248,7 @@ def encode_job(r: JobRecord) -> bytes:
         "fails": r.failures,
         "qs": r.queue_seq,
         "why": r.refusal,
-    }).encode()
+    }
 
 
 def decode_job(key: str, raw: bytes) -> JobRecord:

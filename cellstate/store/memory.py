@@ -33,6 +33,7 @@ from .contract import (
     check_revision_arg,
     check_txn_limits,
 )
+from .sorted_keys import SortedKeys
 
 
 class _MemoryWatch(Watch):
@@ -90,7 +91,7 @@ class MemoryStore(CellStore):
         self.clock = clock or RealClock()
         self._lock = threading.RLock()
         self._data: dict[str, KeyValue] = {}
-        self._sorted_keys: list[str] = []  # for prefix reads
+        self._sorted_keys = SortedKeys()  # for prefix reads
         self._revision = 1  # etcd starts a fresh cluster at revision 1
         self._compacted = 0
         self._history: list[WatchEvent] = []  # every event after the compact revision
@@ -137,9 +138,8 @@ class MemoryStore(CellStore):
         if not op.prefix:
             kv = self._data.get(op.key)
             return [kv] if kv else []
-        lo = bisect.bisect_left(self._sorted_keys, max(op.key, op.start))
         out: list[KeyValue] = []
-        for k in itertools.islice(self._sorted_keys, lo, None):
+        for k in self._sorted_keys.from_key(max(op.key, op.start)):
             if not k.startswith(op.key) or (op.limit and len(out) >= op.limit):
                 break
             out.append(self._data[k])
@@ -148,7 +148,7 @@ class MemoryStore(CellStore):
     def _apply_put(self, op: Put, rev: int) -> None:
         old = self._data.get(op.key)
         if old is None:
-            bisect.insort(self._sorted_keys, op.key)
+            self._sorted_keys.add(op.key)
             kv = KeyValue(op.key, op.value, rev, rev, 1, op.lease)
         else:
             if old.lease and old.lease != op.lease and old.lease in self._leases:
@@ -163,7 +163,7 @@ class MemoryStore(CellStore):
         old = self._data.pop(key, None)
         if old is None:
             return False
-        del self._sorted_keys[bisect.bisect_left(self._sorted_keys, key)]
+        self._sorted_keys.remove(key)
         if old.lease and old.lease in self._leases:
             self._leases[old.lease].keys.discard(key)
         self._emit(WatchEvent(EventType.DELETE, key, b"", rev))
