@@ -184,7 +184,7 @@ class TaskGroup:
     def __post_init__(self) -> None:
         if not isinstance(self.count, int) or isinstance(self.count, bool) or self.count < 1:
             raise InvalidJobError(f"task group {self.name!r}: count must be a positive integer, got {self.count!r}")
-        object.__setattr__(self, "request", res.from_list(self.request, f"task group {self.name!r}.request"))
+        object.__setattr__(self, "request", res.check_vector(self.request, f"task group {self.name!r}.request"))
         if not any(self.request):
             raise InvalidResourceError(f"task group {self.name!r}.request: a task must request some resource")
         object.__setattr__(self, "labels", check_labels(f"task group {self.name!r}", self.labels))
