@@ -173,7 +173,7 @@ def serve(args: argparse.Namespace) -> int:
     # (700) that is dozens of collections per request, and the older generations' passes walk
     # every module, schema and Ray object loaded at start. Those are frozen out of the
     # collector, and gen 0 runs every 50,000 allocations as in the scheduler actors (about a
-    # third of a bulk's CPU in process, docs/benchmarks.md "REST API").
+    # third of a bulk's CPU in process; docs/architecture.md, "The REST API").
     gc.freeze()
     gc.set_threshold(API_GC_THRESHOLD, 10, 10)
     try:

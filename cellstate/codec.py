@@ -40,8 +40,8 @@ def _encode(obj: Any) -> bytes:
     """Compact JSON, ASCII only. pydantic_core's Rust serializer writes what the standard
     library's compact encoder writes (Infinity and NaN as constants too) in about a tenth of
     the time; a float may be spelled otherwise (1e-5, not 1e-05), the same number either way.
-    A job record's encoding is most of a bulk submission's codec cost (docs/benchmarks.md,
-    "REST API")."""
+    A job record's encoding is most of a bulk submission's codec cost (docs/architecture.md,
+    "The REST API")."""
     return to_json(obj, ensure_ascii=True)
 
 
