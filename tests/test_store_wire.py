@@ -85,3 +85,8 @@ def test_txns_chain_on_the_revision_before_and_stop_at_the_first_failure(store):
     assert [r.succeeded for r in stale] == [True, False]
     with pytest.raises(InvalidInputError):
         store.txn_sequence([([ModRevisionIs("/t/a", AFTER_PREVIOUS)], [], [])])
+
+
+def test_wire_refuses_what_is_not_an_op():
+    with pytest.raises(InvalidInputError):
+        wire.pack_txns([([], ["not an op"], [])])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Sequence
 
+from ..errors import InvalidInputError
 from .contract import Delete, Get, KeyValue, ModRevisionIs, Op, Put, TxnResult
 
 Txn = tuple[Sequence[ModRevisionIs], Sequence[Op], Sequence[Op]]
@@ -28,7 +29,7 @@ def _op(op: Op) -> tuple:
         return (_GET, op.key, op.prefix, op.limit, op.start)
     if type(op) is Delete:
         return (_DELETE, op.key)
-    raise TypeError(f"not a txn op: {op!r}")
+    raise InvalidInputError(f"not a txn op: {op!r}")
 
 
 def _unop(t: tuple) -> Op:
