@@ -4,6 +4,8 @@ histogram and server span (api/observe.py), OpenAPI."""
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from cellsched.schedulers import tracing
 
@@ -19,7 +21,7 @@ from . import (
     routes_ui,
 )
 from .body_limit import BodyLimit
-from .context import ApiContext
+from .context import BEARER_SCHEME, ApiContext
 from .observe import ApiMetrics, Observe
 
 API_VERSION = "1.0.0"
@@ -40,6 +42,28 @@ def create_app(ctx: ApiContext) -> FastAPI:
     # Outermost (added last): it times and traces every answer, the body limit's 413 included.
     # Tracing is chosen once, here: off (no exporter) means no span is ever started.
     chosen = ctx.tracing or tracing.current()
-    app.add_middleware(Observe, metrics=app.state.api_metrics, routes=[r for m in modules for r in m.router.routes],
-                       traced=chosen if chosen.enabled else None)
+    routes = [r for m in modules for r in m.router.routes]
+    app.add_middleware(Observe, metrics=app.state.api_metrics, routes=routes, traced=chosen if chosen.enabled else None)
+    declare_bearer(app, routes)
     return app
+
+
+def _takes_token(dependant: Dependant) -> bool:
+    return any(getattr(d.call, "takes_token", False) or _takes_token(d) for d in dependant.dependencies)
+
+
+def declare_bearer(app: FastAPI, routes: list) -> None:
+    """The OpenAPI document's bearer scheme, on every operation of `routes` whose route
+    requires a token (api/context.py `require`), as an HTTPBearer dependency declared it."""
+    def openapi() -> dict:
+        before = app.openapi_schema
+        schema = FastAPI.openapi(app)
+        if schema is not before:  # generated now (FastAPI regenerates when its routes change)
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})["HTTPBearer"] = dict(BEARER_SCHEME)
+            for route in routes:
+                if isinstance(route, APIRoute) and route.include_in_schema and _takes_token(route.dependant):
+                    for method in route.methods or ():
+                        schema["paths"][route.path_format][method.lower()]["security"] = [{"HTTPBearer": []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -8,10 +8,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cellsched.cellstate.audit import AuditLog
 from cellsched.cellstate.clock import Clock, RealClock
@@ -67,20 +66,23 @@ def ctx_of(request: Request) -> ApiContext:
     return request.app.state.ctx
 
 
-# Declares the bearer scheme in the OpenAPI document; the check itself is `authorize`,
-# which reads the raw header so a malformed one gets its own message.
-_bearer = HTTPBearer(auto_error=False, description="a token from --tokens or CELLSCHED_API_TOKENS")
+# The bearer scheme of the OpenAPI document, declared on every operation that takes a token
+# (api/app.py `declare_bearer`); the check itself is `authorize`, which reads the raw header
+# so a malformed one gets its own message. Not an HTTPBearer sub-dependency: FastAPI solved it
+# on every request for nothing (about 40-75 us of a submission's ~500 in process;
+# docs/architecture.md, "The REST API").
+BEARER_SCHEME = {"type": "http", "scheme": "bearer", "description": "a token from --tokens or CELLSCHED_API_TOKENS"}
 
 
 def require(role: Role):
     # async: the lookup and the rate limit are a hash and a lock held for microseconds, so
     # they run on the event loop instead of costing a thread-pool hop per request.
-    async def dependency(request: Request,
-                         _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
+    async def dependency(request: Request) -> Principal:
         ctx = ctx_of(request)
         return authorize(ctx.tokens, ctx.limiter, request.headers.get("authorization"), role)
 
     dependency.__name__ = f"require_{role.name.lower()}"
+    dependency.takes_token = True  # type: ignore[attr-defined]
     return dependency
 
 

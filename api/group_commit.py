@@ -140,9 +140,10 @@ class SubmitGroups:
         """One group's txn (and its retries without the jobs that exist already), on a pool thread."""
         jobs = [p.job for p in prepared]
         guards = {p.job.id: p.guard for p in prepared if p.guard is not None}
+        parts = {p.job.id: p.part for p in prepared if p.part is not None}
         now = self.clock.now()
         if self.audit is None:
-            result = submit_jobs(self.store, self.keys, jobs, now, guards, per_txn=len(jobs))
+            result = submit_jobs(self.store, self.keys, jobs, now, guards, per_txn=len(jobs), job_parts=parts)
             return [Landed(outcome_of(p, result), now) for p in prepared]
         entry_of = {p.job.id: e for p, e in zip(prepared, entries, strict=True)}
         with self.audit.group() as writer:
@@ -150,7 +151,8 @@ class SubmitGroups:
                 return writer.txn(compares, success, failure,
                                   [dataclasses.replace(entry_of[j.id], keys=tuple(ks)) for j, ks in written])
 
-            result = submit_jobs(self.store, self.keys, jobs, now, guards, send=send, per_txn=len(jobs))
+            result = submit_jobs(self.store, self.keys, jobs, now, guards, send=send, per_txn=len(jobs),
+                                 job_parts=parts)
             landed = [Landed(outcome_of(p, result), now) for p in prepared]
             writer.refusals([dataclasses.replace(e, outcome=f"refused: ApiError: {o.outcome}"[:500])
                              for e, o in zip(entries, landed, strict=True) if isinstance(o.outcome, ApiError)])

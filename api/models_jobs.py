@@ -19,6 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import to_json
 
 from cellsched.cellstate import resources as res
 from cellsched.cellstate.errors import InvalidInputError
@@ -240,6 +241,31 @@ class JobOut(BaseModel):
                    submitted_at=rec.submitted_at, first_attempt_at=rec.first_attempt_at, placed_at=rec.placed_at,
                    finished_at=rec.finished_at, failures=rec.failures,
                    bindings=dict(rec.bound) if rec.loaded and job.task_count <= 64 else None)
+
+
+def job_out_json(rec: JobRecord) -> bytes:
+    """JobOut.of(rec).model_dump_json(by_alias=True), the same bytes, without building and
+    validating the six models of a two-group job: a submission's 201 answers with what it
+    has just written (docs/architecture.md, "The REST API"; tests/test_api_job_out.py
+    compares the two)."""
+    job = rec.job
+    bound, done = (len(rec.bound), len(rec.done)) if rec.loaded else rec.shard_counts
+    groups = []
+    for g in job.groups:
+        cpu, mem, gpu = g.request
+        groups.append({"name": g.name, "count": g.count,
+                       "request": {"cpu": cpu, "memory": mem, "gpu": gpu,
+                                   "human": {"cpu": units.format_cpu(cpu), "memory": units.format_memory(mem),
+                                             "gpu": str(gpu)}},
+                       "labels": g.labels, "different_machines": g.different_machines})
+    return to_json({
+        "id": job.id, "class": job.job_class.value, "priority": job.priority,
+        "mode": (JobMode.GANG if job.mode is TransactionMode.ALL_OR_NOTHING else JobMode.INCREMENTAL).value,
+        "status": rec.status.value, "reason": rec.reason,
+        "tasks": {"total": job.task_count, "bound": bound, "done": done}, "groups": groups,
+        "submitted_at": rec.submitted_at, "first_attempt_at": rec.first_attempt_at, "placed_at": rec.placed_at,
+        "finished_at": rec.finished_at, "failures": rec.failures,
+        "bindings": dict(rec.bound) if rec.loaded and job.task_count <= 64 else None})
 
 
 class JobList(BaseModel):

@@ -57,7 +57,7 @@ class PlanOut(BaseModel):
 
 
 def dry_run(ctx: ApiContext, spec: JobIn, k: int) -> PlanOut:
-    job, _ = to_job(ctx, spec, spec.id or "dry-run", "body")
+    job, _, _ = to_job(ctx, spec, spec.id or "dry-run", "body")
     settings = PRESETS[job.job_class]
     policy = settings.policy
     cache = SchedulerCache(ctx.store, ctx.keys, ctx.max_tasks_per_machine, backend="numpy")

@@ -26,6 +26,7 @@ from .models_jobs import (
     JobList,
     JobOut,
     TaskCounts,
+    job_out_json,
 )
 from .observe import request_traceparent
 from .submit import REPLAY, prepare_one, submit_bulk
@@ -77,8 +78,8 @@ async def submit_job(request: Request, spec: JobIn, who: Principal = Submitter,
         # What was just written: a new job is pending (a scheduler may have taken it since,
         # which GET shows), so the answer costs no read. Sent as bytes: the model is built
         # here once, not validated again as a return value.
-        out = JobOut.of(JobRecord(prepared.job, submitted_at=landed.at))
-        return Response(out.model_dump_json(by_alias=True), status_code=201, media_type="application/json",
+        out = job_out_json(JobRecord(prepared.job, submitted_at=landed.at))
+        return Response(out, status_code=201, media_type="application/json",
                         headers={"Location": f"/v1/jobs/{landed.outcome}"})
     job_id = landed.outcome.removeprefix(REPLAY)
     rec = await run_in_threadpool(read_record, ctx, job_id)

@@ -45,15 +45,18 @@ def new_job_id() -> str:
     return f"j-{time.time_ns():x}-{secrets.token_hex(4)}"
 
 
-def to_job(ctx: ApiContext, spec: JobIn, job_id: str, where: str, traceparent: str | None = None) -> tuple[Job, int]:
-    """The job and its record's size (record_bytes). `traceparent`: the request span's
+def to_job(ctx: ApiContext, spec: JobIn, job_id: str, where: str,
+           traceparent: str | None = None) -> tuple[Job, int, bytes]:
+    """The job, its record's size (record_bytes) and its encoded part (codec.encode_job_part,
+    spliced into its record by submit_jobs: encoded once). `traceparent`: the request span's
     (api/observe.py), stored so the scheduler's batch span links to it."""
     try:
         job = spec.to_job(job_id, traceparent)
     except InvalidInputError as exc:  # the model's own rules: a second line behind Pydantic's
         raise ApiError(422, "invalid job", str(exc), where) from None
     check_gang_width(ctx, job, where)
-    return job, check_record_size(ctx, job, where)
+    part = codec.encode_job_part(job)
+    return job, check_record_size(ctx, job, where, part), part
 
 
 def check_gang_width(ctx: ApiContext, job: Job, where: str) -> None:
@@ -87,15 +90,16 @@ class Prepared:
     size: int
     guard: Put | None = None
     body: str = ""
+    part: bytes | None = None  # codec.encode_job_part(job)
 
 
 def prepare_one(ctx: ApiContext, who: Principal, spec: JobIn, idempotency_key: str | None,
                 traceparent: str | None = None) -> Prepared:
     """Every check of a single submission, before any write (the body's digest leaves the
     traceparent out: a replay from another trace is the same job)."""
-    job, size = to_job(ctx, spec, spec.id or new_job_id(), "body", traceparent)
+    job, size, part = to_job(ctx, spec, spec.id or new_job_id(), "body", traceparent)
     if idempotency_key is None:
-        return Prepared(job, size)
+        return Prepared(job, size, part=part)
     if not _KEY.match(idempotency_key):
         raise ApiError(422, "invalid header", "Idempotency-Key must be 1-255 printable ASCII characters",
                        "header.Idempotency-Key")
@@ -103,7 +107,7 @@ def prepare_one(ctx: ApiContext, who: Principal, spec: JobIn, idempotency_key: s
     scope = hashlib.sha256(f"{who.name}\0{idempotency_key}".encode()).hexdigest()
     guard = Put(ctx.keys.idempotency(scope),
                 codec.encode_obj({"job": job.id, "body": body, "by": who.name, "at": ctx.clock.now()}))
-    return Prepared(job, size, guard, body)
+    return Prepared(job, size, guard, body, part)
 
 
 def outcome_of(prepared: Prepared, result: SubmitResult) -> str | ApiError:
@@ -127,62 +131,42 @@ REPLAY = "replay:"
 
 def submit_bulk(ctx: ApiContext, store: CellStore, bulk: BulkIn, traceparent: str | None = None) -> BulkOut:
     """Every job is checked before the first write; then each is written atomically
-    (many per txn), and the answer gives each job's outcome. Every job stores the one request's
-    `traceparent`."""
+    (many per txn, the txns sent together: CellStore.txn_sequence), and the answer gives each job's
+    outcome. Every job stores the one request's `traceparent`."""
     jobs: list[Job] = []
     sizes: list[int] = []
+    parts: dict[str, bytes] = {}
     seen: dict[str, int] = {}
     for i, spec in enumerate(bulk.jobs):
         where = f"body.jobs.{i}"
-        job, size = to_job(ctx, spec, spec.id or new_job_id(), where, traceparent)
+        job, size, part = to_job(ctx, spec, spec.id or new_job_id(), where, traceparent)
         if job.id in seen:
             raise ApiError(422, "duplicate job id", f"job id {job.id!r} is also at body.jobs.{seen[job.id]}",
                            f"{where}.id")
         seen[job.id] = i
         jobs.append(job)
         sizes.append(size)
-    now = ctx.clock.now()
-    accepted: set[str] = set()
-    rejected: dict[str, str] = {}
-    revision = 0
-    for batch in _by_bytes(store, jobs, sizes):
-        result = submit_jobs(store, ctx.keys, batch, now)
-        accepted.update(result.accepted)
-        rejected.update(result.rejected)
-        revision = max(revision, result.revision)
+        parts[job.id] = part
+    # submit_jobs packs by count; the sizes cut txns by bytes too, so none goes over the
+    # store's request bytes (large jobs would otherwise make a txn the store refuses).
+    budget = int(store.limits.max_request_bytes * REQUEST_BYTES_BUDGET)
+    result = submit_jobs(store, ctx.keys, jobs, ctx.clock.now(), sizes=sizes, max_bytes=budget, job_parts=parts)
+    accepted, rejected = set(result.accepted), result.rejected
     results = [BulkOutcome(index=i, id=j.id, created=j.id in accepted, reason=rejected.get(j.id, ""))
                for i, j in enumerate(jobs)]
-    return BulkOut(created=len(accepted), refused=len(jobs) - len(accepted), results=results, revision=revision)
+    return BulkOut(created=len(accepted), refused=len(jobs) - len(accepted), results=results,
+                   revision=result.revision)
 
 
-def record_bytes(job: Job) -> int:
+def record_bytes(job: Job, part: bytes | None = None) -> int:
     """What the job's submission txn writes for it: its record, queue entry and keys."""
-    return len(codec.encode_job(JobRecord(job))) + 4 * len(job.id) + 200
+    return len(codec.encode_job(JobRecord(job), part)) + 4 * len(job.id) + 200
 
 
-def check_record_size(ctx: ApiContext, job: Job, where: str) -> int:
+def check_record_size(ctx: ApiContext, job: Job, where: str, part: bytes | None = None) -> int:
     """The job's record_bytes, refused when one txn could not hold it."""
-    size, budget = record_bytes(job), int(ctx.store.limits.max_request_bytes * REQUEST_BYTES_BUDGET)
+    size, budget = record_bytes(job, part), int(ctx.store.limits.max_request_bytes * REQUEST_BYTES_BUDGET)
     if size > budget:
         raise ApiError(422, "job too large", f"the job's record is about {size} bytes; one txn holds {budget}",
                        where)
     return size
-
-
-def _by_bytes(store: CellStore, jobs: list[Job], sizes: list[int]) -> list[list[Job]]:
-    """submit_jobs packs jobs by count only; cut the bulk first so no txn goes over the
-    store's request bytes (large jobs would otherwise make a txn the store refuses).
-    `sizes`: each job's record_bytes, computed once by to_job."""
-    budget = int(store.limits.max_request_bytes * REQUEST_BYTES_BUDGET)
-    out: list[list[Job]] = []
-    cur: list[Job] = []
-    size = 0
-    for job, b in zip(jobs, sizes, strict=True):
-        if cur and size + b > budget:
-            out.append(cur)
-            cur, size = [], 0
-        cur.append(job)
-        size += b
-    if cur:
-        out.append(cur)
-    return out

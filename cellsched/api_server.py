@@ -13,6 +13,7 @@ processes can serve one etcd cell: they share nothing but the store.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import secrets
@@ -104,6 +105,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="audit chains this process writes (one mutation at a time each); 0: no audit records")
 
 
+API_GC_THRESHOLD = 50_000
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -164,8 +168,16 @@ def serve(args: argparse.Namespace) -> int:
           f"(store: {args.etcd or ('embedded, Ray actor' if args.ray_address else 'embedded')}, schedulers here: {len(hosted.schedulers) if hosted else 0}); "
           f"dashboard at http://{args.host}:{args.port}/ui (it asks for a reader token)",
           file=sys.stderr, flush=True)
+    app = create_app(ctx)
+    # A 500-job bulk allocates some 25,000 objects: with Python's default gen-0 threshold
+    # (700) that is dozens of collections per request, and the older generations' passes walk
+    # every module, schema and Ray object loaded at start. Those are frozen out of the
+    # collector, and gen 0 runs every 50,000 allocations as in the scheduler actors (about a
+    # third of a bulk's CPU in process; docs/architecture.md, "The REST API").
+    gc.freeze()
+    gc.set_threshold(API_GC_THRESHOLD, 10, 10)
     try:
-        uvicorn.run(create_app(ctx), host=args.host, port=args.port, loop="uvloop", http="httptools",
+        uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools",
                     log_level="warning", access_log=args.access_log)
     finally:
         if hosted:

@@ -35,7 +35,7 @@ from typing import Any
 from . import codec
 from .errors import ContentionError
 from .keys import CellKeys
-from .store import CellStore, Get, ModRevisionIs, Op, Put, StoreLimits, TxnResult, Watch
+from .store import AFTER_PREVIOUS, CellStore, Get, ModRevisionIs, Op, Put, StoreLimits, TxnResult, Watch
 
 RECORD_OPS = 3  # the head compare, the record put, the head put
 RECORD_BYTES = 4096  # room kept for a record and its head in a txn's request bytes
@@ -72,11 +72,14 @@ class _Chain:
     stale: bool = False  # an outcome unknown: read the head again before extending it
 
 
-def _chain_ops(keys: CellKeys, c: _Chain, entries: Sequence[AuditEntry]) -> tuple[ModRevisionIs, list[Put], str]:
+def _chain_ops(keys: CellKeys, c: _Chain, entries: Sequence[AuditEntry], seq: int | None = None, prev: str = "",
+               head_revision: int | None = None) -> tuple[ModRevisionIs, list[Put], str]:
     """The records of `entries`, in order after the chain's head, and the new head: the compare
-    on the head they extend, the puts, and the last record's hash."""
+    on the head they extend, the puts, and the last record's hash. `seq`, `prev` and
+    `head_revision`: a head not yet written (the steps before in one CellStore.txn_sequence call)."""
     puts: list[Put] = []
-    seq, prev = c.seq, c.hash
+    if seq is None:
+        seq, prev = c.seq, c.hash
     for e in entries:
         seq += 1
         body = {"seq": seq, "prev": prev, "who": e.who, "what": e.what, "at": e.at, "outcome": e.outcome,
@@ -84,7 +87,8 @@ def _chain_ops(keys: CellKeys, c: _Chain, entries: Sequence[AuditEntry]) -> tupl
         prev = _digest(body)
         puts.append(Put(keys.audit_record(c.id, seq), codec.encode_obj({**body, "hash": prev})))
     puts.append(Put(keys.audit_head(c.id), codec.encode_obj({"seq": seq, "hash": prev})))
-    return ModRevisionIs(keys.audit_head(c.id), c.head_revision), puts, prev
+    at = c.head_revision if head_revision is None else head_revision
+    return ModRevisionIs(keys.audit_head(c.id), at), puts, prev
 
 
 def _send_with_records(inner: CellStore, keys: CellKeys, c: _Chain, compares, success, failure,
@@ -193,6 +197,35 @@ class AuditingStore(CellStore):
         if not written:
             return self.inner.txn(compares, success, failure)
         return self._send(compares, success, failure, "committed", written)
+
+    def txn_sequence(self, steps: Sequence[tuple[Sequence[ModRevisionIs], Sequence[Op], Sequence[Op]]]) -> list[TxnResult]:
+        """Each step with its own record, as txn gives it, sent in one inner `txn_sequence` call: step
+        k's head compare is AFTER_PREVIOUS, the head step k-1 wrote (its record's seq and hash
+        are known before it is sent). A step that writes nothing would move no head: then
+        they go one by one."""
+        written = [[op.key for op in success if not isinstance(op, Get)] for _, success, _ in steps]
+        if len(steps) < 2 or not all(written):
+            return super().txn_sequence(steps)
+        c = self.chain
+        seq, prev = c.seq, c.hash
+        sent, hashes = [], []
+        for i, ((compares, success, failure), keys) in enumerate(zip(steps, written, strict=True)):
+            entry = AuditEntry(self.who, self.what, self.now, "committed", tuple(keys))
+            guard, puts, prev = _chain_ops(self.keys, c, [entry], seq, prev, None if i == 0 else AFTER_PREVIOUS)
+            seq += 1
+            sent.append(([*compares, guard], [*success, *puts], failure))
+            hashes.append(prev)
+        try:
+            results = self.inner.txn_sequence(sent)
+        except Exception:
+            c.stale = True  # some steps may have landed: read the head before the next record
+            raise
+        for result, h in zip(results, hashes, strict=False):
+            if not result.succeeded:
+                break
+            c.seq, c.hash, c.head_revision = c.seq + 1, h, result.revision
+            self.records += 1
+        return results
 
     def record_refusal(self, outcome: str) -> None:
         """A record alone, for a mutation that wrote nothing (best effort: the refusal stands)."""

@@ -46,16 +46,23 @@ def check_placeable(job: Job, machines: Iterable[Machine]) -> None:
 
 def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: float,
                 guards: Mapping[str, Put] | None = None, send: SendTxn | None = None,
-                per_txn: int | None = None, held_by: str = "") -> SubmitResult:
+                per_txn: int | None = None, sizes: Sequence[int] | None = None, max_bytes: int = 0,
+                job_parts: Mapping[str, bytes] | None = None, held_by: str = "") -> SubmitResult:
     """Write each job with its queue entry. Atomic per job; packed many jobs per txn.
 
     `guards` (job id -> Put) adds a key that must be absent and is written in the job's
     own txn, so "this key is new" and "this job is written" are one fact: the API's
     Idempotency-Key record. A job whose guard key exists is refused (`guard_taken`).
     `send` replaces `store.txn` (same txn, plus what it adds); `per_txn` caps the jobs per
-    txn below what the store's limits allow (a caller that adds ops per job). `held_by` names a
-    claim (cellstate/claims.py) as the new entries' holder: a benchmark's gate, whose claim key
-    the caller wrote first, so no scheduler takes the jobs before it lets them go."""
+    txn below what the store's limits allow (a caller that adds ops per job); `sizes` (each
+    job's bytes in a txn) with `max_bytes` cuts txns by bytes too; `job_parts` (job id ->
+    codec.encode_job_part) spares encoding a job's part twice. `held_by` names a claim
+    (cellstate/claims.py) as the new entries' holder: a benchmark's gate, whose claim key the
+    caller wrote first, so no scheduler takes the jobs before it lets them go.
+
+    Without `send`, the txns go to `store.txn_sequence` together (one call to a store in another
+    process), each still its own atomic txn: the first that fails (a job that exists) is
+    retried without those jobs, with the txns after it."""
     guards = guards or {}
     ids = [j.id for j in jobs]
     if len(set(ids)) != len(ids):
@@ -65,36 +72,66 @@ def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: floa
     most = max(1, store.limits.max_txn_ops // (3 if guards else 2))
     per_txn = min(most, per_txn) if per_txn else most
     seq = submission_seq(now)  # one submission, one place in the queue; ties go by job id
-    for start in range(0, len(jobs), per_txn):
-        batch = list(jobs[start:start + per_txn])
-        while batch:
-            compares = [ModRevisionIs(keys.job(j.id), 0) for j in batch]
-            compares += [ModRevisionIs(guards[j.id].key, 0) for j in batch if j.id in guards]
-            success: list[Op] = []
-            written: list[tuple[Job, list[str]]] = []
-            for j in batch:
-                rec = JobRecord(j, submitted_at=now, queue_seq=seq)
-                ops = [Put(keys.job(j.id), codec.encode_job(rec)), Put(keys.queue_of(rec), index_entry_for_new_job(j.id, held_by))]
-                if j.id in guards:
-                    ops.append(guards[j.id])
-                success += ops
-                written.append((j, [op.key for op in ops]))
-            guarded = [j.id for j in batch if j.id in guards]
-            failure: list[Op] = [Get(keys.job(j.id)) for j in batch]
-            failure += [Get(guards[jid].key) for jid in guarded]
-            result = (send(compares, success, failure, written) if send is not None
-                      else store.txn(compares, success, failure))
+    parts = job_parts or {}
+
+    def step(batch: list[Job]) -> tuple[list[ModRevisionIs], list[Op], list[Op], list[tuple[Job, list[str]]]]:
+        compares = [ModRevisionIs(keys.job(j.id), 0) for j in batch]
+        compares += [ModRevisionIs(guards[j.id].key, 0) for j in batch if j.id in guards]
+        success: list[Op] = []
+        written: list[tuple[Job, list[str]]] = []
+        for j in batch:
+            rec = JobRecord(j, submitted_at=now, queue_seq=seq)
+            ops = [Put(keys.job(j.id), codec.encode_job(rec, parts.get(j.id))),
+                   Put(keys.queue_of(rec), index_entry_for_new_job(j.id, held_by))]
+            if j.id in guards:
+                ops.append(guards[j.id])
+            success += ops
+            written.append((j, [op.key for op in ops]))
+        failure: list[Op] = [Get(keys.job(j.id)) for j in batch]
+        failure += [Get(guards[j.id].key) for j in batch if j.id in guards]
+        return compares, success, failure, written
+
+    pending = _batches(jobs, per_txn, sizes, max_bytes)
+    while pending:
+        steps = [step(b) for b in (pending[:1] if send is not None else pending)]
+        results = ([send(*steps[0])] if send is not None
+                   else store.txn_sequence([(c, s_, f) for c, s_, f, _ in steps]))
+        for batch, result in zip(pending, results, strict=False):  # results stop at the first failure
             if result.succeeded:
                 out.accepted += [j.id for j in batch]
                 out.revision = result.revision
-                break
-            existing = {keys.last_segment(kv.key) for r in result.reads[:len(batch)] for kv in r}
-            for jid in existing:
-                out.rejected[jid] = "a job with this id already exists"
-            for jid, r in zip(guarded, result.reads[len(batch):], strict=True):
-                if r:
-                    out.rejected.setdefault(jid, "its guard key already exists")
-                    out.guard_taken[jid] = r[0].value
-                    existing.add(jid)
-            batch = [j for j in batch if j.id not in existing]
+        done, last = len(results), results[-1]
+        if last.succeeded:
+            pending = pending[done:]
+            continue
+        batch = pending[done - 1]
+        existing = {keys.last_segment(kv.key) for r in last.reads[:len(batch)] for kv in r}
+        for jid in existing:
+            out.rejected[jid] = "a job with this id already exists"
+        guarded = [j.id for j in batch if j.id in guards]
+        for jid, r in zip(guarded, last.reads[len(batch):], strict=True):
+            if r:
+                out.rejected.setdefault(jid, "its guard key already exists")
+                out.guard_taken[jid] = r[0].value
+                existing.add(jid)
+        retry = [j for j in batch if j.id not in existing]
+        pending = ([retry] if retry else []) + pending[done:]
+    return out
+
+
+def _batches(jobs: Sequence[Job], per_txn: int, sizes: Sequence[int] | None, max_bytes: int) -> list[list[Job]]:
+    """Jobs in order, at most `per_txn` per txn and, with `sizes`, at most `max_bytes` (a job
+    larger than that alone)."""
+    out: list[list[Job]] = []
+    cur: list[Job] = []
+    size = 0
+    for i, j in enumerate(jobs):
+        b = sizes[i] if sizes is not None else 0
+        if cur and (len(cur) >= per_txn or (sizes is not None and size + b > max_bytes)):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(j)
+        size += b
+    if cur:
+        out.append(cur)
     return out

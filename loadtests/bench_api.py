@@ -23,7 +23,8 @@ counted apart from failures. Every process started here is stopped by its PID.
 
 The last line with --json holds submissions_per_s, p50_ms, p99_ms, failures, rate_limited,
 bare_ceiling_per_s, ratio_to_bare, bulk_jobs_per_s and backend for the first backend, and
-every backend's figures under "backends".
+every backend's figures under "backends" (with the API process's own CPU per submission and per bulk
+job, api_cpu_us_per_job, from /proc: the rates swing with other work on shared cores).
 """
 
 from __future__ import annotations
@@ -195,8 +196,15 @@ def bench_backend(backend: str, args, tmp: Path) -> dict:
         proc, base = _start_api(tmp, cluster.endpoints if cluster else None,
                                 ray_address=ray_cell.address if ray_cell else None)
         _add_machines(base, args.machines)
+        # The API process's own CPU per submission and per bulk job (every thread): with 2 shared
+        # cores the rates swing with other work, the CPU a request costs far less.
+        cpu0 = _process_cpu_s(proc.pid)
         single = run_locust(base, "single", args.users, args.seconds, tmp)
+        cpu1 = _process_cpu_s(proc.pid)
         bulk = run_locust(base, "bulk", args.users, args.bulk_seconds, tmp, bulk=args.bulk)
+        single["api_cpu_us_per_job"] = round((cpu1 - cpu0) / max(single["requests"], 1) * 1e6, 1)
+        bulk["api_cpu_us_per_job"] = round((_process_cpu_s(proc.pid) - cpu1) / max(bulk["requests"] * args.bulk, 1)
+                                           * 1e6, 1)
         summary = httpx.get(base + "/v1/cell", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).json()
         if ray_cell is not None:
             actors = ray_cell.statuses()
@@ -328,12 +336,13 @@ def main(argv: list[str] | None = None) -> int:
             _stop(bare_proc)
         results = [bench_backend(b, args, tmp) for b in backends]
     print(f"{'backend':16} {'users':>5} {'subm/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'fail':>5} {'429':>5} "
-          f"{'vs bare':>7} {'bulk jobs/s':>11}")
+          f"{'vs bare':>7} {'bulk jobs/s':>11} {'API us/subm':>11} {'API us/bulk job':>15}")
     for r in results:
         s = r["single"]
         print(f"{r['backend']:16} {args.users:5d} {s['per_s']:8.0f} {s['p50_ms']:7.0f} {s['p99_ms']:7.0f} "
               f"{s['failures'] + r['bulk']['failures']:5d} {s['rate_limited']:5d} "
-              f"{s['per_s'] / max(bare['per_s'], 1e-9):7.2f} {r['bulk_jobs_per_s']:11.0f}")
+              f"{s['per_s'] / max(bare['per_s'], 1e-9):7.2f} {r['bulk_jobs_per_s']:11.0f} "
+              f"{s['api_cpu_us_per_job']:11.0f} {r['bulk']['api_cpu_us_per_job']:15.0f}")
     print(f"bare ceiling: {bare['per_s']:.0f} req/s, p50 {bare['p50_ms']:.0f} ms, p99 {bare['p99_ms']:.0f} ms "
           f"(a fixed 201, same uvicorn settings and load)")
     first = results[0]

@@ -28,7 +28,16 @@ from cellsched.cellstate.faults import AfterSendStore
 from cellsched.cellstate.housekeeping import Housekeeper
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.machine_health import MachineMonitor
-from cellsched.cellstate.store import CellStore, ModRevisionIs, Op, StoreLimits, TxnResult, Watch, WatchEvent
+from cellsched.cellstate.store import (
+    CellStore,
+    ModRevisionIs,
+    Op,
+    StoreLimits,
+    TxnResult,
+    Watch,
+    WatchEvent,
+    wire,
+)
 from cellsched.cellstate.store.memory import MemoryStore
 
 from . import logs, tracing
@@ -54,8 +63,9 @@ class StoreHost:
     def limits(self) -> StoreLimits:
         return self.store.limits
 
-    def txn(self, compares, success, failure) -> TxnResult:
-        return self.store.txn(compares, success, failure)
+    def txn_sequence(self, packed: bytes) -> bytes:
+        """CellStore.txn_sequence in one call, packed both ways (cellstate/store/wire.py)."""
+        return wire.pack_results(self.store.txn_sequence(wire.unpack_txns(packed)))
 
     def watch_open(self, prefix: str, start_revision: int) -> int:
         self._close_idle_watches()
@@ -122,7 +132,10 @@ class RemoteStore(CellStore):
         self.limits = ray.get(host.limits.remote())
 
     def txn(self, compares: Sequence[ModRevisionIs], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
-        return ray.get(self.host.txn.remote(list(compares), list(success), list(failure)))
+        return self.txn_sequence([(compares, success, failure)])[0]
+
+    def txn_sequence(self, steps) -> list[TxnResult]:
+        return wire.unpack_results(ray.get(self.host.txn_sequence.remote(wire.pack_txns(steps))))
 
     def watch(self, prefix: str, start_revision: int) -> Watch:
         return _RemoteWatch(self.host, ray.get(self.host.watch_open.remote(prefix, start_revision)))

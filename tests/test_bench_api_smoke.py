@@ -26,6 +26,8 @@ def test_bench_api_quick_runs_locust_against_the_live_api_and_the_bare_ceiling()
     assert out["submissions_per_s"] > 0 and out["bare_ceiling_per_s"] > 0 and out["bulk_jobs_per_s"] > 0
     single = out["backends"][0]["single"]
     assert single["requests"] > 0 and single["p50_ms"] <= single["p99_ms"]
+    bulk = out["backends"][0]["bulk"]
+    assert single["api_cpu_us_per_job"] > 0 and bulk["api_cpu_us_per_job"] > 0  # the API process's own CPU
     # The jobs went into the store: the cell summary counts them, queued or placed (10m CPU per task).
     cell = out["backends"][0]["cell"]
     queued = sum(q["pending"] + q["parked"] for q in cell["queues"].values())

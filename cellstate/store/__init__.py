@@ -7,6 +7,7 @@ it is not re-exported here, so importing the contract never loads the etcd clien
 """
 
 from .contract import (
+    AFTER_PREVIOUS,
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_TXN_OPS,
     MAX_LEASE_TTL_S,
@@ -29,6 +30,7 @@ from .contract import (
 from .memory import MemoryStore
 
 __all__ = [
+    "AFTER_PREVIOUS",
     "DEFAULT_MAX_REQUEST_BYTES",
     "DEFAULT_MAX_TXN_OPS",
     "MAX_LEASE_TTL_S",

@@ -76,6 +76,9 @@ class Get:
 Op = Put | Delete | Get
 
 
+AFTER_PREVIOUS = -1  # a ModRevisionIs revision in CellStore.txn_sequence: the revision the step before produced
+
+
 @dataclass(frozen=True, slots=True)
 class ModRevisionIs:
     """True when the key's mod_revision equals `revision`; 0 means the key is absent."""
@@ -199,6 +202,27 @@ class CellStore(ABC):
         could not take it, CommitOutcomeUnknown when a write may or may not have been
         applied.
         """
+
+    def txn_sequence(self, steps: Sequence[tuple[Sequence[ModRevisionIs], Sequence[Op], Sequence[Op]]]) -> list[TxnResult]:
+        """Several txns in order, each atomic on its own, as if sent one by one: stops after
+        the first whose compares fail (its result, with its failure branch's reads, is the
+        last). A compare at revision AFTER_PREVIOUS holds when the key's mod revision is the
+        revision the step before produced (what a caller sending them one by one would
+        compare once it saw that result). An exception from a step is raised as txn raises
+        it; the steps before it landed. A store in another process (the Ray-hosted one)
+        runs them in one call (docs/architecture.md, "The REST API")."""
+        out: list[TxnResult] = []
+        for i, (compares, success, failure) in enumerate(steps):
+            if any(c.revision == AFTER_PREVIOUS for c in compares):
+                if i == 0:
+                    raise InvalidInputError("a compare at AFTER_PREVIOUS needs a step before it")
+                prev = out[-1].revision
+                compares = [ModRevisionIs(c.key, prev) if c.revision == AFTER_PREVIOUS else c for c in compares]
+            result = self.txn(compares, success, failure)
+            out.append(result)
+            if not result.succeeded:
+                break
+        return out
 
     @abstractmethod
     def watch(self, prefix: str, start_revision: int) -> Watch: ...
