@@ -82,9 +82,8 @@ def claimed_jobs(store: CellStore, keys: CellKeys) -> dict[str, str]:
 
 def claim_holders(store: CellStore, keys: CellKeys) -> dict[str, KeyValue]:
     """Job id -> the claim key that holds it now (its value names the owner; its lease is the
-    owner's): a job listed by a live claim key whose index entry still names that claim (a
-    claim key keeps listing the jobs it took after they were placed or parked; those are no
-    longer held). One read of the cell's claims and indexes: for tools, tests and operators;
+    owner's): a job whose index entry names a live claim key (the key's own list of jobs says
+    what it took, placed and parked ones included: not what it holds now). One read of the cell's claims and indexes: for tools, tests and operators;
     a scheduler never reads this."""
     claims, queue, parked = store.txn([], [Get(keys.claims_prefix, prefix=True), Get(keys.queue_prefix(), prefix=True),
                                            Get(keys.parked_prefix(), prefix=True)]).reads  # one revision
@@ -102,7 +101,8 @@ def adopt_orphans(store: CellStore, keys: CellKeys, lease_id: int, held: Contain
 
     A claim txn whose ack was lost (or a call cut short by an outage) leaves such
     orphans, and nobody else may schedule those jobs while our lease lives. A job counts
-    only while its index entry still names the claim (read in the same txn as the record).
+    only while its index entry still names the claim (read after the record, whose class,
+    priority and sequence spell the entry's key).
     """
     claims, _ = store.get_prefix(keys.claims_prefix)
     listed = [(kv, jid) for kv in claims if kv.lease == lease_id for jid in _claim_jobs_of(kv) if jid not in held]
@@ -285,10 +285,11 @@ def claim_entries(store: CellStore, keys: CellKeys, entries: Sequence[KeyValue],
 def release_claim(store: CellStore, keys: CellKeys, view: JobView) -> bool:
     """Let one job of our claim go, so another scheduler may claim it: its index entry no longer
     names the claim. Only if it still does and the claim is still ours. Returns whether it was."""
-    for entry_key in (keys.queue_of(view.record), keys.parked_of(view.record)):
-        kv = store.get(entry_key)
-        if kv is None:
+    entry_keys = (keys.queue_of(view.record), keys.parked_of(view.record))
+    for entry_key, found in zip(entry_keys, store.txn([], [Get(k) for k in entry_keys]).reads, strict=True):
+        if not found:
             continue
+        kv = found[0]
         entry = IndexEntry.decode(kv)
         if entry.holder != view.claim or not view.claim:
             return False
