@@ -33,14 +33,14 @@ committed. ``sync`` applies the watch and refreshes the columns; everything else
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 
 import numpy as np
 
 from cellsched import gpu
 from cellsched.cellstate.errors import UnknownMachineError
 from cellsched.cellstate.keys import CellKeys
-from cellsched.cellstate.model import Claim, MachineState
+from cellsched.cellstate.model import Claim
 from cellsched.cellstate.store import CellStore
 from cellsched.cellstate.validation import DEFAULT_MAX_TASKS_PER_MACHINE
 from cellsched.cellstate.views import MachineView
@@ -75,8 +75,8 @@ class SchedulerCache(ConfirmedMachines):
                 kept.append(c)
         self._hold(kept)
 
-    def _each_alloc(self, i: int) -> bool:
-        return i in self._on_row  # its assumed claims are Added by the record that holds them
+    def _each_alloc_rows(self) -> Container[int]:
+        return self._on_row  # their assumed claims are Added by the record that holds them
 
     def _allocs_applied(self, rows: list[int]) -> None:
         if self._on_row:  # empty right after a snapshot (re-placed by _after_snapshot)
@@ -109,11 +109,12 @@ class SchedulerCache(ConfirmedMachines):
         freed = bool((used < cols.host_used[rows]).any())
         freed |= bool((self.schedulable[rows] & ~cols.host_schedulable[rows]).any())
         freed |= bool((self.capacity[rows] > cols.host_capacity[rows]).any())
-        labels = [self.row_labels(i) for i in rows.tolist()]
-        if (not np.array_equal(self.capacity[rows], cols.host_capacity[rows])
-                or not np.array_equal(self.schedulable[rows], cols.host_schedulable[rows])
-                or labels != [cols.labels[i] for i in rows.tolist()]):
-            cols.update_machines(rows, self.capacity[rows], labels, self.schedulable[rows])
+        if (self._reshaped  # labels change only with the machine record (set_machine)
+                or not np.array_equal(self.capacity[rows], cols.host_capacity[rows])
+                or not np.array_equal(self.schedulable[rows], cols.host_schedulable[rows])):
+            cols.update_machines(rows, self.capacity[rows], [self.row_labels(i) for i in rows.tolist()],
+                                 self.schedulable[rows])
+            self._reshaped.clear()
         cols.update_rows(rows, used)
         return freed
 
@@ -127,6 +128,7 @@ class SchedulerCache(ConfirmedMachines):
             list(self.ids), self.capacity[:n], used,
             self.all_labels(), self.schedulable[:n], xp=xp)
         self.dirty.clear()
+        self._reshaped.clear()
         self._stale = False
 
     def _target_used(self, rows) -> np.ndarray:
@@ -231,9 +233,7 @@ class SchedulerCache(ConfirmedMachines):
             self.task_count[at] = [len(rec.tasks) for rec in recs]
             self.alloc_rev[at] = alloc_revs[newer]
             self.dirty.update(at)
-        shapes = self._shapes  # _update_schedulable of every row
-        up = np.fromiter(((sh := shapes[i]) is not None and sh[1] is MachineState.UP for i in rows), dtype=bool, count=n)
-        self.schedulable[rows] = up & (self.task_count[rows] < self.max_tasks)
+        self.schedulable[rows] = self._up[rows] & (self.task_count[rows] < self.max_tasks)  # _update_schedulable
         on_row = self._on_row
         added = [c for i in rows if i in on_row for c in self._held_by_alloc(i)]
         if added:

@@ -23,6 +23,8 @@ record is applied; this module knows nothing of claims.
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 import numpy as np
 
 from cellsched.cellstate import codec
@@ -68,6 +70,7 @@ class ConfirmedMachines:
         self._before_snapshot()
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
+        self._alloc_rows: dict[str, int] = {}  # allocation key -> row: the watch's lookup, no key parsing
         self._machines: list[Machine | None] = []  # None: built from the row's columns on first use
         self._shapes: list[Shape | None] = []  # (labels, state, state_by) per row, shared between rows
         self._allocs: list[AllocationRecord | None] = []  # None: still encoded, in _alloc_raw
@@ -78,6 +81,8 @@ class ConfirmedMachines:
         self.spec_rev = np.zeros(n, dtype=np.int64)
         self.alloc_rev = np.zeros(n, dtype=np.int64)
         self.schedulable = np.zeros(n, dtype=bool)
+        self._up = np.zeros(n, dtype=bool)  # the row's machine record says up (its shape's state)
+        self._reshaped: set[int] = set()  # rows whose machine record (labels too) changed since refresh
         self.task_count = np.zeros(n, dtype=np.int64)
         self.dirty: set[int] = set()  # confirmed rows changed since the columns last refreshed
         if not self._load_snapshot(spec_kvs, alloc_kvs):
@@ -114,6 +119,8 @@ class ConfirmedMachines:
             return False
         k = len(ids)
         self.ids, self.index, self._shapes = ids, index, list(shapes)
+        alloc_key = self.keys.alloc
+        self._alloc_rows = {alloc_key(m): i for m, i in index.items()}
         self._machines = list(machines) if machines is not None else [None] * k
         self._allocs = [None] * k
         self._alloc_raw = [None] * k
@@ -124,8 +131,8 @@ class ConfirmedMachines:
         for i in range(k):
             if self._allocs[i] is None and self._alloc_raw[i] is None:
                 self._allocs[i] = AllocationRecord()  # a machine without an allocation record yet
-        up = np.fromiter((sh[1] is MachineState.UP for sh in shapes), dtype=bool, count=k)
-        self.schedulable[:k] = up & (self.task_count[:k] < self.max_tasks)
+        self._up[:k] = np.fromiter((sh[1] is MachineState.UP for sh in shapes), dtype=bool, count=k)
+        self.schedulable[:k] = self._up[:k] & (self.task_count[:k] < self.max_tasks)
         self.dirty.update(range(k))
         self._allocs_applied(rows)
         return True
@@ -187,6 +194,7 @@ class ConfirmedMachines:
                 self._grow()
             self.ids.append(mid)
             self.index[mid] = i
+            self._alloc_rows[self.keys.alloc(mid)] = i
             self._machines.append(None)
             self._shapes.append(None)
             self._allocs.append(AllocationRecord())
@@ -202,7 +210,7 @@ class ConfirmedMachines:
             new[: len(old)] = old
             setattr(self, name, new)
         for name, dt in (("spec_rev", np.int64), ("alloc_rev", np.int64), ("schedulable", bool),
-                         ("task_count", np.int64)):
+                         ("_up", bool), ("task_count", np.int64)):
             old = getattr(self, name)
             col = np.zeros(n, dtype=dt)
             col[: len(old)] = old
@@ -247,6 +255,8 @@ class ConfirmedMachines:
         """Row i's machine record is now `m`; the caller sets its capacity and revision."""
         self._machines[i] = m
         self._shapes[i] = (m.labels, m.state, m.state_by)
+        self._up[i] = m.state is MachineState.UP
+        self._reshaped.add(i)
 
     def row_labels(self, i: int) -> dict[str, str]:
         """Row i's labels (shared with rows of the same kind: read them, never change them)."""
@@ -272,9 +282,7 @@ class ConfirmedMachines:
         self.task_count[i] = len(rec.tasks)
 
     def _update_schedulable(self, i: int) -> None:
-        shape = self._shapes[i]
-        self.schedulable[i] = shape is not None and shape[1] is MachineState.UP \
-            and self.task_count[i] < self.max_tasks
+        self.schedulable[i] = self._up[i] and self.task_count[i] < self.max_tasks
 
     def poll(self, timeout: float = 0.0) -> int:
         """Apply every change available now (waiting up to `timeout` for one) to the
@@ -290,41 +298,47 @@ class ConfirmedMachines:
             self.reconnects += 1
             self._watch = None
             return 0
-        allocs: list[WatchEvent] = []  # a run of allocation puts, applied per column
-        prefix = self.keys.alloc_prefix
-        for ev in events:
-            if ev.type is EventType.PUT and ev.key.startswith(prefix):
-                allocs.append(ev)
-                continue
-            if allocs:
-                self._apply_allocs(allocs)
-                allocs = []
-            self._apply_event(ev)
-        if allocs:
-            self._apply_allocs(allocs)
+        if not events:
+            return 0
+        prefix, put = self.keys.alloc_prefix, EventType.PUT
+        # Everything but allocation puts (rare: machine records, deletes) splits the poll into
+        # runs; each run is applied per column, the others one by one, in watch order.
+        others = [k for k, ev in enumerate(events) if ev.type is not put or not ev.key.startswith(prefix)]
+        start = 0
+        for k in others:
+            if k > start:
+                self._apply_allocs(events[start:k])
+            self._apply_event(events[k])
+            start = k + 1
+        if start < len(events):
+            self._apply_allocs(events[start:] if start else events)
         return len(events)
 
-    def _each_alloc(self, i: int) -> bool:
-        """Whether row i must see every allocation record the watch brings, in turn (the
-        layer above holds claims there); else only the newest of a poll is applied."""
-        return False
+    def _each_alloc_rows(self) -> Container[int]:
+        """Rows that must see every allocation record the watch brings, in turn (the layer
+        above holds claims there); the others get only the newest record of a poll."""
+        return ()
 
     def _apply_allocs(self, events: list[WatchEvent]) -> None:
         """Allocation puts, as _apply_alloc would apply them one by one, but per column: the
-        newest record per row (the watch is in revision order) if newer than the row's;
-        the heads of all of them parsed at once (codec.alloc_heads). At 3 schedulers each
-        sees every other's commits: one event per machine per commit txn."""
-        index, last_segment, newest = self.index, self.keys.last_segment, {}
-        for ev in events:
-            i = index.get(last_segment(ev.key))
-            if i is None:
-                continue
-            if self._each_alloc(i):
-                self._apply_alloc(ev.key, ev.value, ev.mod_revision)
-            else:
-                newest[i] = ev
+        newest record per key (the watch is in revision order: the last one) if newer than
+        the row's; the heads of all of them parsed at once (codec.alloc_heads). At N
+        schedulers each sees every other's commits, a put per machine per commit txn, so
+        nothing here is done per event but one dict comprehension: rows and revisions are
+        looked up per distinct key, and our own commits (confirmed before the watch brought
+        them) drop out by revision, in NumPy."""
         if events[-1].mod_revision > self.revision:
             self.revision = events[-1].mod_revision
+        latest = {ev.key: ev for ev in events}
+        rows_of, each = self._alloc_rows, self._each_alloc_rows()
+        newest = {i: ev for key, ev in latest.items() if (i := rows_of.get(key)) is not None}
+        turn = {i for i in newest if i in each} if each else None
+        if turn:  # rows holding claims: every record in turn
+            for ev in events:
+                if rows_of.get(ev.key) in turn:
+                    self._apply_alloc(ev.key, ev.value, ev.mod_revision)
+            for i in turn:
+                del newest[i]
         if not newest:
             return
         rows = np.fromiter(newest, dtype=np.int64, count=len(newest))
@@ -346,15 +360,13 @@ class ConfirmedMachines:
             return
         nums = nums.reshape(-1, NUM_RESOURCES + 2)
         row_list = rows.tolist()
-        allocs, raw, shapes = self._allocs, self._alloc_raw, self._shapes
+        allocs, raw = self._allocs, self._alloc_raw
         for i, v in zip(row_list, values, strict=True):
             allocs[i], raw[i] = None, v
         self.used[rows] = nums[:, 1:NUM_RESOURCES + 1]
         self.task_count[rows] = nums[:, NUM_RESOURCES + 1]
         self.alloc_rev[rows] = revs
-        up = np.fromiter(((sh := shapes[i]) is not None and sh[1] is MachineState.UP for i in row_list),
-                         dtype=bool, count=len(row_list))
-        self.schedulable[rows] = up & (self.task_count[rows] < self.max_tasks)
+        self.schedulable[rows] = self._up[rows] & (self.task_count[rows] < self.max_tasks)
         self._allocs_applied(row_list)
         self.dirty.update(row_list)
 
@@ -365,7 +377,7 @@ class ConfirmedMachines:
             else:
                 i = self.index.get(self.keys.last_segment(ev.key))
                 if i is not None:  # a removed machine stays as an unschedulable row
-                    self.schedulable[i] = False
+                    self.schedulable[i] = self._up[i] = False
                     self.spec_rev[i] = ev.mod_revision
                     self.dirty.add(i)
         elif ev.key.startswith(self.keys.alloc_prefix):

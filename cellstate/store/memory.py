@@ -39,19 +39,22 @@ from .sorted_keys import SortedKeys
 class _MemoryWatch(Watch):
     """A watch opened at a past revision starts unsynced, like etcd's: its backlog is read
     from history on the first get, and fails if compaction removed it meanwhile. Once
-    synced it gets every new event pushed at commit time, so compaction cannot touch it."""
+    synced it gets every new event pushed at commit time, so compaction cannot touch it.
+    Events travel in lists, one per txn (what etcd's watch response is): a txn's events are
+    filtered once per prefix and handed to every watch on it, so N watches cost the
+    committer N queue puts, not N per event, and a poll takes a list per txn."""
 
     def __init__(self, owner: MemoryStore, prefix: str, start_revision: int, synced: bool):
         self.prefix = prefix
         self.start_revision = start_revision
         self.synced = synced
         self._owner = owner
-        self._q: queue.SimpleQueue[WatchEvent] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[list[WatchEvent]] = queue.SimpleQueue()  # lists shared: never changed
         self._error: CompactedError | None = None
         self._closed = False
 
-    def _push(self, ev: WatchEvent) -> None:
-        self._q.put(ev)
+    def _push(self, events: list[WatchEvent]) -> None:
+        self._q.put(events)
 
     def get(self, timeout: float = 0.0) -> list[WatchEvent]:
         if self._error is not None:
@@ -61,12 +64,12 @@ class _MemoryWatch(Watch):
             self._owner._sync_watch(self)
         out: list[WatchEvent] = []
         try:
-            out.append(self._q.get(timeout=timeout) if timeout > 0 else self._q.get_nowait())
+            out.extend(self._q.get(timeout=timeout) if timeout > 0 else self._q.get_nowait())
         except queue.Empty:
             return out
         while True:
             try:
-                out.append(self._q.get_nowait())
+                out.extend(self._q.get_nowait())
             except queue.Empty:
                 return out
 
@@ -96,6 +99,7 @@ class MemoryStore(CellStore):
         self._compacted = 0
         self._history: list[WatchEvent] = []  # every event after the compact revision
         self._watches: list[_MemoryWatch] = []
+        self._pending: list[WatchEvent] = []  # this txn's events, published to the watches at its end
         self._leases: dict[int, _Lease] = {}
         self._lease_ids = itertools.count(0x1000)
 
@@ -132,6 +136,7 @@ class MemoryStore(CellStore):
                     changed = True
             if changed:
                 self._revision = new_rev
+                self._publish(new_rev)
             return TxnResult(ok, self._revision, reads)
 
     def _read(self, op: Get) -> list[KeyValue]:
@@ -172,9 +177,20 @@ class MemoryStore(CellStore):
 
     def _emit(self, ev: WatchEvent) -> None:
         self._history.append(ev)
+        self._pending.append(ev)
+
+    def _publish(self, rev: int) -> None:
+        """Hand the events of one revision to the synced watches that take them (under the lock)."""
+        events, self._pending = self._pending, []
+        by_prefix: dict[str, list[WatchEvent]] = {}
         for w in self._watches:
-            if w.synced and ev.key.startswith(w.prefix) and ev.mod_revision >= w.start_revision:
-                w._push(ev)
+            if not w.synced or w.start_revision > rev:
+                continue
+            mine = by_prefix.get(w.prefix)
+            if mine is None:
+                mine = by_prefix[w.prefix] = [ev for ev in events if ev.key.startswith(w.prefix)]
+            if mine:
+                w._push(mine)
 
     # -- watches ------------------------------------------------------------
 
@@ -200,9 +216,10 @@ class MemoryStore(CellStore):
                 self._remove_watch(w)
                 raise w._error
             revs = [e.mod_revision for e in self._history]
-            for ev in self._history[bisect.bisect_left(revs, w.start_revision):]:
-                if ev.key.startswith(w.prefix):
-                    w._push(ev)
+            backlog = [ev for ev in self._history[bisect.bisect_left(revs, w.start_revision):]
+                       if ev.key.startswith(w.prefix)]
+            if backlog:
+                w._push(backlog)
             w.synced = True
 
     def _remove_watch(self, w: _MemoryWatch) -> None:
@@ -262,6 +279,7 @@ class MemoryStore(CellStore):
             self._revision += 1
             for key in sorted(lease.keys):
                 self._apply_delete(key, self._revision)
+            self._publish(self._revision)
 
     def close(self) -> None:
         with self._lock:
