@@ -197,8 +197,21 @@ def _ints(v) -> str:
     return ",".join(map(str, v))
 
 
+_REQUEST_TEXT: dict[tuple, str] = {}  # a request vector's text: a cell has few task shapes
+_REQUEST_TEXT_MAX = 4096
+
+
+def _request_text(r) -> str:
+    text = _REQUEST_TEXT.get(r)
+    if text is None:
+        text = _ints(r)
+        if len(_REQUEST_TEXT) < _REQUEST_TEXT_MAX and type(r) is tuple:
+            _REQUEST_TEXT[r] = text
+    return text
+
+
 def _task_entries(tasks) -> str:
-    return ",".join([f'"{t}":[{_ints(r)}]' for t, r in tasks.items()])
+    return ",".join([f'"{t}":[{_request_text(r)}]' for t, r in tasks.items()])
 
 
 def encode_alloc(a: AllocationRecord) -> bytes:

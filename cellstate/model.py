@@ -6,6 +6,8 @@ can reach the store. Enums, not strings, for every mode.
 
 from __future__ import annotations
 
+import operator
+
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -199,6 +201,8 @@ class Job:
     mode: TransactionMode = TransactionMode.INCREMENTAL
     traceparent: str | None = None
     max_failures: int = 3  # task failures tolerated (rescheduled) before the job fails
+    # sum of the groups' counts, worked out once: commits and chunking ask for it per claim
+    _task_count: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_id("job", self.id)
@@ -209,7 +213,8 @@ class Job:
             raise InvalidJobError(f"job {self.id}: a job needs at least one task group")
         if len(self.groups) > MAX_GROUPS_PER_JOB:
             raise InvalidJobError(f"job {self.id}: at most {MAX_GROUPS_PER_JOB} task groups")
-        total = self.task_count
+        total = sum(g.count for g in self.groups)
+        object.__setattr__(self, "_task_count", total)
         if total > MAX_TASKS_PER_JOB:
             raise InvalidJobError(f"job {self.id}: {total} tasks exceeds the limit of {MAX_TASKS_PER_JOB}")
         if not (PRIORITY_MIN <= self.priority <= PRIORITY_MAX) or isinstance(self.priority, bool):
@@ -217,7 +222,7 @@ class Job:
 
     @property
     def task_count(self) -> int:
-        return sum(g.count for g in self.groups)
+        return self._task_count
 
     def tasks(self) -> Iterator[tuple[str, int, TaskGroup]]:
         """(task id, group index, group) for every task, in a stable order."""
@@ -312,13 +317,12 @@ class AllocationRecord:
     encoded_tasks: str | None = field(default=None, compare=False, repr=False)
 
     def with_tasks(self, added: Mapping[str, res.Vector]) -> AllocationRecord:
-        used = list(self.used)
-        tasks = dict(self.tasks)
+        tasks = self.tasks.copy()
         tasks.update(added)
-        for req in added.values():
-            for k, r in enumerate(req):
-                used[k] += r
-        return AllocationRecord(tuple(used), tasks)
+        if len(added) == 1:  # the common case of a commit: one task more on a machine
+            (req,) = added.values()
+            return AllocationRecord(tuple(map(operator.add, self.used, req)), tasks)
+        return AllocationRecord(tuple(map(sum, zip(self.used, *added.values(), strict=True))), tasks)
 
     def without_tasks(self, removed: list[str]) -> AllocationRecord:
         used = list(self.used)

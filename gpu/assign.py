@@ -40,6 +40,7 @@ from .spec import GroupSpec
 
 MAX_CANDIDATES = 4096  # L's ceiling: bounds the per-pass transfer and the heap
 RANDOM_PROBES = 64  # Omega's random first fit probes this many machines before a full scan
+PROBE_BLOCK = 256  # the probes of this many tasks of a group are drawn and checked at once
 
 
 @dataclass(frozen=True)
@@ -167,32 +168,45 @@ class _Batch:
         # eligible & fits, from the first scan on; then kept exact row by row, since placing
         # a task changes one machine's free vector (and, for different machines, its eligibility)
         self._fit = None
+        probes = _Probes()
         for task in range(spec.count):
-            machine = self._random_pick(g, eligible, req)
+            machine = self._random_pick(g, eligible, req, probes, spec.count - task)
             if machine < 0:
                 return task
             self._assume(g, task, machine, spec, req)
+            probes.changed.add(machine)
             if spec.different_machines:
                 eligible[machine] = False
             if self._fit is not None:
                 self._fit[machine] = eligible[machine] and bool((self.free[machine] >= req).all())
         return spec.count
 
-    def _random_pick(self, g: int, eligible: np.ndarray, req: np.ndarray) -> int:
+    def _random_pick(self, g: int, eligible: np.ndarray, req: np.ndarray, probes: _Probes, left: int) -> int:
         """Probe RANDOM_PROBES random machines of the home (the whole cell once widened);
         when none fits, scan the home and pick uniformly among what fits there; when
-        nothing does, widen the group to the whole cell and scan that. -1: nothing fits."""
+        nothing does, widen the group to the whole cell and scan that. -1: nothing fits.
+
+        The probes of up to PROBE_BLOCK tasks are drawn and checked in one pass (one row
+        per task): a machine this group changed since is checked again when its probe
+        comes up, so each probe is judged on the free vectors of its own task's turn."""
         pool = None if self.widened[g] else self.home_rows
         size = len(self.columns) if pool is None else len(pool)
-        fit = self._fit
         if size:
-            probes = self.rng.integers(size, size=(min(RANDOM_PROBES, size),))  # a shape: no np.prod inside
-            if pool is not None:
-                probes = pool[probes]
-            ok = fit[probes] if fit is not None else eligible[probes] & (self.free[probes] >= req).all(axis=1)
-            first = int(ok.argmax())  # the first probe that fits, if any does
+            if probes.row >= len(probes.ok) or probes.pool is not pool:
+                self._draw_probes(probes, pool, size, eligible, req, left)
+            row = probes.row
+            probes.row += 1
+            ok, drawn = probes.ok[row], probes.machines[row]
+            first = int(ok.argmax())  # the first probe that fitted, if any did
             if ok[first]:
-                return int(probes[first])
+                m = int(drawn[first])
+                if m not in probes.changed:
+                    return m
+                for j in np.flatnonzero(ok).tolist():  # changed since the draw: check again
+                    m = int(drawn[j])
+                    if m not in probes.changed or (eligible[m] and bool((self.free[m] >= req).all())):
+                        return m
+        fit = self._fit
         if fit is None:
             fit = self._fit = eligible & (self.free >= req).all(axis=1)
         if pool is not None:
@@ -204,6 +218,17 @@ class _Batch:
         if len(fits) == 0:
             return -1
         return int(fits[self.rng.integers(len(fits))])
+
+    def _draw_probes(self, probes: _Probes, pool, size: int, eligible: np.ndarray, req: np.ndarray,
+                     left: int) -> None:
+        rows = min(left, PROBE_BLOCK)
+        drawn = self.rng.integers(size, size=(rows, min(RANDOM_PROBES, size)))
+        if pool is not None:
+            drawn = pool[drawn]
+        probes.machines = drawn
+        probes.ok = eligible[drawn] & (self.free[drawn] >= req).all(axis=2)
+        probes.pool, probes.row = pool, 0
+        probes.changed = set()  # the block's checks are of now: nothing has changed since
 
     # ---- scored top-k ---------------------------------------------------------------------
     def _place_top_k(self, g: int, spec: GroupSpec) -> int:
@@ -279,3 +304,16 @@ class _Batch:
         m = kernels.MachineArrays(free_t, free_ft, inv_cap_t, n_dims, np.ones(1, dtype=bool))
         req = np.asarray(spec.request, dtype=np.int64)[None, :]
         return float(kernels.combined_scores(np, m, req, self.weights)[0, 0])
+
+
+class _Probes:
+    """A group's block of drawn probes (``_Batch._draw_probes``): one row of machines per
+    task, whether each fitted when drawn, and the machines changed since then."""
+
+    __slots__ = ("machines", "ok", "pool", "row", "changed")
+
+    def __init__(self) -> None:
+        self.machines = self.ok = np.zeros((0, 0), dtype=np.int64)
+        self.pool: np.ndarray | None = None
+        self.row = 0
+        self.changed: set[int] = set()

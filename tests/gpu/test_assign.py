@@ -125,15 +125,20 @@ def test_assign_job_never_overcommits_and_is_complete(xp_name, policy, case):
 
 
 class _RescanEveryTime:
-    """Random first fit as written before the running fit mask: every scan recomputes
-    eligible & fits from the whole free matrix (the reference for the test below)."""
+    """Random first fit as written before the running fit mask and the checked probe
+    blocks: the same draws (a block of probe rows per group, drawn again when used up or
+    when the group widens), but every probe and every scan judged afresh on the whole free
+    matrix at its own task's turn (the reference for the test below)."""
 
     @staticmethod
     def place(run, g, spec):
+        from cellsched.gpu.assign import PROBE_BLOCK
+
         req = np.asarray(spec.request, dtype=np.int64)
         eligible = run.columns.host_eligibility(spec) & ~run._excluded(g, spec)
+        block = {"rows": np.zeros((0, 0), dtype=np.int64), "next": 0, "pool": None}
         for task in range(spec.count):
-            machine = _RescanEveryTime.pick(run, g, eligible, req)
+            machine = _RescanEveryTime.pick(run, g, eligible, req, block, min(spec.count - task, PROBE_BLOCK))
             if machine < 0:
                 return task
             run._assume(g, task, machine, spec)
@@ -142,13 +147,15 @@ class _RescanEveryTime:
         return spec.count
 
     @staticmethod
-    def pick(run, g, eligible, req):
+    def pick(run, g, eligible, req, block, rows):
         pool = None if run.widened[g] else run.home_rows
         size = len(run.columns) if pool is None else len(pool)
         if size:
-            probes = run.rng.integers(size, size=min(64, size))
-            if pool is not None:
-                probes = pool[probes]
+            if block["next"] >= len(block["rows"]) or block["pool"] is not pool:
+                drawn = run.rng.integers(size, size=(rows, min(64, size)))
+                block.update(rows=drawn if pool is None else pool[drawn], next=0, pool=pool)
+            probes = block["rows"][block["next"]]
+            block["next"] += 1
             ok = eligible[probes] & (run.free[probes] >= req).all(axis=1)
             if ok.any():
                 return int(probes[np.argmax(ok)])
