@@ -63,6 +63,10 @@ class StoreHost:
     def limits(self) -> StoreLimits:
         return self.store.limits
 
+    def pid(self) -> int:
+        """The host's process (the benchmarks read its CPU from /proc)."""
+        return os.getpid()
+
     def txn_sequence(self, packed: bytes) -> bytes:
         """CellStore.txn_sequence in one call, packed both ways (cellstate/store/wire.py)."""
         return wire.pack_results(self.store.txn_sequence(wire.unpack_txns(packed)))
