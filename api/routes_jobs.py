@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -104,7 +106,9 @@ async def submit_jobs_bulk(request: Request, who: Principal = Submitter,
     Retry safely by naming the jobs (`id`): a retried job that landed comes back as refused,
     'already exists'."""
     raw = await request.body()
-    return await run_in_threadpool(_submit_bulk, request, who, idempotency_key, raw)
+    pool = ctx_of(request).bulk_pool()
+    run = contextvars.copy_context().run  # as run_in_threadpool: the request's span and log context go along
+    return await asyncio.get_running_loop().run_in_executor(pool, run, _submit_bulk, request, who, idempotency_key, raw)
 
 
 def _submit_bulk(request: Request, who: Principal, idempotency_key: str | None, raw: bytes) -> Response:
