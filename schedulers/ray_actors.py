@@ -69,7 +69,7 @@ class StoreHost:
 
     def txn_sequence(self, packed: bytes) -> bytes:
         """CellStore.txn_sequence in one call, packed both ways (cellstate/store/wire.py)."""
-        return wire.pack_results(self.store.txn_sequence(wire.unpack_txns(packed)))
+        return wire.pack_results(self.store.txn_sequence_packed(wire.unpack_packed(packed)))
 
     def watch_open(self, prefix: str, start_revision: int) -> int:
         self._close_idle_watches()
