@@ -23,7 +23,7 @@ from . import (
 )
 from .body_limit import BodyLimit
 from .context import BEARER_SCHEME, ApiContext
-from .models_jobs import BulkIn
+from .models_jobs import BulkIn, JobIn
 from .observe import ApiMetrics, Observe
 
 API_VERSION = "1.0.0"
@@ -73,7 +73,7 @@ def declare_bearer(app: FastAPI, routes: list) -> None:
         schema = FastAPI.openapi(app)
         if schema is not before:  # generated now (FastAPI regenerates when its routes change)
             schema.setdefault("components", {}).setdefault("securitySchemes", {})["HTTPBearer"] = dict(BEARER_SCHEME)
-            add_body_schemas(schema, BulkIn)
+            add_body_schemas(schema, BulkIn, JobIn)
             for route in routes:
                 if isinstance(route, APIRoute) and route.include_in_schema and _takes_token(route.dependant):
                     for method in route.methods or ():

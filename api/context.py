@@ -98,6 +98,13 @@ def require(role: Role):
     return dependency
 
 
+def submitter(request: Request) -> Principal:
+    """What the Submitter dependency gives, called by a handler itself (the submission routes,
+    which declare the bearer in their OpenAPI extra instead: api/routes_jobs.py)."""
+    ctx = ctx_of(request)
+    return authorize(ctx.tokens, ctx.limiter, request.headers.get("authorization"), Role.SUBMITTER)
+
+
 Reader = Depends(require(Role.READER))
 Submitter = Depends(require(Role.SUBMITTER))
 Operator = Depends(require(Role.OPERATOR))
