@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from cellsched.schedulers import tracing
 
@@ -22,6 +23,7 @@ from . import (
 )
 from .body_limit import BodyLimit
 from .context import BEARER_SCHEME, ApiContext
+from .models_jobs import BulkIn, JobIn
 from .observe import ApiMetrics, Observe
 
 API_VERSION = "1.0.0"
@@ -48,6 +50,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
     return app
 
 
+def add_body_schemas(schema: dict, *models: type[BaseModel]) -> None:
+    """Bodies a route reads itself (routes_jobs.BULK_BODY) into the document's components, as
+    FastAPI writes a body model's: the model and what it refers to, where not there already."""
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in models:
+        doc = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in doc.pop("$defs", {}).items():
+            schemas.setdefault(name, sub)
+        schemas.setdefault(model.__name__, doc)
+
+
 def _takes_token(dependant: Dependant) -> bool:
     return any(getattr(d.call, "takes_token", False) or _takes_token(d) for d in dependant.dependencies)
 
@@ -60,6 +73,7 @@ def declare_bearer(app: FastAPI, routes: list) -> None:
         schema = FastAPI.openapi(app)
         if schema is not before:  # generated now (FastAPI regenerates when its routes change)
             schema.setdefault("components", {}).setdefault("securitySchemes", {})["HTTPBearer"] = dict(BEARER_SCHEME)
+            add_body_schemas(schema, BulkIn, JobIn)
             for route in routes:
                 if isinstance(route, APIRoute) and route.include_in_schema and _takes_token(route.dependant):
                     for method in route.methods or ():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -40,7 +41,12 @@ class ApiContext:
     schedulers_in_process: Callable[[], int] = lambda: 0
     audit: AuditLog | None = None  # None: mutations write no audit records
     tracing: Tracing | None = None  # None: the process's (schedulers.tracing.current(), from OTEL_*)
+    # Bulk submissions run on a pool of their own this wide, not the default thread pool's 40:
+    # each is CPU-bound (validate, build, encode) but for its store call, and 40 of them at once
+    # only contend for the GIL (docs/architecture.md, "The REST API").
+    bulk_workers: int = 2
     _groups: SubmitGroups | None = field(default=None, init=False, repr=False)
+    _bulk_pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
 
     def submit_groups(self) -> SubmitGroups:
         """The group commit of this process's single submissions (api/group_commit.py), made on first use."""
@@ -49,6 +55,12 @@ class ApiContext:
 
             self._groups = SubmitGroups(self.store, self.keys, self.clock, self.audit)
         return self._groups
+
+    def bulk_pool(self) -> ThreadPoolExecutor:
+        """The threads bulk submissions run on (made on first use)."""
+        if self._bulk_pool is None:
+            self._bulk_pool = ThreadPoolExecutor(self.bulk_workers, thread_name_prefix="bulk")
+        return self._bulk_pool
 
     @contextlib.contextmanager
     def writing(self, who: Principal, request: Request, detail: str = "") -> Iterator[CellStore]:
@@ -84,6 +96,13 @@ def require(role: Role):
     dependency.__name__ = f"require_{role.name.lower()}"
     dependency.takes_token = True  # type: ignore[attr-defined]
     return dependency
+
+
+def submitter(request: Request) -> Principal:
+    """What the Submitter dependency gives, called by a handler itself (the submission routes,
+    which declare the bearer in their OpenAPI extra instead: api/routes_jobs.py)."""
+    ctx = ctx_of(request)
+    return authorize(ctx.tokens, ctx.limiter, request.headers.get("authorization"), Role.SUBMITTER)
 
 
 Reader = Depends(require(Role.READER))

@@ -8,11 +8,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cellsched.cellstate.errors import (
@@ -27,6 +28,7 @@ from cellsched.cellstate.errors import (
 )
 
 log = logging.getLogger("cellsched.api")
+M = TypeVar("M", bound=BaseModel)
 
 
 class FieldError(BaseModel):
@@ -71,6 +73,26 @@ def _validation(_: Request, exc: Exception) -> JSONResponse:
         return problem_response(400, "malformed body", "the body is not valid JSON", "body", errors)
     first = errors[0] if errors else FieldError(field="body", message="invalid")
     return problem_response(422, "invalid request", f"{first.field}: {first.message}", first.field, errors)
+
+
+def parse_body(model: type[M], raw: bytes, content_type: str | None) -> M:
+    """A JSON body validated as FastAPI validates a body parameter, in one
+    `model.model_validate_json` (no Python dicts first), its errors raised as FastAPI raises
+    them (RequestValidationError, locations under "body"): missing, not JSON (400), not an
+    object (another content type), or a field at fault."""
+    if not raw:
+        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+    if not content_type or not _JSON_TYPE.match(content_type):  # FastAPI reads no other type as JSON
+        raise RequestValidationError([{"type": "model_attributes_type", "loc": ("body",), "input": None,
+                                       "msg": "Input should be a valid dictionary or object to extract fields from"}])
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]) from None
+
+
+# What FastAPI reads as JSON: application/json or application/<anything>+json, any parameters.
+_JSON_TYPE = re.compile(r"^\s*application/([^;\s]*\+)?json\s*(;.*)?$", re.I | re.S)
 
 
 def _api_error(_: Request, exc: Exception) -> JSONResponse:

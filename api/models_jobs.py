@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import to_json
 
+from cellsched.cellstate import codec
 from cellsched.cellstate import resources as res
 from cellsched.cellstate.errors import InvalidInputError
 from cellsched.cellstate.model import (
@@ -188,11 +189,31 @@ class JobIn(Strict):
             raise InvalidInputError(f"{total} tasks in all; a job holds at most {MAX_TASKS_PER_JOB}")
         return groups
 
-    def to_job(self, job_id: str, traceparent: str | None = None) -> Job:
-        """`traceparent` given here, not replaced after: Job's own checks then run once."""
+    def to_job(self, job_id: str, traceparent: str | None = None, groups: tuple[TaskGroup, ...] | None = None) -> Job:
+        """`traceparent` given here, not replaced after: Job's own checks then run once.
+        `groups`: this spec's groups already built (GroupsMemo), else built here."""
         mode = TransactionMode.ALL_OR_NOTHING if self.mode is JobMode.GANG else TransactionMode.INCREMENTAL
-        return Job(job_id, tuple(g.to_group() for g in self.groups), self.job_class, self.priority, mode,
-                   traceparent=traceparent, max_failures=self.max_failures)
+        return Job(job_id, groups if groups is not None else tuple(g.to_group() for g in self.groups),
+                   self.job_class, self.priority, mode, traceparent=traceparent, max_failures=self.max_failures)
+
+
+class GroupsMemo:
+    """For one bulk: each distinct spelling of a job's task groups built into TaskGroups (their
+    own checks included) and encoded (codec.encode_groups) once, not once per job: the jobs of
+    a bulk mostly repeat a few shapes. The TaskGroups are shared by those jobs (frozen; their
+    label dicts are read, never changed). Bounded by the body: at most one entry per job."""
+
+    def __init__(self) -> None:
+        self._built: dict[tuple, tuple[tuple[TaskGroup, ...], bytes]] = {}
+
+    def groups(self, spec: JobIn) -> tuple[tuple[TaskGroup, ...], bytes]:
+        key = tuple((g.name, g.count, g.resources.cpu, g.resources.memory, g.resources.gpu, tuple(g.labels.items()),
+                     tuple(g.gpu_models), g.different_machines) for g in spec.groups)
+        got = self._built.get(key)
+        if got is None:
+            built = tuple(g.to_group() for g in spec.groups)
+            got = self._built[key] = (built, codec.encode_groups(built))
+        return got
 
 
 class BulkIn(Strict):

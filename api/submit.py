@@ -35,7 +35,7 @@ from cellsched.cellstate.submission import SubmitResult, submit_jobs
 from .auth import Principal
 from .context import ApiContext
 from .errors import ApiError
-from .models_jobs import BulkIn, BulkOut, BulkOutcome, JobIn
+from .models_jobs import BulkIn, BulkOut, BulkOutcome, GroupsMemo, JobIn
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -46,16 +46,18 @@ def new_job_id() -> str:
 
 
 def to_job(ctx: ApiContext, spec: JobIn, job_id: str, where: str,
-           traceparent: str | None = None) -> tuple[Job, int, bytes]:
+           traceparent: str | None = None, memo: GroupsMemo | None = None) -> tuple[Job, int, bytes]:
     """The job, its record's size (record_bytes) and its encoded part (codec.encode_job_part,
     spliced into its record by submit_jobs: encoded once). `traceparent`: the request span's
-    (api/observe.py), stored so the scheduler's batch span links to it."""
+    (api/observe.py), stored so the scheduler's batch span links to it. `memo`: a bulk's, so
+    its jobs' groups are built and encoded once per distinct spelling."""
     try:
-        job = spec.to_job(job_id, traceparent)
+        groups, groups_part = memo.groups(spec) if memo is not None else (None, None)
+        job = spec.to_job(job_id, traceparent, groups)
     except InvalidInputError as exc:  # the model's own rules: a second line behind Pydantic's
         raise ApiError(422, "invalid job", str(exc), where) from None
     check_gang_width(ctx, job, where)
-    part = codec.encode_job_part(job)
+    part = codec.encode_job_part(job, groups_part)
     return job, check_record_size(ctx, job, where, part), part
 
 
@@ -137,12 +139,12 @@ def submit_bulk(ctx: ApiContext, store: CellStore, bulk: BulkIn, traceparent: st
     sizes: list[int] = []
     parts: dict[str, bytes] = {}
     seen: dict[str, int] = {}
+    memo = GroupsMemo()
     for i, spec in enumerate(bulk.jobs):
-        where = f"body.jobs.{i}"
-        job, size, part = to_job(ctx, spec, spec.id or new_job_id(), where, traceparent)
+        job, size, part = to_job(ctx, spec, spec.id or new_job_id(), f"body.jobs.{i}", traceparent, memo)
         if job.id in seen:
             raise ApiError(422, "duplicate job id", f"job id {job.id!r} is also at body.jobs.{seen[job.id]}",
-                           f"{where}.id")
+                           f"body.jobs.{i}.id")
         seen[job.id] = i
         jobs.append(job)
         sizes.append(size)
@@ -159,8 +161,18 @@ def submit_bulk(ctx: ApiContext, store: CellStore, bulk: BulkIn, traceparent: st
 
 
 def record_bytes(job: Job, part: bytes | None = None) -> int:
-    """What the job's submission txn writes for it: its record, queue entry and keys."""
-    return len(codec.encode_job(JobRecord(job), part)) + 4 * len(job.id) + 200
+    """What the job's submission txn writes for it: its record, queue entry and keys (the
+    record as encode_job(JobRecord(job)) writes it, its tail measured once per kind)."""
+    if part is None:
+        part = codec.encode_job_part(job)
+    sharded = codec.is_sharded(job)
+    tail = _TAIL_BYTES.get(sharded)
+    if tail is None:
+        tail = _TAIL_BYTES[sharded] = len(codec.record_tail(JobRecord(job)))
+    return len(codec.splice_record(b"", b"")) + len(part) + tail + 4 * len(job.id) + 200
+
+
+_TAIL_BYTES: dict[bool, int] = {}
 
 
 def check_record_size(ctx: ApiContext, job: Job, where: str, part: bytes | None = None) -> int:

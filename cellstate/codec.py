@@ -284,19 +284,24 @@ def decode_alloc(key: str, raw: bytes) -> AllocationRecord:
 
 
 def job_to_obj(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "class": job.job_class.value,
-        "prio": job.priority,
-        "mode": job.mode.value,
-        "tp": job.traceparent,
-        "maxf": job.max_failures,
-        "groups": [
-            {"name": g.name, "n": g.count, "req": list(g.request), "labels": g.labels,
-             "diff": g.different_machines, "dur": g.duration_s}
-            for g in job.groups
-        ],
-    }
+    return {**_job_head(job), "groups": _groups_obj(job.groups)}
+
+
+def _job_head(job: Job) -> dict[str, Any]:
+    """job_to_obj's fields before "groups", in their order."""
+    return {"id": job.id, "class": job.job_class.value, "prio": job.priority, "mode": job.mode.value,
+            "tp": job.traceparent, "maxf": job.max_failures}
+
+
+def _groups_obj(groups) -> list[dict[str, Any]]:
+    return [{"name": g.name, "n": g.count, "req": list(g.request), "labels": g.labels, "diff": g.different_machines,
+             "dur": g.duration_s} for g in groups]
+
+
+def encode_groups(groups) -> bytes:
+    """The "groups" of encode_job_part: jobs that share their groups (a bulk's, api/submit.py)
+    encode them once."""
+    return _encode(_groups_obj(groups))
 
 
 def job_from_obj(obj: dict[str, Any]) -> Job:
@@ -308,10 +313,13 @@ def job_from_obj(obj: dict[str, Any]) -> Job:
                obj.get("maxf", 3))
 
 
-def encode_job_part(job: Job) -> bytes:
+def encode_job_part(job: Job, groups_part: bytes | None = None) -> bytes:
     """The job's own part of its record, as encode_job writes it: a submission encodes it
-    once for its size check and splices it into the record (`encode_job(r, part)`)."""
-    return _encode(job_to_obj(job))
+    once for its size check and splices it into the record (`encode_job(r, part)`).
+    `groups_part`: encode_groups(job.groups), given when the caller has it; the same bytes."""
+    if groups_part is None:
+        return _encode(job_to_obj(job))
+    return _encode(_job_head(job))[:-1] + b',"groups":' + groups_part + b"}"
 
 
 _JOB_HEAD = b'{"v":%d,"job":' % FORMAT_VERSION
@@ -324,6 +332,18 @@ def encode_job(r: JobRecord, job_part: bytes | None = None) -> bytes:
         rest = _record_rest(r)
         return _JOB_HEAD + job_part + b"," + _encode(rest)[1:]
     return _encode({"v": FORMAT_VERSION, "job": job_to_obj(r.job), **_record_rest(r)})
+
+
+def record_tail(r: JobRecord) -> bytes:
+    """encode_job(r)'s bytes after the job's part (`{"v":1,"job":<part>` before them). A new
+    job's tail depends only on its submission time, queue sequence and whether it is sharded:
+    a submission encodes it once for all its jobs (`splice_record`)."""
+    return b"," + _encode(_record_rest(r))[1:]
+
+
+def splice_record(job_part: bytes, tail: bytes) -> bytes:
+    """encode_job(r, job_part), given r's record_tail: the same bytes."""
+    return _JOB_HEAD + job_part + tail
 
 
 def _record_rest(r: JobRecord) -> dict[str, Any]:

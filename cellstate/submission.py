@@ -73,6 +73,7 @@ def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: floa
     per_txn = min(most, per_txn) if per_txn else most
     seq = submission_seq(now)  # one submission, one place in the queue; ties go by job id
     parts = job_parts or {}
+    tails: dict[bool, bytes] = {}  # codec.record_tail of a new job, by whether it is sharded
 
     def step(batch: list[Job]) -> tuple[list[ModRevisionIs], list[Op], list[Op], list[tuple[Job, list[str]]]]:
         compares = [ModRevisionIs(keys.job(j.id), 0) for j in batch]
@@ -80,9 +81,14 @@ def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: floa
         success: list[Op] = []
         written: list[tuple[Job, list[str]]] = []
         for j in batch:
-            rec = JobRecord(j, submitted_at=now, queue_seq=seq)
-            ops = [Put(keys.job(j.id), codec.encode_job(rec, parts.get(j.id))),
-                   Put(keys.queue_of(rec), index_entry_for_new_job(j.id, held_by))]
+            sharded = codec.is_sharded(j)
+            tail = tails.get(sharded)
+            if tail is None:  # a new job's record after its part: the same for every job of the call
+                tail = tails[sharded] = codec.record_tail(JobRecord(j, submitted_at=now, queue_seq=seq))
+            part = parts.get(j.id)
+            ops = [Put(keys.job(j.id), codec.splice_record(part if part is not None else codec.encode_job_part(j),
+                                                           tail)),
+                   Put(keys.queue(j.job_class, j.priority, seq, j.id), index_entry_for_new_job(j.id, held_by))]
             if j.id in guards:
                 ops.append(guards[j.id])
             success += ops

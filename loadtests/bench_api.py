@@ -24,7 +24,9 @@ counted apart from failures. Every process started here is stopped by its PID.
 The last line with --json holds submissions_per_s, p50_ms, p99_ms, failures, rate_limited,
 bare_ceiling_per_s, ratio_to_bare, bulk_jobs_per_s and backend for the first backend, and
 every backend's figures under "backends" (with the API process's own CPU per submission and per bulk
-job, api_cpu_us_per_job, from /proc: the rates swing with other work on shared cores).
+job, api_cpu_us_per_job, from /proc: the rates swing with other work on shared cores; on memory-ray
+also the store actor's and the batch scheduler actor's, store_cpu_us_per_job and
+batch_scheduler_cpu_us_per_job, and Locust's own, locust_cpu_us_per_job).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -131,7 +134,10 @@ def run_locust(host: str, mode: str, users: int, seconds: float, tmp: Path, bulk
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users),
            "-r", str(users), "-t", f"{max(1, int(seconds))}s", "--host", host, "--csv", str(prefix),
            "--only-summary", "--exit-code-on-error", "0", "--stop-timeout", "10"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    locust_cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     stats = Path(f"{prefix}_stats.csv")
     if not stats.exists():
         raise BenchmarkError(f"locust wrote no stats (exit {done.returncode}):\n{done.stderr[-2000:]}")
@@ -143,7 +149,7 @@ def run_locust(host: str, mode: str, users: int, seconds: float, tmp: Path, bulk
     limited = rows.get(f"{name} (429)")
     return {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
             "per_s": float(row["Requests/s"]), "p50_ms": float(row["50%"]), "p99_ms": float(row["99%"]),
-            "rate_limited": int(limited["Request Count"]) if limited else 0}
+            "rate_limited": int(limited["Request Count"]) if limited else 0, "locust_cpu_s": round(locust_cpu_s, 3)}
 
 
 BACKENDS = ("memory-ray", "memory-inprocess", "etcd-3")
@@ -175,6 +181,9 @@ class RayCell:
             ray_actors.shutdown()
             raise
         self.address = ray_actors.address()
+        # The store actor's and the batch scheduler's processes, for their CPU per job (/proc).
+        self.pids = {"store": ray_actors.get(self.host.pid.remote(), timeout=60),
+                     "batch_scheduler": ray_actors.get(self.actors[0].status.remote(), timeout=60)["pid"]}
 
     def statuses(self) -> list[dict]:
         return [{"name": st["name"], "alive": st["alive"], "tasks_placed": st["metrics"]["tasks_placed"]}
@@ -198,13 +207,17 @@ def bench_backend(backend: str, args, tmp: Path) -> dict:
         _add_machines(base, args.machines)
         # The API process's own CPU per submission and per bulk job (every thread): with 2 shared
         # cores the rates swing with other work, the CPU a request costs far less.
-        cpu0 = _process_cpu_s(proc.pid)
+        pids = {"api": proc.pid, **(ray_cell.pids if ray_cell else {})}
+        cpu0 = _cpu_of(pids)
         single = run_locust(base, "single", args.users, args.seconds, tmp)
-        cpu1 = _process_cpu_s(proc.pid)
+        cpu1 = _cpu_of(pids)
         bulk = run_locust(base, "bulk", args.users, args.bulk_seconds, tmp, bulk=args.bulk)
-        single["api_cpu_us_per_job"] = round((cpu1 - cpu0) / max(single["requests"], 1) * 1e6, 1)
-        bulk["api_cpu_us_per_job"] = round((_process_cpu_s(proc.pid) - cpu1) / max(bulk["requests"] * args.bulk, 1)
-                                           * 1e6, 1)
+        cpu2 = _cpu_of(pids)
+        for phase, jobs, (a, b) in ((single, single["requests"], (cpu0, cpu1)),
+                                    (bulk, bulk["requests"] * args.bulk, (cpu1, cpu2))):
+            for name in pids:  # api_cpu_us_per_job, store_cpu_us_per_job, batch_scheduler_cpu_us_per_job
+                phase[f"{name}_cpu_us_per_job"] = round((b[name] - a[name]) / max(jobs, 1) * 1e6, 1)
+            phase["locust_cpu_us_per_job"] = round(phase["locust_cpu_s"] / max(jobs, 1) * 1e6, 1)
         summary = httpx.get(base + "/v1/cell", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).json()
         if ray_cell is not None:
             actors = ray_cell.statuses()
@@ -223,6 +236,10 @@ def bench_backend(backend: str, args, tmp: Path) -> dict:
 
 
 TRACING_MODES = ("off", "file", "otlp")
+
+
+def _cpu_of(pids: dict[str, int]) -> dict[str, float]:
+    return {name: _process_cpu_s(pid) for name, pid in pids.items()}
 
 
 def _process_cpu_s(pid: int) -> float:

@@ -63,9 +63,13 @@ class StoreHost:
     def limits(self) -> StoreLimits:
         return self.store.limits
 
+    def pid(self) -> int:
+        """The host's process (the benchmarks read its CPU from /proc)."""
+        return os.getpid()
+
     def txn_sequence(self, packed: bytes) -> bytes:
         """CellStore.txn_sequence in one call, packed both ways (cellstate/store/wire.py)."""
-        return wire.pack_results(self.store.txn_sequence(wire.unpack_txns(packed)))
+        return wire.pack_results(self.store.txn_sequence_packed(wire.unpack_packed(packed)))
 
     def watch_open(self, prefix: str, start_revision: int) -> int:
         self._close_idle_watches()

@@ -193,3 +193,27 @@ def test_index_entry_decodes_what_it_encodes_on_either_path(job, claims, need, s
     assert (_PLAIN.fullmatch(raw) is not None) == (need is None and not stuck and claims < 10**9)
     spaced = raw.replace(b",", b", ")  # the same entry, off the fast path
     assert IndexEntry.decode(KeyValue("/c/queue/k", spaced, 1, 1, 1)) == entry
+
+
+def test_a_new_jobs_record_spliced_from_its_tail_is_encode_jobs_bytes():
+    from cellsched.cellstate.index_entry import IndexEntry, index_entry_for_new_job
+    from cellsched.cellstate.model import Job, JobRecord, TaskGroup
+
+    small = Job("s-1", (TaskGroup("a", 2, (10, 16, 0), {"team": "x"}),), traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01")
+    big = Job("b-1", (TaskGroup("w", codec.INLINE_TASKS + 1, (10, 0, 0)),))
+    for job in (small, big):
+        rec = JobRecord(job, submitted_at=1764770000.123456, queue_seq="00001764770000123456")
+        tail = codec.record_tail(rec)
+        assert codec.splice_record(codec.encode_job_part(job), tail) == codec.encode_job(rec)
+        assert codec.decode_job("/k", codec.splice_record(codec.encode_job_part(job), tail)).job == job
+    for holder in ("", "1a2b.7"):
+        assert index_entry_for_new_job("j-1:x", holder) == IndexEntry("j-1:x", holder=holder).encode()
+
+
+def test_a_job_part_from_its_encoded_groups_is_the_same_bytes():
+    from cellsched.cellstate.model import Job, TaskGroup
+
+    groups = (TaskGroup("a", 2, (10, 16, 0), {"team": "x"}, True), TaskGroup("b", 1, (0, 0, 1), {}, False, 5.0))
+    for tp in (None, "00-" + "a" * 32 + "-" + "b" * 16 + "-01"):
+        job = Job("j-1", groups, priority=5, traceparent=tp, max_failures=7)
+        assert codec.encode_job_part(job, codec.encode_groups(job.groups)) == codec.encode_job_part(job)

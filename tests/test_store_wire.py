@@ -90,3 +90,59 @@ def test_txns_chain_on_the_revision_before_and_stop_at_the_first_failure(store):
 def test_wire_refuses_what_is_not_an_op():
     with pytest.raises(InvalidInputError):
         wire.pack_txns([([], ["not an op"], [])])
+
+
+def _both_ways(steps, limits=None):
+    """The steps through txn_sequence on one store and through the packed path on another:
+    (results or the error raised, the store) for each."""
+    from cellsched.cellstate.store import StoreLimits
+    from cellsched.cellstate.store.memory import MemoryStore
+
+    out = []
+    for packed in (False, True):
+        s = MemoryStore(limits or StoreLimits())
+        s.put("/w/seed", b"s")
+        try:
+            got = (s.txn_sequence_packed(wire.unpack_packed(wire.pack_txns(steps))) if packed
+                   else s.txn_sequence(steps))
+        except Exception as exc:  # noqa: BLE001 - the two paths must raise alike
+            got = (type(exc), str(exc))
+        out.append((got, s))
+    return out
+
+
+_KEYS = st.sampled_from(["/w/a", "/w/b", "/w/seed", "/w/p/1", "/w/p/2"])
+_OPS = st.one_of(st.builds(Put, _KEYS, st.binary(max_size=4)), st.builds(Delete, _KEYS),
+                 st.builds(Get, st.sampled_from(["/w/a", "/w/p/", "/w/"]), st.booleans(), st.integers(0, 2)))
+_STEP = st.tuples(st.lists(st.builds(ModRevisionIs, _KEYS, st.sampled_from([0, 2, 3, AFTER_PREVIOUS])), max_size=2),
+                  st.lists(_OPS, max_size=4), st.lists(_OPS, max_size=3))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_STEP, min_size=1, max_size=4))
+def test_the_packed_path_runs_txns_as_txn_sequence_does(steps):
+    (a, sa), (b, sb) = _both_ways(steps)
+    assert a == b
+    assert sa._data == sb._data and sa._revision == sb._revision and sa._history == sb._history
+    assert sa._sorted_keys.between("", None) == sb._sorted_keys.between("", None)
+
+
+def test_the_packed_path_refuses_what_txn_refuses():
+    from cellsched.cellstate.store import StoreLimits
+
+    small = StoreLimits(max_txn_ops=3, max_request_bytes=100)
+    bad = [
+        [([], [Put(f"/w/{i}", b"") for i in range(4)], [])],  # too many ops
+        [([], [Put("/w/a", b"1"), Put("/w/a", b"2")], [])],  # one key twice
+        [([], [Put("", b"1")], [])],  # empty key
+        [([], [Put("/w/a", "text")], [])],  # not bytes
+        [([], [Get("/w/a", False, -1)], [])],  # negative limit
+        [([], [Put("/w/a", b"x" * 200)], [])],  # over the request bytes
+        [([], [Put("/w/a", b"1", 0x9999)], [])],  # a lease that does not exist
+        [([ModRevisionIs("/w/a", AFTER_PREVIOUS)], [Put("/w/a", b"1")], [])],  # AFTER_PREVIOUS first
+        [([], [Put("/w/ok", b"1")], []), ([], [Put("/w/a", b"1"), Put("/w/a", b"2")], [])],  # the second raises
+    ]
+    for steps in bad:
+        (a, sa), (b, sb) = _both_ways(steps, small)
+        assert isinstance(a, tuple) and a == b, (steps, a, b)
+        assert sa._data == sb._data

@@ -16,8 +16,10 @@ import threading
 from collections.abc import Sequence
 
 from ..clock import Clock, RealClock
-from ..errors import CompactedError, FutureRevisionError, LeaseNotFoundError
+from ..errors import CompactedError, FutureRevisionError, InvalidInputError, LeaseNotFoundError
+from . import wire
 from .contract import (
+    AFTER_PREVIOUS,
     CellStore,
     EventType,
     Get,
@@ -139,6 +141,57 @@ class MemoryStore(CellStore):
                 self._publish(new_rev)
             return TxnResult(ok, self._revision, reads)
 
+    def txn_sequence_packed(self, steps: Sequence[wire.PackedTxn]) -> list[TxnResult]:
+        """txn_sequence over txns as cellstate/store/wire.py packs them, run from their tuples
+        without an op object per op (the Ray-hosted store's bulk submissions): the same checks
+        (wire.check_packed_limits), compares, effects and results as txn_sequence
+        (tests/test_store_wire.py)."""
+        out: list[TxnResult] = []
+        for i, (compares, success, failure) in enumerate(steps):
+            if any(r == AFTER_PREVIOUS for _, r in compares):
+                if i == 0:
+                    raise InvalidInputError("a compare at AFTER_PREVIOUS needs a step before it")
+                prev = out[-1].revision
+                compares = [(k, prev if r == AFTER_PREVIOUS else r) for k, r in compares]
+            result = self._txn_packed(compares, success, failure)
+            out.append(result)
+            if not result.succeeded:
+                break
+        return out
+
+    def _txn_packed(self, compares, success, failure) -> TxnResult:
+        """txn, for one packed txn."""
+        wire.check_packed_limits(self.limits, compares, success, failure)
+        put, get = wire.PUT, wire.GET
+        with self._lock:
+            self._expire_leases()
+            data = self._data
+            ok = True
+            for key, revision in compares:
+                kv = data.get(key)
+                if (kv.mod_revision if kv else 0) != revision:
+                    ok = False
+                    break
+            ops = success if ok else failure
+            for op in ops:
+                if op[0] == put and op[3] and op[3] not in self._leases:
+                    raise LeaseNotFoundError(f"lease {op[3]:x} not found")
+            reads: list[list[KeyValue]] = []
+            new_rev = self._revision + 1
+            changed = False
+            for op in ops:
+                kind = op[0]
+                if kind == put:
+                    self._put(op[1], op[2], op[3], new_rev)
+                    changed = True
+                elif kind == get:
+                    reads.append(self._read(Get(op[1], op[2], op[3], op[4])))
+                elif self._apply_delete(op[1], new_rev):
+                    changed = True
+            if changed:
+                self._revision = new_rev
+            return TxnResult(ok, self._revision, reads)
+
     def _read(self, op: Get) -> list[KeyValue]:
         if not op.prefix:
             kv = self._data.get(op.key)
@@ -152,18 +205,21 @@ class MemoryStore(CellStore):
         return [data[k] for k in self._sorted_keys.between(lo, hi, op.limit)]
 
     def _apply_put(self, op: Put, rev: int) -> None:
-        old = self._data.get(op.key)
+        self._put(op.key, op.value, op.lease, rev)
+
+    def _put(self, key: str, value: bytes, lease: int, rev: int) -> None:
+        old = self._data.get(key)
         if old is None:
-            self._sorted_keys.add(op.key)
-            kv = KeyValue(op.key, op.value, rev, rev, 1, op.lease)
+            self._sorted_keys.add(key)
+            kv = KeyValue(key, value, rev, rev, 1, lease)
         else:
-            if old.lease and old.lease != op.lease and old.lease in self._leases:
-                self._leases[old.lease].keys.discard(op.key)
-            kv = KeyValue(op.key, op.value, rev, old.create_revision, old.version + 1, op.lease)
-        if op.lease:
-            self._leases[op.lease].keys.add(op.key)
-        self._data[op.key] = kv
-        self._emit(WatchEvent(EventType.PUT, op.key, op.value, rev))
+            if old.lease and old.lease != lease and old.lease in self._leases:
+                self._leases[old.lease].keys.discard(key)
+            kv = KeyValue(key, value, rev, old.create_revision, old.version + 1, lease)
+        if lease:
+            self._leases[lease].keys.add(key)
+        self._data[key] = kv
+        self._emit(WatchEvent(EventType.PUT, key, value, rev))
 
     def _apply_delete(self, key: str, rev: int) -> bool:
         old = self._data.pop(key, None)
