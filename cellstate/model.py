@@ -7,7 +7,6 @@ can reach the store. Enums, not strings, for every mode.
 from __future__ import annotations
 
 import operator
-
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field

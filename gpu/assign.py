@@ -313,7 +313,8 @@ class _Probes:
     __slots__ = ("machines", "ok", "pool", "row", "changed")
 
     def __init__(self) -> None:
-        self.machines = self.ok = np.zeros((0, 0), dtype=np.int64)
+        self.machines: np.ndarray = np.zeros((0, 0), dtype=np.int64)
+        self.ok: np.ndarray = np.zeros((0, 0), dtype=bool)
         self.pool: np.ndarray | None = None
         self.row = 0
         self.changed: set[int] = set()
