@@ -75,20 +75,25 @@ def _validation(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(422, "invalid request", f"{first.field}: {first.message}", first.field, errors)
 
 
+class BodyValidationError(RequestValidationError, InvalidInputError):
+    """A body refused by `parse_body`: answered by the RequestValidationError handler (first
+    in its MRO), so exactly as FastAPI's own body validation is, and a cell input error."""
+
+
 def parse_body(model: type[M], raw: bytes, content_type: str | None) -> M:
     """A JSON body validated as FastAPI validates a body parameter, in one
     `model.model_validate_json` (no Python dicts first), its errors raised as FastAPI raises
     them (RequestValidationError, locations under "body"): missing, not JSON (400), not an
     object (another content type), or a field at fault."""
     if not raw:
-        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+        raise BodyValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
     if not content_type or not _JSON_TYPE.match(content_type):  # FastAPI reads no other type as JSON
-        raise RequestValidationError([{"type": "model_attributes_type", "loc": ("body",), "input": None,
+        raise BodyValidationError([{"type": "model_attributes_type", "loc": ("body",), "input": None,
                                        "msg": "Input should be a valid dictionary or object to extract fields from"}])
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]) from None
+        raise BodyValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]) from None
 
 
 # What FastAPI reads as JSON: application/json or application/<anything>+json, any parameters.

@@ -1,4 +1,4 @@
-"""Every error cellsched raises, as one tree (four are defined in their own packages).
+"""Every error cellsched raises, as one tree (five are defined in their own packages).
 
     CellError
     ├── InvalidInputError          bad input, refused whole before anything is written
@@ -8,7 +8,8 @@
     │   ├── UnplaceableRequestError a request larger than any machine in the cell
     │   ├── TraceFormatError       a malformed trace row (names file, line and field)
     │   ├── FutureRevisionError    a compaction asked for a revision the store has not reached
-    │   └── DataNotFoundError      a trace or binary not where it was looked for (also a FileNotFoundError)
+    │   ├── DataNotFoundError      a trace or binary not where it was looked for (also a FileNotFoundError)
+    │   └── BodyValidationError    (api) a request body refused whole, answered as FastAPI's validation error
     ├── CorruptValueError          a stored value that cannot be decoded
     ├── ContentionError            an update kept conflicting past its bound of rounds
     ├── InternalInvariantError     a check inside the code failed: a bug, never bad input
