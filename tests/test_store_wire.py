@@ -15,6 +15,7 @@ from cellsched.cellstate.store import (
     Delete,
     Get,
     KeyValue,
+    MemoryStore,
     ModRevisionIs,
     Put,
     TxnResult,
@@ -146,3 +147,12 @@ def test_the_packed_path_refuses_what_txn_refuses():
         (a, sa), (b, sb) = _both_ways(steps, small)
         assert isinstance(a, tuple) and a == b, (steps, a, b)
         assert sa._data == sb._data
+
+
+def test_a_packed_txn_reaches_a_watch_at_once():
+    """The packed path publishes its txn's events as txn does: a watch sees them on its next
+    get, not only after some later txn."""
+    s = MemoryStore()
+    w = s.watch("/q/", 0)
+    s.txn_sequence_packed(wire.unpack_packed(wire.pack_txns([([], [Put("/q/a", b"1"), Put("/q/b", b"2")], [])])))
+    assert [ev.key for ev in w.get()] == ["/q/a", "/q/b"]

@@ -190,6 +190,7 @@ class MemoryStore(CellStore):
                     changed = True
             if changed:
                 self._revision = new_rev
+                self._publish(new_rev)
             return TxnResult(ok, self._revision, reads)
 
     def _read(self, op: Get) -> list[KeyValue]:
