@@ -19,7 +19,7 @@ Every failure is a CellError (errors.py); no client library error escapes a back
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
@@ -153,37 +153,62 @@ def check_revision_arg(name: str, revision: object, minimum: int) -> None:
 
 def check_txn_limits(limits: StoreLimits, compares: Sequence[ModRevisionIs], success: Sequence[Op],
                      failure: Sequence[Op]) -> None:
-    """Refuse a txn that etcd would refuse, with the same rules, before sending it."""
-    max_ops = limits.max_txn_ops
-    for name, seq in (("compares", compares), ("success ops", success), ("failure ops", failure)):
-        if len(seq) > max_ops:
-            raise TxnLimitError(f"txn has {len(seq)} {name}; the store allows {max_ops}")
+    """Refuse a txn that etcd would refuse, with the same rules, before sending it. The rules
+    are the check_* functions below, shared with the packed form (wire.check_packed_limits)."""
+    check_op_counts(limits, compares, success, failure)
     # Rough request size: keys, values and a few bytes of framing per op, as etcd counts it.
     size = 16 * len(compares) + sum(len(c.key) for c in compares)
     for branch in (success, failure):
         for op in branch:
             _check_op(op)
-        written = [op.key for op in branch if type(op) is not Get]
-        if len(set(written)) != len(written):
-            dup = next(k for k in written if written.count(k) > 1)
-            raise TxnLimitError(f"txn writes key {dup!r} twice")
+        check_written_once([op.key for op in branch if type(op) is not Get])
         size += sum(len(op.key) + 8 for op in branch)
         size += sum(len(op.value) for op in branch if type(op) is Put)
+    check_request_size(limits, size)
+
+
+def check_op_counts(limits: StoreLimits, compares: Sized, success: Sized, failure: Sized) -> None:
+    max_ops = limits.max_txn_ops
+    for name, seq in (("compares", compares), ("success ops", success), ("failure ops", failure)):
+        if len(seq) > max_ops:
+            raise TxnLimitError(f"txn has {len(seq)} {name}; the store allows {max_ops}")
+
+
+def check_written_once(written: list[str]) -> None:
+    """etcd refuses a txn branch that writes one key twice."""
+    if len(set(written)) != len(written):
+        dup = next(k for k in written if written.count(k) > 1)
+        raise TxnLimitError(f"txn writes key {dup!r} twice")
+
+
+def check_request_size(limits: StoreLimits, size: int) -> None:
     if size > limits.max_request_bytes:
         raise TxnLimitError(f"txn request is about {size} bytes; the store allows {limits.max_request_bytes}")
 
 
+def check_op_key(key: object) -> None:
+    """Malformed ops are refused whole, the same on every backend (etcd refuses an empty key)."""
+    if type(key) is not str or not key:
+        raise InvalidInputError(f"a txn op needs a non-empty str key, got {key!r}")
+
+
+def check_put_value(key: str, value: object) -> None:
+    if type(value) is not bytes:
+        raise InvalidInputError(f"Put {key!r}: value must be bytes, got {type(value).__name__}")
+
+
+def check_get_limit(key: str, limit: object) -> None:
+    """A negative limit would mean "no limit" on etcd and "nothing" elsewhere."""
+    if type(limit) is not int or limit < 0:
+        raise InvalidInputError(f"Get {key!r}: limit must be an integer >= 0, got {limit!r}")
+
+
 def _check_op(op: Op) -> None:
-    """Malformed ops are refused whole, the same on every backend (etcd refuses an empty
-    key; a negative limit would mean "no limit" there and "nothing" elsewhere)."""
-    if type(op.key) is not str or not op.key:
-        raise InvalidInputError(f"a txn op needs a non-empty str key, got {op.key!r}")
+    check_op_key(op.key)
     if type(op) is Put:
-        if type(op.value) is not bytes:
-            raise InvalidInputError(f"Put {op.key!r}: value must be bytes, got {type(op.value).__name__}")
+        check_put_value(op.key, op.value)
     elif type(op) is Get:
-        if type(op.limit) is not int or op.limit < 0:
-            raise InvalidInputError(f"Get {op.key!r}: limit must be an integer >= 0, got {op.limit!r}")
+        check_get_limit(op.key, op.limit)
 
 
 class CellStore(ABC):

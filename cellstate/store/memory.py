@@ -13,7 +13,7 @@ import bisect
 import itertools
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from ..clock import Clock, RealClock
 from ..errors import CompactedError, FutureRevisionError, InvalidInputError, LeaseNotFoundError
@@ -112,19 +112,10 @@ class MemoryStore(CellStore):
         check_txn_limits(self.limits, compares, success, failure)
         with self._lock:
             self._expire_leases()
-            data = self._data
-            ok = True
-            for c in compares:
-                kv = data.get(c.key)
-                if (kv.mod_revision if kv else 0) != c.revision:
-                    ok = False
-                    break
+            ok = self._compares_hold([(c.key, c.revision) for c in compares])
             ops = success if ok else failure
-            for op in ops:
-                if type(op) is Put and op.lease and op.lease not in self._leases:
-                    raise LeaseNotFoundError(f"lease {op.lease:x} not found")
+            self._require_leases([op.lease for op in ops if type(op) is Put])
             # etcd: reads in a txn see the txn's own earlier writes; keep that order.
-            # The revision moves only if something changed: deleting an absent key does not.
             reads: list[list[KeyValue]] = []
             new_rev = self._revision + 1
             changed = False
@@ -136,10 +127,7 @@ class MemoryStore(CellStore):
                     reads.append(self._read(op))
                 elif self._apply_delete(op.key, new_rev):
                     changed = True
-            if changed:
-                self._revision = new_rev
-                self._publish(new_rev)
-            return TxnResult(ok, self._revision, reads)
+            return self._end_txn(ok, changed, new_rev, reads)
 
     def txn_sequence_packed(self, steps: Sequence[wire.PackedTxn]) -> list[TxnResult]:
         """txn_sequence over txns as cellstate/store/wire.py packs them, run from their tuples
@@ -160,22 +148,14 @@ class MemoryStore(CellStore):
         return out
 
     def _txn_packed(self, compares, success, failure) -> TxnResult:
-        """txn, for one packed txn."""
+        """txn, for one packed txn: the same steps, on op tuples (wire.PackedTxn)."""
         wire.check_packed_limits(self.limits, compares, success, failure)
         put, get = wire.PUT, wire.GET
         with self._lock:
             self._expire_leases()
-            data = self._data
-            ok = True
-            for key, revision in compares:
-                kv = data.get(key)
-                if (kv.mod_revision if kv else 0) != revision:
-                    ok = False
-                    break
+            ok = self._compares_hold(compares)
             ops = success if ok else failure
-            for op in ops:
-                if op[0] == put and op[3] and op[3] not in self._leases:
-                    raise LeaseNotFoundError(f"lease {op[3]:x} not found")
+            self._require_leases([op[3] for op in ops if op[0] == put])
             reads: list[list[KeyValue]] = []
             new_rev = self._revision + 1
             changed = False
@@ -188,10 +168,30 @@ class MemoryStore(CellStore):
                     reads.append(self._read(Get(op[1], op[2], op[3], op[4])))
                 elif self._apply_delete(op[1], new_rev):
                     changed = True
-            if changed:
-                self._revision = new_rev
-                self._publish(new_rev)
-            return TxnResult(ok, self._revision, reads)
+            return self._end_txn(ok, changed, new_rev, reads)
+
+    def _compares_hold(self, compares: Iterable[tuple[str, int]]) -> bool:
+        """Every (key, mod_revision) compare holds now (revision 0: the key is absent)."""
+        data = self._data
+        for key, revision in compares:
+            kv = data.get(key)
+            if (kv.mod_revision if kv else 0) != revision:
+                return False
+        return True
+
+    def _require_leases(self, leases: Iterable[int]) -> None:
+        """A put bound to a lease that is gone fails the whole txn, before any write (etcd)."""
+        for lease in leases:
+            if lease and lease not in self._leases:
+                raise LeaseNotFoundError(f"lease {lease:x} not found")
+
+    def _end_txn(self, ok: bool, changed: bool, new_rev: int, reads: list[list[KeyValue]]) -> TxnResult:
+        """The revision moves only if something changed (deleting an absent key does not);
+        the txn's events reach the watches together, at its end."""
+        if changed:
+            self._revision = new_rev
+            self._publish(new_rev)
+        return TxnResult(ok, self._revision, reads)
 
     def _read(self, op: Get) -> list[KeyValue]:
         if not op.prefix:

@@ -19,8 +19,23 @@ from __future__ import annotations
 import pickle
 from collections.abc import Sequence
 
-from ..errors import InvalidInputError, TxnLimitError
-from .contract import Delete, Get, KeyValue, ModRevisionIs, Op, Put, StoreLimits, TxnResult
+from ..errors import InvalidInputError
+from .contract import (
+    Delete,
+    Get,
+    KeyValue,
+    ModRevisionIs,
+    Op,
+    Put,
+    StoreLimits,
+    TxnResult,
+    check_get_limit,
+    check_op_counts,
+    check_op_key,
+    check_put_value,
+    check_request_size,
+    check_written_once,
+)
 
 Txn = tuple[Sequence[ModRevisionIs], Sequence[Op], Sequence[Op]]
 PUT, DELETE, GET = 0, 1, 2  # an op tuple's kind: (PUT, key, value, lease), (GET, key, prefix, limit, start), (DELETE, key)
@@ -68,33 +83,23 @@ def check_packed_limits(limits: StoreLimits, compares: Sequence[tuple[str, int]]
                         failure: Sequence[tuple]) -> None:
     """contract.check_txn_limits for a packed txn: the same rules, errors and messages (a kind
     other than PUT or GET is a DELETE, as unpack_txns reads it; tests/test_store_wire.py)."""
-    max_ops = limits.max_txn_ops
-    for name, seq in (("compares", compares), ("success ops", success), ("failure ops", failure)):
-        if len(seq) > max_ops:
-            raise TxnLimitError(f"txn has {len(seq)} {name}; the store allows {max_ops}")
+    check_op_counts(limits, compares, success, failure)
     size = 16 * len(compares) + sum(len(c[0]) for c in compares)
     for branch in (success, failure):
         for op in branch:
             _check_packed_op(op)
-        written = [op[1] for op in branch if op[0] != _GET]
-        if len(set(written)) != len(written):
-            dup = next(k for k in written if written.count(k) > 1)
-            raise TxnLimitError(f"txn writes key {dup!r} twice")
+        check_written_once([op[1] for op in branch if op[0] != _GET])
         size += sum(len(op[1]) + 8 for op in branch)
         size += sum(len(op[2]) for op in branch if op[0] == _PUT)
-    if size > limits.max_request_bytes:
-        raise TxnLimitError(f"txn request is about {size} bytes; the store allows {limits.max_request_bytes}")
+    check_request_size(limits, size)
 
 
 def _check_packed_op(op: tuple) -> None:
-    key = op[1]
-    if type(key) is not str or not key:
-        raise InvalidInputError(f"a txn op needs a non-empty str key, got {key!r}")
+    check_op_key(op[1])
     if op[0] == _PUT:
-        if type(op[2]) is not bytes:
-            raise InvalidInputError(f"Put {key!r}: value must be bytes, got {type(op[2]).__name__}")
-    elif op[0] == _GET and (type(op[3]) is not int or op[3] < 0):
-        raise InvalidInputError(f"Get {key!r}: limit must be an integer >= 0, got {op[3]!r}")
+        check_put_value(op[1], op[2])
+    elif op[0] == _GET:
+        check_get_limit(op[1], op[3])
 
 
 def pack_results(results: Sequence[TxnResult]) -> bytes:
