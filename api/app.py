@@ -3,6 +3,9 @@ histogram and server span (api/observe.py), OpenAPI."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
@@ -30,7 +33,12 @@ API_VERSION = "1.0.0"
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
-    app = FastAPI(title="cellsched", version=API_VERSION,
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        ctx.close()
+
+    app = FastAPI(title="cellsched", version=API_VERSION, lifespan=lifespan,
                   description="Submit, inspect and operate an Omega-style shared-state cell. Every error is a "
                               "Problem naming the field at fault; every mutation answers once it is in the store.")
     app.state.ctx = ctx

@@ -62,6 +62,13 @@ class ApiContext:
             self._bulk_pool = ThreadPoolExecutor(self.bulk_workers, thread_name_prefix="bulk")
         return self._bulk_pool
 
+    def close(self) -> None:
+        """Let the bulk threads go once the app stops serving (its lifespan's end: the server
+        has finished its requests by then). A later request makes a fresh pool."""
+        pool, self._bulk_pool = self._bulk_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
     @contextlib.contextmanager
     def writing(self, who: Principal, request: Request, detail: str = "") -> Iterator[CellStore]:
         """The store a mutation writes through: with an audit log, each of its txns carries
@@ -90,19 +97,23 @@ def require(role: Role):
     # async: the lookup and the rate limit are a hash and a lock held for microseconds, so
     # they run on the event loop instead of costing a thread-pool hop per request.
     async def dependency(request: Request) -> Principal:
-        ctx = ctx_of(request)
-        return authorize(ctx.tokens, ctx.limiter, request.headers.get("authorization"), role)
+        return principal_of(request, role)
 
     dependency.__name__ = f"require_{role.name.lower()}"
     dependency.takes_token = True  # type: ignore[attr-defined]
     return dependency
 
 
+def principal_of(request: Request, role: Role) -> Principal:
+    """The caller of `request`, holding at least `role` (401, 403 or 429 otherwise)."""
+    ctx = ctx_of(request)
+    return authorize(ctx.tokens, ctx.limiter, request.headers.get("authorization"), role)
+
+
 def submitter(request: Request) -> Principal:
     """What the Submitter dependency gives, called by a handler itself (the submission routes,
     which declare the bearer in their OpenAPI extra instead: api/routes_jobs.py)."""
-    ctx = ctx_of(request)
-    return authorize(ctx.tokens, ctx.limiter, request.headers.get("authorization"), Role.SUBMITTER)
+    return principal_of(request, Role.SUBMITTER)
 
 
 Reader = Depends(require(Role.READER))

@@ -37,3 +37,28 @@ def test_a_job_over_one_txn_is_refused_before_any_write():
         submit_bulk(ctx, ctx.store, BulkIn.model_validate({"jobs": [_job("small", 1), _job("huge", 8)]}))
     assert exc.value.http_status == 422 and exc.value.field == "body.jobs.1"
     assert ctx.store.get_prefix(ctx.keys.jobs_prefix)[0] == []
+
+
+def test_the_bulk_threads_end_with_the_app():
+    """The bulk pool (ApiContext.bulk_pool) is let go at the app's shutdown, its threads
+    ended; the next app on the same context makes a fresh one."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from cellsched.api import create_app
+
+    store = MemoryStore()
+    ctx = ApiContext(store, CellKeys("t"), TokenTable.parse("submitter:s:" + "a" * 20, "t"))
+    auth = {"Authorization": "Bearer " + "a" * 20}
+    for round_ in range(2):
+        with TestClient(create_app(ctx)) as client:
+            r = client.post("/v1/jobs/bulk", json={"jobs": [_job(f"r{round_}j{i}", 1) for i in range(3)]}, headers=auth)
+            assert r.status_code == 200 and r.json()["created"] == 3, r.text
+            pool = ctx._bulk_pool
+            assert pool is not None
+            workers = list(pool._threads)
+            assert workers and all(t.is_alive() for t in workers)
+        assert ctx._bulk_pool is None and not any(t.is_alive() for t in workers)
+    assert not [t for t in threading.enumerate() if t.name.startswith("bulk")]
+    assert len(store.get_prefix(ctx.keys.jobs_prefix)[0]) == 6
