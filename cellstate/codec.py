@@ -288,7 +288,25 @@ def decode_alloc(key: str, raw: bytes) -> AllocationRecord:
             raise CorruptValueError(key, f"used vector {obj['u']!r} is malformed")
         if "n" in obj and obj["n"] != len(tasks):
             raise CorruptValueError(key, f"says {obj['n']!r} tasks but holds {len(tasks)}")
-        return AllocationRecord(used, tasks)
+        return AllocationRecord(used, tasks, _tasks_text(raw, obj))
+
+
+_TASKS_OPEN = b',"t":{'
+_ALLOC_FIELDS = ["v", "u", "n", "t"]
+
+
+def _tasks_text(raw: bytes, obj: dict[str, Any]) -> str | None:
+    """The task entries of a record as encode_alloc wrote it, straight from its bytes, so the
+    next commit on the machine encodes only the tasks it adds (alloc_with_tasks); None when
+    the record was written otherwise. With exactly encode_alloc's fields in its order, "t" is
+    the last member, so its object's body runs from its opening to the value's closing "}}";
+    a value with spaces or other members there gives None."""
+    if list(obj) != _ALLOC_FIELDS or not raw.endswith(b"}}"):
+        return None
+    start = raw.find(_TASKS_OPEN)
+    if start < 0 or not raw.isascii():
+        return None
+    return raw[start + len(_TASKS_OPEN):-2].decode("ascii")
 
 
 # -- jobs -------------------------------------------------------------------

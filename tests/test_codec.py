@@ -58,6 +58,31 @@ def test_codec_alloc_with_tasks_encodes_like_a_fresh_record(before, added, encod
     assert codec.decode_alloc("k", codec.encode_alloc(grown)) == rec.with_tasks(added)
 
 
+@settings(deadline=None, max_examples=200)
+@given(before=st.dictionaries(ids, vec, max_size=8), added=st.dictionaries(ids, vec, max_size=8),
+       layout=st.sampled_from(["encode_alloc", "spaced", "extra member", "old layout", "t first"]))
+def test_codec_alloc_decoded_from_bytes_grows_like_a_fresh_record(before, added, layout):
+    """decode_alloc carries the task entries' text forward only from bytes as encode_alloc
+    writes them; any other layout is encoded afresh. Either way the grown record encodes to
+    the same value as one built from scratch."""
+    used = tuple(sum(v[k] for v in before.values()) for k in range(3))
+    canonical = codec.encode_alloc(AllocationRecord(used, before))
+    obj = json.loads(canonical)
+    raw = {"encode_alloc": canonical,
+           "spaced": json.dumps(obj).encode(),
+           "extra member": json.dumps({**obj, "x": {"y": 1}}, separators=(",", ":")).encode(),
+           "old layout": json.dumps({k: v for k, v in obj.items() if k != "n"}, separators=(",", ":")).encode(),
+           "t first": json.dumps({"t": obj["t"], "v": 1, "u": obj["u"], "n": obj["n"]}, separators=(",", ":")).encode(),
+           }[layout]
+    rec = codec.decode_alloc("k", raw)
+    assert (rec.encoded_tasks is not None) == (layout == "encode_alloc")
+    added = {k: v for k, v in added.items() if k not in before}
+    grown = codec.alloc_with_tasks(rec, added)
+    fresh = AllocationRecord(grown.used, dict(grown.tasks))
+    assert codec.encode_alloc(grown) == codec.encode_alloc(fresh)
+    assert codec.decode_alloc("k", codec.encode_alloc(grown)) == AllocationRecord(used, before).with_tasks(added)
+
+
 def test_decode_machines_matches_one_by_one_and_names_the_corrupt_key():
     from cellsched.cellstate.model import Machine, MachineState
     from cellsched.cellstate.store import KeyValue
