@@ -199,9 +199,9 @@ class Tracing:
         """An HTTP server span (kind SERVER), child of the caller's W3C `traceparent` when it sent a
         valid one, else the root of a new trace (the API's request span, api/observe.py)."""
         remote = _context_of(traceparent)
-        ctx = trace.set_span_in_context(NonRecordingSpan(remote)) if remote is not None else otel_context.Context()
         if self.server_spans is not None:  # the cheap request span (schedulers/server_span.py)
-            return self.server_spans.start(name, remote, ctx, attributes or {})
+            return self.server_spans.start(name, remote, attributes or {})
+        ctx = trace.set_span_in_context(NonRecordingSpan(remote)) if remote is not None else otel_context.Context()
         return self.tracer.start_span(name, context=ctx, kind=SpanKind.SERVER, attributes=attributes)
 
     def flush(self) -> None:
