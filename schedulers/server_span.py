@@ -32,25 +32,38 @@ class ServerSpans:
                  processors: Sequence[SpanProcessor], scope: InstrumentationScope, max_value_len: int | None):
         self.sampler, self.ids, self.resource, self.processors = sampler, ids, resource, tuple(processors)
         self.scope, self.max_value_len = scope, max_value_len
+        # The default sampler, parentbased_always_on, samples every root span and adds nothing:
+        # a request without a caller's traceparent skips the call (what it would answer, known).
+        root = getattr(sampler, "_root", None) if type(sampler) is sampling.ParentBased else None
+        self.roots_sampled = root is sampling.ALWAYS_ON
 
-    def start(self, name: str, parent: SpanContext | None, ctx: Context, attributes: Mapping) -> trace.Span:
+    def start(self, name: str, parent: SpanContext | None, attributes: Mapping) -> trace.Span:
+        if parent is None and self.roots_sampled:
+            return self._recording(name, self.ids.generate_trace_id(), None, None, attributes, None)
         trace_id = parent.trace_id if parent is not None else self.ids.generate_trace_id()
+        ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent is not None else Context()
         result = self.sampler.should_sample(ctx, trace_id, name, SpanKind.SERVER, attributes, ())
-        flags = TraceFlags(TraceFlags.SAMPLED if result.decision.is_sampled() else TraceFlags.DEFAULT)
-        # W3C level 2's random-trace-id flag, set as the SDK sets it on its own spans
-        if (parent.trace_flags.random_trace_id if parent is not None else self.ids.is_trace_id_random()):
-            flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
-        context = SpanContext(trace_id, self.ids.generate_span_id(), is_remote=False, trace_flags=flags,
-                              trace_state=result.trace_state)
+        if result.decision.is_sampled():
+            return self._recording(name, trace_id, parent, result.trace_state, attributes, result.attributes)
+        flags = TraceFlags.DEFAULT
         # Not sampled: what the SDK returns then, a span with ids (its traceparent says 00) that
         # records nothing. RECORD_ONLY, which only a custom sampler gives, is treated so too:
         # the batch processor would drop such a span unexported anyway.
-        if not result.decision.is_sampled():
-            return trace.NonRecordingSpan(context)
-        span = ServerSpan(self, name, context, parent)
+        return trace.NonRecordingSpan(self._context(trace_id, parent, flags, result.trace_state))
+
+    def _context(self, trace_id: int, parent: SpanContext | None, flags: int, trace_state) -> SpanContext:
+        # W3C level 2's random-trace-id flag, set as the SDK sets it on its own spans
+        if (parent.trace_flags.random_trace_id if parent is not None else self.ids.is_trace_id_random()):
+            flags |= TraceFlags.RANDOM_TRACE_ID
+        return SpanContext(trace_id, self.ids.generate_span_id(), is_remote=False, trace_flags=TraceFlags(flags),
+                           trace_state=trace_state)
+
+    def _recording(self, name: str, trace_id: int, parent: SpanContext | None, trace_state, attributes: Mapping,
+                   extra: Mapping | None) -> ServerSpan:
+        span = ServerSpan(self, name, self._context(trace_id, parent, TraceFlags.SAMPLED, trace_state), parent)
         span.set_attributes(attributes)
-        if result.attributes:
-            span.set_attributes(result.attributes)
+        if extra and extra != attributes:  # the SDK's samplers hand the span's own attributes back
+            span.set_attributes(extra)
         return span
 
 

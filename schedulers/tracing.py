@@ -23,6 +23,7 @@ import json
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import IO
 
 from opentelemetry import context as otel_context
@@ -77,8 +78,34 @@ def span_obj(span: ReadableSpan) -> dict:
     return obj
 
 
-# One encoder, made once (json.dumps with separators builds a new one per call).
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+# One encoder, made once (json.dumps with separators builds a new one per call, and
+# JSONEncoder.encode a new C encoder and its circular-check dict per value): the C encoder
+# itself, called as JSONEncoder.iterencode calls it; the same text (ASCII, compact, default=str).
+_plain_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_c_encode = (c_make_encoder(None, str, encode_basestring_ascii, None, ":", ",", False, False, True)
+             if c_make_encoder is not None else None)  # None: a Python without the C accelerator
+
+
+def _encode(value) -> str:
+    return "".join(_c_encode(value, 0)) if _c_encode is not None else _plain_encode(value)
+
+# A span's name and service are a few strings repeated on every line: encoded once each
+# (bounded: a request span's name carries the client's method).
+_MAX_CACHED = 256
+_strings: dict[str, str] = {}
+
+
+def _string(value) -> str:
+    text = _strings.get(value) if type(value) is str else None
+    if text is None:
+        text = _encode(value)
+        if type(value) is str and len(_strings) < _MAX_CACHED:
+            _strings[value] = text
+    return text
+
+
+def _ns(value) -> str:
+    return str(value) if type(value) is int else _encode(value)
 
 
 def span_line(span: ReadableSpan) -> str:
@@ -88,16 +115,17 @@ def span_line(span: ReadableSpan) -> str:
     assert ctx is not None  # a finished SDK span always has one
     parent = f'"{span.parent.span_id:016x}"' if span.parent is not None else "null"
     attrs = span.attributes
-    line = (f'{{"name":{_encode(span.name)},"trace_id":"{ctx.trace_id:032x}","span_id":"{ctx.span_id:016x}",'
-            f'"parent_span_id":{parent},"start_ns":{_encode(span.start_time)},"end_ns":{_encode(span.end_time)},'
-            f'"status":"{span.status.status_code.name}","service":{_encode(span.resource.attributes.get("service.name"))},'
+    service = _string(span.resource.attributes.get("service.name"))
+    line = (f'{{"name":{_string(span.name)},"trace_id":"{ctx.trace_id:032x}",'
+            f'"span_id":"{ctx.span_id:016x}","parent_span_id":{parent},"start_ns":{_ns(span.start_time)},'
+            f'"end_ns":{_ns(span.end_time)},"status":"{span.status.status_code.name}","service":{service},'
             f'"attributes":{_encode(attrs if type(attrs) is dict else dict(attrs or {}))}')
     if span.events:
         line += ',"events":' + _encode([{"name": e.name, "ts_ns": e.timestamp, "attributes": dict(e.attributes or {})}
                                         for e in span.events])
     if span.links:
-        line += ',"links":[' + ",".join(f'["{lk.context.trace_id:032x}","{lk.context.span_id:016x}"]'
-                                        for lk in span.links) + "]"
+        line += ',"links":[' + ",".join([f'["{lk.context.trace_id:032x}","{lk.context.span_id:016x}"]'
+                                         for lk in span.links]) + "]"
     return line + "}\n"
 
 
@@ -171,9 +199,9 @@ class Tracing:
         """An HTTP server span (kind SERVER), child of the caller's W3C `traceparent` when it sent a
         valid one, else the root of a new trace (the API's request span, api/observe.py)."""
         remote = _context_of(traceparent)
-        ctx = trace.set_span_in_context(NonRecordingSpan(remote)) if remote is not None else otel_context.Context()
         if self.server_spans is not None:  # the cheap request span (schedulers/server_span.py)
-            return self.server_spans.start(name, remote, ctx, attributes or {})
+            return self.server_spans.start(name, remote, attributes or {})
+        ctx = trace.set_span_in_context(NonRecordingSpan(remote)) if remote is not None else otel_context.Context()
         return self.tracer.start_span(name, context=ctx, kind=SpanKind.SERVER, attributes=attributes)
 
     def flush(self) -> None:

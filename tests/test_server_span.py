@@ -97,3 +97,23 @@ def test_the_flags_are_those_the_sdks_own_span_would_carry():
         sdk = chosen.start_span("sdk", parent=parent)
         sdk.end()
         assert ours == sdk.get_span_context().trace_flags, caller
+
+
+def test_only_the_default_sampler_skips_the_call_for_a_root_span():
+    """The shortcut (no sampler call for a root span) is taken for parentbased_always_on alone;
+    a parent-based sampler with another root still decides, and the root spans it makes carry
+    what the sampler's call would have given them."""
+    from opentelemetry.sdk.trace import sampling
+
+    exporter = InMemorySpanExporter()
+    default = tracing.Tracing.to([exporter])
+    assert default.server_spans is not None and default.server_spans.roots_sampled
+    other = tracing.Tracing.to([exporter], sampler=sampling.ParentBased(sampling.ALWAYS_OFF))
+    assert other.server_spans is not None and not other.server_spans.roots_sampled
+    assert not _request(other, None).get_span_context().trace_flags.sampled
+    assert _request(other, CALLER).get_span_context().trace_flags.sampled  # a sampled caller is followed
+    root = _request(default, None).get_span_context()
+    sdk = default.start_span("sdk")
+    sdk.end()
+    assert root.trace_flags == sdk.get_span_context().trace_flags and root.trace_state == sdk.get_span_context().trace_state
+    assert len(exporter.get_finished_spans()) == 3  # other's child of the caller, the default's root, the SDK's
