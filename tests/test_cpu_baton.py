@@ -247,3 +247,17 @@ def test_a_step_with_think_time_hands_the_baton_on_while_it_thinks_seeded():
     log, _ = _run_logged(4, 0.003)
     steps = [k for k, (_, what) in enumerate(log) if what == "prepared"]
     assert any(log[k + 1][0] != log[k][0] for k in steps)
+
+
+def test_only_loops_on_an_in_process_store_under_a_baton_hold_it_for_whole_steps():
+    raw = MemoryStore()
+    keys = CellKeys("ws")
+    add_machines(raw, keys, [Machine("m0", (8000, 32768, 0))])
+    baton = CpuBaton()
+    local = Scheduler("a", raw, keys, BATCH, RealClock(), baton=baton)
+    remote = Scheduler("b", BatonStore(RemoteLikeStore(raw, baton), baton), keys, BATCH, RealClock(), baton=baton)
+    alone = Scheduler("c", raw, keys, BATCH, RealClock())
+    assert isinstance(remote.store, BatonStore)  # its store calls hand the baton on
+    assert (local._whole_steps, remote._whole_steps, alone._whole_steps) == (True, False, False)
+    for s in (local, remote, alone):
+        s.close()
