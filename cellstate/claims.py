@@ -38,7 +38,7 @@ from .resources import Vector
 from .store import CellStore, Delete, Get, KeyValue, ModRevisionIs, Op, Put
 from .views import JobView, complete_views
 
-__all__ = ["IndexEntry", "shard_of", "claim_jobs", "claim_entries", "release_claim", "drop_claim_keys",
+__all__ = ["IndexEntry", "Patience", "shard_of", "claim_jobs", "claim_entries", "release_claim", "drop_claim_keys",
            "park_job", "park_for_good", "list_queue", "list_parked", "adopt_orphans", "claimed_jobs", "claim_holders",
            "new_claim_id"]
 
@@ -46,6 +46,9 @@ CLAIM_PAGE = 256  # index entries read per page
 MAX_CLAIM_PAGES = 16  # a claim step reads at most this many pages
 DEFAULT_CRASH_LIMIT = 3  # claims without progress before a job is parked for good
 HELD_PATIENCE = 4  # claim calls that must see another share's claimed entry unchanged before taking it
+# A claimer's memory of other shares' entries between its calls (claim_jobs' `patience`): job id ->
+# (the entry's mod_revision, calls that saw it so, whether it counts no claim; None: not decoded yet).
+Patience = dict[str, tuple[int, int, bool | None]]
 
 
 def list_queue(store: CellStore, keys: CellKeys, job_class: JobClass) -> list[str]:
@@ -136,7 +139,7 @@ def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: 
                limit: int, executor: Executor | None = None, in_flight: int = 1,
                held: Container[str] = frozenset(), crash_limit: int = DEFAULT_CRASH_LIMIT,
                adopt: bool = True, share: tuple[int, int] = (0, 1),
-               patience: dict[str, tuple[int, int]] | None = None) -> list[JobView]:
+               patience: Patience | None = None) -> list[JobView]:
     """Claim up to `limit` pending jobs of a class: highest priority first, then first come.
 
     With `adopt`, orphans of `lease_id` are adopted first (that reads every claim key: the
@@ -150,7 +153,7 @@ def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: 
     round, and the share of a scheduler that died is taken by the others as it reaches the head.
 
     `patience`, the caller's memory between its calls (job id -> (index entry revision, calls
-    that saw it so), kept here): with it, a job of another share is taken only once this
+    that saw it so, whether that entry counts no claim if known), kept here): with it, a job of another share is taken only once this
     caller's previous call saw its entry as it is now, that is after it sat a whole step
     unclaimed by its own scheduler; an entry that shows a claim (its count above 0: held now,
     or left by a scheduler that died) only after HELD_PATIENCE calls, since it is most likely
@@ -161,26 +164,35 @@ def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: 
     """
     out = adopt_orphans(store, keys, lease_id, held) if adopt else []
     k, n = share
-    window: list[KeyValue] = []  # the first n x limit entries, for a share's first pick
-    seen: dict[str, tuple[int, int]] = {}  # other shares' entries read by this call, for the next one
+    window: list[tuple[str, KeyValue]] = []  # the first n x limit entries (job id, entry), for a share's first pick
+    seen: Patience = {}  # other shares' entries read by this call, for the next one
     after = ""
+    last_segment = keys.last_segment
 
-    def others_due(kvs: list[KeyValue]) -> list[KeyValue]:
-        """Of `kvs`, the own share's entries and the others' whose patience ran out."""
+    def others_due(pairs: list[tuple[str, KeyValue]]) -> list[KeyValue]:
+        """Of `pairs`, the own share's entries and the others' whose patience ran out. At n
+        schedulers most of a window is the others' (n - 1 in n): their entries are decoded
+        only once patience could make them due (a call that saw them at this revision before),
+        and what the decode says is kept with the patience, so each is decoded once per revision."""
         if patience is None or n == 1:
-            return kvs
+            return [kv for _, kv in pairs]
         due = []
-        for kv in kvs:
-            jid = keys.last_segment(kv.key)
+        for jid, kv in pairs:
             if shard_of(jid, n) == k:
                 due.append(kv)
                 continue
-            rev, calls = patience.get(jid, (0, 0))
-            calls = calls + 1 if rev == kv.mod_revision else 0
-            if calls >= (1 if IndexEntry.decode(kv).claims == 0 else HELD_PATIENCE):
-                due.append(kv)
+            rev, calls, unclaimed = patience.get(jid, (0, 0, None))
+            if rev == kv.mod_revision:
+                calls += 1
             else:
-                seen[jid] = (kv.mod_revision, calls)
+                calls, unclaimed = 0, None
+            if calls:  # 0 is below every patience
+                if unclaimed is None:
+                    unclaimed = IndexEntry.decode(kv).claims == 0
+                if calls >= (1 if unclaimed else HELD_PATIENCE):
+                    due.append(kv)
+                    continue
+            seen[jid] = (kv.mod_revision, calls, unclaimed)
         return due
 
     for _ in range(MAX_CLAIM_PAGES):
@@ -190,17 +202,17 @@ def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: 
         if not page:
             break
         after = page[-1].key
-        candidates = [kv for kv in page if keys.last_segment(kv.key) not in held]
+        candidates = [(jid, kv) for kv in page if (jid := last_segment(kv.key)) not in held]
         if n > 1 and len(window) < n * limit:
             fits = n * limit - len(window)
             window, beyond = window + candidates[:fits], candidates[fits:]
             if len(window) < n * limit and len(page) == CLAIM_PAGE:
                 continue  # read on until the window is whole
-            mine = [kv for kv in window if shard_of(keys.last_segment(kv.key), n) == k]
+            own = [shard_of(jid, n) == k for jid, _ in window]
+            mine = [kv for (_, kv), o in zip(window, own, strict=True) if o]
             out += claim_entries(store, keys, mine, lease_id, owner, limit - len(out), executor, in_flight,
                                  crash_limit)
-            taken = {keys.last_segment(kv.key) for kv in mine}
-            candidates = [kv for kv in window if keys.last_segment(kv.key) not in taken] + beyond
+            candidates = [pair for pair, o in zip(window, own, strict=True) if not o] + beyond
         out += claim_entries(store, keys, others_due(candidates), lease_id, owner, limit - len(out), executor,
                              in_flight, crash_limit)
         if len(page) < CLAIM_PAGE:

@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Container, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from cellsched.cellstate.claims import CLAIM_PAGE, IndexEntry, claim_entries, claim_jobs, drop_claim_keys
+from cellsched.cellstate.claims import (
+    CLAIM_PAGE,
+    IndexEntry,
+    Patience,
+    claim_entries,
+    claim_jobs,
+    drop_claim_keys,
+)
 from cellsched.cellstate.clock import Clock
 from cellsched.cellstate.errors import LeaseNotFoundError, StoreUnavailableError
 from cellsched.cellstate.keys import CellKeys
@@ -66,7 +73,7 @@ class Claimer:
         self.parked_rounds = 0  # complete passes over the parked index: every entry had its look
         self._parked_tried_at = clock.now()
         # Other shares' queue entries as the last claim saw them (cellstate.claims.claim_jobs).
-        self._patience: dict[str, tuple[int, int]] = {}
+        self._patience: Patience = {}
         # Our claim keys (one per claim txn) whose jobs the loop held: each is deleted once
         # the loop holds none of its jobs any more.
         self._claims: set[str] = set()

@@ -329,9 +329,9 @@ class ConfirmedMachines:
         them) drop out by revision, in NumPy."""
         if events[-1].mod_revision > self.revision:
             self.revision = events[-1].mod_revision
-        latest = {ev.key: ev for ev in events}
         rows_of, each = self._alloc_rows, self._each_alloc_rows()
-        newest = {i: ev for key, ev in latest.items() if (i := rows_of.get(key)) is not None}
+        # One pass: a key has one row, so the last event per row is the last per key.
+        newest = {i: ev for ev in events if (i := rows_of.get(ev.key)) is not None}
         turn = {i for i in newest if i in each} if each else None
         if turn:  # rows holding claims: every record in turn
             for ev in events:

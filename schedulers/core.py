@@ -42,7 +42,7 @@ from cellsched.cellstate.views import JobView, read_job_view
 from .attempts import Attempt, HeldJob, Outcome
 from .cache import SchedulerCache
 from .claiming import Claimer, smallest_need
-from .cpu_baton import NO_BATON, CpuBaton, NoBaton, baton_store
+from .cpu_baton import NO_BATON, BatonStore, CpuBaton, NoBaton, baton_store
 from .decide import DecideFn, Decision, decide_batches, decide_job, decision_seed
 from .decision_trace import DecisionTracer
 from .gang_limit import fit_gang_in_one_txn
@@ -64,6 +64,15 @@ class Scheduler:
         self.baton: CpuBaton | NoBaton = baton if baton is not None else NO_BATON
         store = baton_store(store, baton)
         self.store = store
+        # On a store in this process (its calls keep the baton) a step without think time
+        # decides and commits under one hold: handing the baton on between the halves only
+        # queues the commit behind the other loops' steps (a wake-up more per step) and lets
+        # them commit between this loop's decision and its commit (8 loops on the memory
+        # store at 90% CPU: failed txn fraction 0.02-0.06; under one hold, 0). On a store
+        # that waits on another process the halves keep their own holds: measured on a
+        # 3-member etcd, one hold per step raised the failed txn fraction at 90% CPU
+        # (0.04-0.32 against 0.02-0.13).
+        self._whole_steps = baton is not None and not isinstance(store, BatonStore)
         self.keys = keys
         self.settings = settings
         self.clock = clock
@@ -90,10 +99,12 @@ class Scheduler:
         """One iteration: claim a batch, decide, commit. Returns whether it did work."""
         with self.baton.held():
             attempt = self.prepare()
+            if attempt is not None and attempt.think_s <= 0 and self._whole_steps:
+                self.complete(attempt)
+                return True
         if attempt is None:
             return False
-        if attempt.think_s > 0:
-            self.clock.sleep(attempt.think_s)
+        self.clock.sleep(attempt.think_s)
         with self.baton.held():
             self.complete(attempt)
         return True

@@ -3,7 +3,7 @@ is taken by the others as it reaches the head: no job starves behind a missing s
 
 from __future__ import annotations
 
-from cellsched.cellstate.claims import HELD_PATIENCE, claim_jobs, list_queue, shard_of
+from cellsched.cellstate.claims import HELD_PATIENCE, Patience, claim_jobs, list_queue, shard_of
 from cellsched.cellstate.clock import SimClock
 from cellsched.cellstate.faults import CountingStore
 from cellsched.cellstate.model import JobClass
@@ -70,7 +70,7 @@ def test_claims_stay_head_first_without_shares():
 def test_with_patience_another_shares_job_waits_one_call_and_only_while_unclaimed():
     store, keys = _queue(40)
     lease0, lease1 = store.grant_lease(10), store.grant_lease(10)
-    patience: dict[str, tuple[int, int]] = {}
+    patience: Patience = {}
     first = {v.record.job.id for v in claim_jobs(store, keys, JobClass.BATCH, lease0, "s0", 64, adopt=False,
                                                  share=(0, 2), patience=patience)}
     assert first and all(shard_of(j, 2) == 0 for j in first)  # its own share only, on the first look
@@ -90,7 +90,7 @@ def test_with_patience_another_shares_job_waits_one_call_and_only_while_unclaime
 def test_with_patience_a_dead_schedulers_claimed_jobs_are_taken_after_held_patience_calls():
     store, keys = _queue(40)
     lease0, lease1 = store.grant_lease(10), store.grant_lease(10)
-    patience: dict[str, tuple[int, int]] = {}
+    patience: Patience = {}
     got = {v.record.job.id for v in claim_jobs(store, keys, JobClass.BATCH, lease0, "s0", 64, adopt=False,
                                                share=(0, 2), patience=patience)}
     dead = {v.record.job.id for v in claim_jobs(store, keys, JobClass.BATCH, lease1, "s1", 3, adopt=False,
@@ -105,3 +105,45 @@ def test_with_patience_a_dead_schedulers_claimed_jobs_are_taken_after_held_patie
         if calls < HELD_PATIENCE:
             assert not dead & got  # most likely held: left alone for a while
     assert len(got) == 40  # every job of the queue, its own share, the dead share and what it held
+
+
+def test_with_patience_each_entry_is_taken_at_the_call_its_patience_allows_seeded():
+    """Seeded: shares 1 and 2 of 3 are dead, some of their jobs claimed before they died; new
+    jobs arrive between scheduler 0's calls. With the whole queue in its window, every job is
+    taken exactly at the call patience allows: its own share at the first call that sees it,
+    another share's unclaimed job at the second, another share's job that counts a claim at
+    the (HELD_PATIENCE + 1)-th (patience keeps what the first decode of the entry said)."""
+    import random
+
+    rng = random.Random(2026)
+    store, keys = _queue(0)
+    lease0 = store.grant_lease(10)
+    n, due_at, taken_at, made = 3, {}, {}, 0
+    patience: Patience = {}
+    got: set[str] = set()
+    for call in range(12):
+        if call < 6:  # a few new jobs, some taken and kept by a scheduler that then dies
+            new = [make_job(f"r{made + i:04d}", 1) for i in range(rng.randrange(5, 25))]
+            made += len(new)
+            submit_jobs(store, keys, new, now=float(call))
+            dead = store.grant_lease(10)
+            victims = [j.id for j in new if shard_of(j.id, n) != 0 and rng.random() < 0.4]
+            for share in (1, 2):
+                mine = [j for j in victims if shard_of(j, n) == share]
+                if mine:
+                    older = set(due_at)  # only new jobs: a job claimed again and again is stuck at the crash limit
+                    took = claim_jobs(store, keys, JobClass.BATCH, dead, f"d{share}", len(mine), held=older,
+                                      adopt=False, share=(share, n))
+                    assert {v.record.job.id for v in took} <= {j.id for j in new}
+                    for v in took:  # its own share first, then any share's from the head
+                        jid = v.record.job.id
+                        due_at[jid] = call if shard_of(jid, n) == 0 else call + HELD_PATIENCE
+            store.revoke_lease(dead)
+            for j in new:
+                due_at.setdefault(j.id, call if shard_of(j.id, n) == 0 else call + 1)
+        views = claim_jobs(store, keys, JobClass.BATCH, lease0, "s0", 4096, held=got, adopt=False,
+                           share=(0, n), patience=patience)
+        for v in views:
+            taken_at[v.record.job.id] = call
+            got.add(v.record.job.id)
+    assert taken_at == due_at
