@@ -47,6 +47,7 @@ from .decide import DecideFn, Decision, decide_batches, decide_job, decision_see
 from .decision_trace import DecisionTracer
 from .gang_limit import fit_gang_in_one_txn
 from .history import note_commit, park_history, settled_view, view_with_history
+from .isolated_commit import commit_isolated
 from .lease import LeaseKeeper
 from .metrics import SchedulerMetrics
 from .metrics_publish import MetricsPublisher
@@ -249,35 +250,10 @@ class Scheduler:
         return Plan(claims, self.cache.views(sorted({c.machine_id for c in claims})), jobs, fences)
 
     def _commit_isolated(self, attempt: Attempt, out: Outcome) -> CommitResult:
-        """Commit the batch; should the commit raise on something other than the store
-        being unreachable, commit job by job, and park each job that raises on its own
-        with the error as its reason, so one bad job never stalls its class."""
-        try:
-            return self.engine.commit(self._plan(attempt.decisions))
-        except StoreUnavailableError:
-            raise
-        except Exception:
-            pass
-        total = CommitResult()
-        for jid, decision in list(attempt.decisions.items()):
-            if not decision.claims:
-                continue
-            try:
-                part = self.engine.commit(self._plan({jid: decision}))
-            except StoreUnavailableError:
-                raise
-            except Exception as exc:
-                attempt.decisions[jid] = Decision([], len(decision.claims), "", decision.tasks_decided)
-                attempt.crashed[jid] = f"scheduler error while committing: {exc!r}"
-                self._park(jid, self.held[jid], attempt.crashed[jid], out, need=None)
-                continue
-            total.committed += part.committed
-            total.conflicted += part.conflicted
-            total.machines.update(part.machines)
-            total.jobs.update(part.jobs)
-            total.stats.add(part.stats)
-            total.revision = max(total.revision, part.revision)
-        return total
+        def crashed(jid: str, reason: str) -> None:
+            attempt.crashed[jid] = reason
+            self._park(jid, self.held[jid], reason, out, need=None)
+        return commit_isolated(self.engine, self._plan, attempt.decisions, crashed)
 
     # -- per job ----------------------------------------------------------------
 
