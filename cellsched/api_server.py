@@ -48,12 +48,16 @@ class HostedSchedulers:
         from cellsched.cellstate.clock import RealClock
         from cellsched.cellstate.machine_health import MachineMonitor
         from cellsched.schedulers import PRESETS, CpuBaton, Scheduler
+        from cellsched.schedulers.shared_cache import cache_for_loops
 
         self.stop = threading.Event()
-        # The loops share this interpreter: they step one at a time (schedulers/cpu_baton.py).
+        # The loops share this interpreter: they step one at a time (schedulers/cpu_baton.py), and on
+        # the embedded store one copy of the cell (schedulers/shared_cache.py).
         baton = CpuBaton()
-        self.schedulers = [Scheduler(f"{keys.cell}-{c.value}-0", store, keys, s.with_(idle_poll_s=0.05), RealClock(),
-                                     baton=baton) for c, s in PRESETS.items()]
+        settings = {c: s.with_(idle_poll_s=0.05) for c, s in PRESETS.items()}
+        self.cache = cache_for_loops(store, keys, list(settings.values()), baton)
+        self.schedulers = [Scheduler(f"{keys.cell}-{c.value}-0", store, keys, s, RealClock(), baton=baton,
+                                     cache=self.cache) for c, s in settings.items()]
         self.monitor = MachineMonitor(store, keys, RealClock(), liveness_required=machine_liveness)
         self.threads = [threading.Thread(target=s.run, args=(self.stop,), name=s.name, daemon=True)
                         for s in self.schedulers]
@@ -80,6 +84,8 @@ class HostedSchedulers:
             t.join(timeout=5)
         for s in self.schedulers:
             s.close()
+        if self.cache is not None:
+            self.cache.close()
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:

@@ -53,6 +53,9 @@ class SchedulerCache(ConfirmedMachines):
                  backend: str | None = None):
         super().__init__(store, keys, max_tasks)
         self.backend = backend  # array backend setting for the columns (None: chosen by size)
+        # Refreshes that freed capacity: each loop sharing this copy compares it with the count it
+        # last saw, so the one whose sync did not apply the change learns of it too (schedulers/core.py).
+        self.freed_count = 0
         self._assumed: dict[str, Claim] = {}  # task id -> its Assumed claim
         self._on_row: dict[int, dict[str, Claim]] = {}  # row -> the Assumed claims on it
         self.resync()
@@ -96,7 +99,14 @@ class SchedulerCache(ConfirmedMachines):
         return self.refresh()
 
     def refresh(self) -> bool:
-        """Apply the confirmed layer's changed rows to the columns; returns whether capacity was freed."""
+        """Apply the confirmed layer's changed rows to the columns; returns whether capacity was
+        freed (and counts it in freed_count)."""
+        freed = self._refresh()
+        if freed:
+            self.freed_count += 1
+        return freed
+
+    def _refresh(self) -> bool:
         if self._stale:
             self._rebuild()  # new machines, or a resync that may have renumbered rows
             return True

@@ -58,7 +58,8 @@ MAX_LOOP_ERRORS_IN_A_ROW = 5
 
 class Scheduler:
     def __init__(self, name: str, store: CellStore, keys: CellKeys, settings: SchedulerSettings, clock: Clock,
-                 decide_fn: DecideFn | None = None, planner: Planner | None = None, baton: CpuBaton | None = None):
+                 decide_fn: DecideFn | None = None, planner: Planner | None = None, baton: CpuBaton | None = None,
+                 cache: SchedulerCache | None = None):
         self.name = name
         # Loops sharing an interpreter step one at a time and hand the baton on while they wait
         # on the store (schedulers/cpu_baton.py); without one, every step just runs.
@@ -85,7 +86,14 @@ class Scheduler:
             store, keys, settings.conflict_mode, clock, settings.txns_in_flight, settings.max_tasks_per_machine)
         # The queue, the parked index and the prefetch of the next batch (schedulers/claiming.py).
         self.claimer = Claimer(name, store, keys, settings, clock)
-        self.cache = SchedulerCache(store, keys, settings.max_tasks_per_machine, settings.array_backend)
+        # A cache given is shared with the other loops of this baton (schedulers/shared_cache.py); their
+        # owner closes it. Sharing is sound only where no other loop can run inside a step.
+        if cache is not None and not self._whole_steps:
+            raise ValueError(f"{name}: a shared cache needs a CPU baton and a store in this process")
+        self._owns_cache = cache is None
+        self.cache = cache if cache is not None else SchedulerCache(
+            store, keys, settings.max_tasks_per_machine, settings.array_backend)
+        self._freed_seen = self.cache.freed_count  # capacity freed as this loop last saw it (_sync)
         self.held: dict[str, HeldJob] = {}  # insertion order = claim order = priority order
         self._metrics = SchedulerMetrics(started_at=clock.now())
         self.lease = LeaseKeeper(store, settings.lease_ttl_s, clock, settings.lease_stall_s)
@@ -346,7 +354,10 @@ class Scheduler:
 
     def _sync(self) -> None:
         with self.trace.sync():
-            if self.cache.sync():
+            self.cache.sync()
+            # Counted, not the sync's return: on a shared copy another loop's sync may have applied it.
+            if self.cache.freed_count != self._freed_seen:
+                self._freed_seen = self.cache.freed_count
                 self.claimer.capacity_freed()
 
     def _keep_lease(self) -> int:
@@ -380,4 +391,5 @@ class Scheduler:
         self.claimer.close()  # before the revoke, so no claim txn races it
         self.lease.close()  # revokes the lease: every claim bound to it goes at once
         self.engine.close()
-        self.cache.close()
+        if self._owns_cache:
+            self.cache.close()

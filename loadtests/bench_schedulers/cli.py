@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> dict:
     tune.add_argument("--profile", metavar="DIR", help="cProfile every scheduler thread into DIR/<name>.prof")
     tune.add_argument("--no-baton", action="store_true",
                       help="scheduler threads without the CPU baton (schedulers/cpu_baton.py), to measure what it buys")
+    tune.add_argument("--own-caches", action="store_true",
+                      help="every scheduler thread keeps its own copy of the cell, even on the memory store "
+                           "(schedulers/shared_cache.py), to measure what sharing one buys")
     args = ap.parse_args(argv)
     if args.tracing:
         try:
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.gc_threshold:
         gc.set_threshold(args.gc_threshold, 10, 10)
     ThreadRunner.use_baton = not args.no_baton
+    ThreadRunner.share_cache = not args.own_caches
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
         ThreadRunner.profile_dir = args.profile

@@ -19,6 +19,7 @@ from cellsched.cellstate.keys import CellKeys
 from cellsched.schedulers.core import Scheduler
 from cellsched.schedulers.cpu_baton import CpuBaton
 from cellsched.schedulers.settings import SchedulerSettings
+from cellsched.schedulers.shared_cache import cache_for_loops
 
 from .backends import Backend
 from .measuring import CountingStore
@@ -31,13 +32,16 @@ class ThreadRunner:
     gate = False  # threads start at the measured phase's start, after submission
     profile_dir: str | None = None  # --profile: one cProfile dump per scheduler thread
     use_baton = True  # --no-baton: the loops fight for the GIL, as before schedulers/cpu_baton.py
+    share_cache = True  # --own-caches: every loop keeps its own copy of the cell, as before schedulers/shared_cache.py
 
     def __init__(self, backend: Backend, cell: str, settings: list[SchedulerSettings]):
         keys = CellKeys(cell)
         self.stores = [CountingStore(backend.connect(), keys) for _ in settings]
         # One baton for the loops of this process, as `cellsched api` hosts them (schedulers/cpu_baton.py).
         self.baton = CpuBaton() if self.use_baton else None
-        self.schedulers = [Scheduler(f"{cell}-s{i}", store, keys, s, RealClock(), baton=self.baton)
+        # On a store in this process the loops share one copy of the cell (schedulers/shared_cache.py).
+        self.cache = cache_for_loops(self.stores[0], keys, settings, self.baton) if self.share_cache else None
+        self.schedulers = [Scheduler(f"{cell}-s{i}", store, keys, s, RealClock(), baton=self.baton, cache=self.cache)
                            for i, (store, s) in enumerate(zip(self.stores, settings, strict=True))]
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -84,6 +88,8 @@ class ThreadRunner:
         metrics = [s.metrics() for s in self.schedulers]
         for s in self.schedulers:
             s.close()
+        if self.cache is not None:
+            self.cache.close()
         for store in self.stores:
             store.close()
         return metrics, self._errors

@@ -28,6 +28,7 @@ from cellsched.schedulers.core import Scheduler
 from cellsched.schedulers.cpu_baton import CpuBaton
 from cellsched.schedulers.decide import DecideFn
 from cellsched.schedulers.settings import ThinkTime
+from cellsched.schedulers.shared_cache import cache_for_loops
 
 from .audit import audited
 from .chaos import Chaos
@@ -104,14 +105,18 @@ def run_stress(seed: int, schedulers: int, seconds: float, backend: str = "memor
     stores: list[FaultInjectingStore] = []
     # Odd seeds run the loops under one CPU baton, as `cellsched api` hosts them (schedulers/cpu_baton.py);
     # even seeds without, so both ways of stepping meet the faults and the checker.
+    # Those loops share one copy of the cell (schedulers/shared_cache.py), read through the first loop's faults.
     baton = CpuBaton() if seed % 2 else None
-    for k in range(schedulers):
-        settings = scheduler_settings(k, seed, think)
-        name = f"{settings.job_class.value[:3]}{k}-{settings.conflict_mode.value[:3]}-if{settings.txns_in_flight}"
-        st = wrap(name, faults, k)
+    all_settings = [scheduler_settings(k, seed, think) for k in range(schedulers)]
+    names = [f"{s.job_class.value[:3]}{k}-{s.conflict_mode.value[:3]}-if{s.txns_in_flight}"
+             for k, s in enumerate(all_settings)]
+    sched_stores = [wrap(name, faults, k) for k, name in enumerate(names)]
+    cache = cache_for_loops(sched_stores[0], keys, all_settings, baton)
+    for name, settings, st in zip(names, all_settings, sched_stores, strict=True):
         planner = engine(st, keys, settings.conflict_mode, clock, settings.txns_in_flight,
                          settings.max_tasks_per_machine)  # the (possibly injected) engine, audited
-        sched = Scheduler(name, st, keys, settings, clock, decide_fn=decide_fn, planner=planner, baton=baton)
+        sched = Scheduler(name, st, keys, settings, clock, decide_fn=decide_fn, planner=planner, baton=baton,
+                          cache=cache)
         stores.append(st)
         scheds.append(sched)
     submit_store = wrap("submitter", FaultPlan(), schedulers)
@@ -140,6 +145,8 @@ def run_stress(seed: int, schedulers: int, seconds: float, backend: str = "memor
             elapsed = time.monotonic() - started
             for s in scheds:
                 s.close()
+            if cache is not None:
+                cache.close()
             final = recorder.final_check()
             out = _result(seed, backend, scheds, stores, recorder, chaos, run, accepted, elapsed, final)
             out["overcommit_paths"] = dict(overcommit_paths.most_common())
