@@ -52,6 +52,7 @@ from .lease import LeaseKeeper
 from .metrics import SchedulerMetrics
 from .metrics_publish import MetricsPublisher
 from .settings import SchedulerSettings
+from .shared_cache import can_share_cache
 
 MAX_LOOP_ERRORS_IN_A_ROW = 5
 
@@ -87,9 +88,9 @@ class Scheduler:
         # The queue, the parked index and the prefetch of the next batch (schedulers/claiming.py).
         self.claimer = Claimer(name, store, keys, settings, clock)
         # A cache given is shared with the other loops of this baton (schedulers/shared_cache.py); their
-        # owner closes it. Sharing is sound only where no other loop can run inside a step.
-        if cache is not None and not self._whole_steps:
-            raise ValueError(f"{name}: a shared cache needs a CPU baton and a store in this process")
+        # owner closes it. Sound only if no other loop can run inside one of its operations.
+        if cache is not None and not can_share_cache(cache.store, baton):
+            raise ValueError(f"{name}: a shared cache needs a CPU baton, and a client for the cache that keeps it")
         self._owns_cache = cache is None
         self.cache = cache if cache is not None else SchedulerCache(
             store, keys, settings.max_tasks_per_machine, settings.array_backend)

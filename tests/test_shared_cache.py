@@ -20,6 +20,7 @@ from cellsched.cellstate.model import Machine
 from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.schedulers import BATCH, CpuBaton, Scheduler
+from cellsched.schedulers.cache import SchedulerCache
 from cellsched.schedulers.cpu_baton import BatonStore
 from cellsched.schedulers.settings import ThinkTime
 from cellsched.schedulers.shared_cache import cache_for_loops
@@ -59,14 +60,15 @@ def _run_until(scheds, tasks: int) -> None:
             t.join(10)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
 def test_loops_sharing_one_copy_place_everything_and_keep_it_exact_seeded(seed: int):
-    """Seeded: 2-5 loops, random batch sizes and think times (with think time another loop
-    steps between a loop's decision and its commit, its assumptions in the shared copy), every
-    loop on the whole cell. Every fitting task is placed, the store is clean, one watch feeds
-    every loop, and at the end the copy's columns are the store's used vectors with nothing
-    assumed left."""
+    """Seeded: 2-5 loops, random batch sizes and think times, every loop on the whole cell; on
+    even seeds the loops' store calls hand the baton on, as on etcd, so another loop steps inside
+    a loop's claim and commit, and with think time between its halves, while its assumptions sit
+    in the shared copy. Every fitting task is placed, the store is clean, one watch feeds every
+    loop, and at the end the copy's columns are the store's used vectors with nothing assumed left."""
     rng = random.Random(seed)
+    remote = seed % 2 == 0
     raw, keys = _cell(f"sc{seed}", rng.randrange(6, 14))
     jobs = [make_job(f"j{i:03d}", rng.randrange(1, 5)) for i in range(rng.randrange(30, 70))]
     submit_jobs(raw, keys, jobs, now=0.0)
@@ -77,8 +79,10 @@ def test_loops_sharing_one_copy_place_everything_and_keep_it_exact_seeded(seed: 
                             think_time=ThinkTime(think, 0.0)) for k in range(rng.randrange(2, 6))]
     cache = cache_for_loops(store, keys, settings, baton)
     assert cache is not None
-    scheds = [Scheduler(f"s{k}", store, keys, s, RealClock(), baton=baton, cache=cache)
+    loop_store = BatonStore(store, baton) if remote else store  # the copy itself reads through `store`
+    scheds = [Scheduler(f"s{k}", loop_store, keys, s, RealClock(), baton=baton, cache=cache)
               for k, s in enumerate(settings)]
+    assert all(s._whole_steps is not remote for s in scheds)
     total = sum(j.task_count for j in jobs)
     fits = 8 * len(raw.get_prefix(keys.spec_prefix)[0])
     _run_until(scheds, min(total, fits))
@@ -93,7 +97,9 @@ def test_loops_sharing_one_copy_place_everything_and_keep_it_exact_seeded(seed: 
         used = np.asarray(cache.columns.host_used[i])
         expected = np.zeros_like(used) if alloc is None else np.asarray(cache.alloc(i).used)
         assert (used == expected).all(), mid
-    if think == 0.0:  # whole steps under one hold: no loop commits between another's decision and commit
+    if remote:
+        assert baton.handoffs > 0
+    elif think == 0.0:  # whole steps under one hold: no loop commits between another's decision and commit
         assert sum(s.raw_metrics.commits.conflicted_txns for s in scheds) == 0
     for s in scheds:
         s.close()
@@ -134,8 +140,12 @@ def test_a_shared_copy_is_refused_where_steps_may_interleave():
     with pytest.raises(ValueError, match="shared cache"):
         Scheduler("nobaton", raw, keys, BATCH, RealClock(), cache=cache)
     remote = BatonStore(raw, baton)  # as baton_store wraps a client whose calls wait on another process
+    handing_on = SchedulerCache(remote, keys)  # its sync could give the baton up half way
     with pytest.raises(ValueError, match="shared cache"):
-        Scheduler("remote", remote, keys, BATCH, RealClock(), baton=baton, cache=cache)
+        Scheduler("remote", remote, keys, BATCH, RealClock(), baton=baton, cache=handing_on)
+    handing_on.close()
+    loop = Scheduler("remote", remote, keys, BATCH, RealClock(), baton=baton, cache=cache)  # a copy that keeps it
+    loop.close()
     assert cache_for_loops(remote, keys, [BATCH, BATCH], baton) is None  # its calls hand the baton on
     assert cache_for_loops(raw, keys, [BATCH, BATCH], None) is None  # no baton: loops interleave anywhere
     assert cache_for_loops(raw, keys, [BATCH], baton) is None  # nobody to share with
