@@ -23,6 +23,8 @@ from .store import CellStore, Get, ModRevisionIs, Op, Put, TxnResult
 # Sends one submission txn: (compares, success, failure, [(job, the keys written for it)]).
 # The API's group commit passes one that adds each job's audit record (cellstate/audit.py).
 SendTxn = Callable[[list[ModRevisionIs], list[Op], list[Op], list[tuple[Job, list[str]]]], TxnResult]
+# One submission txn as built: compares, success ops, failure ops, and each job with the keys written for it.
+Step = tuple[list[ModRevisionIs], list[Op], list[Op], list[tuple[Job, list[str]]]]
 
 
 @dataclass
@@ -75,7 +77,7 @@ def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: floa
     parts = job_parts or {}
     tails: dict[bool, bytes] = {}  # codec.record_tail of a new job, by whether it is sharded
 
-    def step(batch: list[Job]) -> tuple[list[ModRevisionIs], list[Op], list[Op], list[tuple[Job, list[str]]]]:
+    def step(batch: list[Job]) -> Step:
         compares = [ModRevisionIs(keys.job(j.id), 0) for j in batch]
         compares += [ModRevisionIs(guards[j.id].key, 0) for j in batch if j.id in guards]
         success: list[Op] = []
@@ -97,12 +99,17 @@ def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: floa
         failure += [Get(guards[j.id].key) for j in batch if j.id in guards]
         return compares, success, failure, written
 
-    pending = _batches(jobs, per_txn, sizes, max_bytes)
+    # Each batch's txn is built once: after a failed txn only its own batch, less the jobs that
+    # exist, is built again (rebuilding every later batch's ops made a bulk with many taken ids
+    # quadratic in its size).
+    pending: list[tuple[list[Job], Step | None]] = [(b, None) for b in _batches(jobs, per_txn, sizes, max_bytes)]
     while pending:
-        steps = [step(b) for b in (pending[:1] if send is not None else pending)]
-        results = ([send(*steps[0])] if send is not None
-                   else store.txn_sequence([(c, s_, f) for c, s_, f, _ in steps]))
-        for batch, result in zip(pending, results, strict=False):  # results stop at the first failure
+        todo = pending[:1] if send is not None else pending
+        built = [(b, st if st is not None else step(b)) for b, st in todo]
+        pending = built + pending[len(todo):]
+        results = ([send(*built[0][1])] if send is not None
+                   else store.txn_sequence([(c, s_, f) for _, (c, s_, f, _) in built]))
+        for (batch, _), result in zip(pending, results, strict=False):  # results stop at the first failure
             if result.succeeded:
                 out.accepted += [j.id for j in batch]
                 out.revision = result.revision
@@ -110,7 +117,7 @@ def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: floa
         if last.succeeded:
             pending = pending[done:]
             continue
-        batch = pending[done - 1]
+        batch = pending[done - 1][0]
         existing = {keys.last_segment(kv.key) for r in last.reads[:len(batch)] for kv in r}
         for jid in existing:
             out.rejected[jid] = "a job with this id already exists"
@@ -121,7 +128,7 @@ def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: floa
                 out.guard_taken[jid] = r[0].value
                 existing.add(jid)
         retry = [j for j in batch if j.id not in existing]
-        pending = ([retry] if retry else []) + pending[done:]
+        pending = ([(retry, None)] if retry else []) + pending[done:]
     return out
 
 
