@@ -30,7 +30,7 @@ import threading
 from cellsched.cellstate.claims import park_job, release_claim
 from cellsched.cellstate.clock import Clock
 from cellsched.cellstate.commit import CommitEngine, CommitResult, Fence, Plan
-from cellsched.cellstate.errors import LeaseNotFoundError, StoreUnavailableError
+from cellsched.cellstate.errors import InvalidInputError, LeaseNotFoundError, StoreUnavailableError
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.model import JobStatus
 from cellsched.cellstate.planner import Planner
@@ -90,7 +90,7 @@ class Scheduler:
         # A cache given is shared with the other loops of this baton (schedulers/shared_cache.py); their
         # owner closes it. Sound only if no other loop can run inside one of its operations.
         if cache is not None and not can_share_cache(cache.store, baton):
-            raise ValueError(f"{name}: a shared cache needs a CPU baton, and a client for the cache that keeps it")
+            raise InvalidInputError(f"{name}: a shared cache needs a CPU baton, and a client for the cache that keeps it")
         self._owns_cache = cache is None
         self.cache = cache if cache is not None else SchedulerCache(
             store, keys, settings.max_tasks_per_machine, settings.array_backend)

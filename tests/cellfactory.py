@@ -28,3 +28,22 @@ def submit(store, keys, *jobs: Job):
 
 def views(store, keys, n: int):
     return read_machine_views(store, keys, [f"m{i}" for i in range(n)])
+
+
+def run_loops_until(scheds, tasks: int, polls: int = 4000) -> None:
+    """Run scheduler loops on threads until they placed `tasks` (or `polls` x 5 ms passed), then stop them."""
+    import threading
+
+    stop = threading.Event()
+    threads = [threading.Thread(target=s.run, args=(stop,), daemon=True) for s in scheds]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(polls):
+            if sum(s.raw_metrics.tasks_placed for s in scheds) >= tasks:
+                break
+            threading.Event().wait(0.005)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)

@@ -16,7 +16,7 @@ from cellsched.cellstate.submission import submit_jobs
 from cellsched.schedulers import BATCH, CpuBaton, Scheduler
 from cellsched.schedulers.cpu_baton import BatonStore, baton_store, blocks_on_io
 
-from .cellfactory import make_job
+from .cellfactory import make_job, run_loops_until
 
 
 class RemoteLikeStore(DelegatingStore):
@@ -209,19 +209,7 @@ def _run_logged(seed: int, think_s: float):
               for k in range(3)]
     total = sum(j.task_count for j in jobs)
     fits = sum(8000 // 1000 for _ in range(len(raw.get_prefix(keys.spec_prefix)[0])))
-    stop = threading.Event()
-    threads = [threading.Thread(target=s.run, args=(stop,), daemon=True) for s in scheds]
-    for t in threads:
-        t.start()
-    try:
-        for _ in range(2000):
-            if sum(s.raw_metrics.tasks_placed for s in scheds) >= min(total, fits):
-                break
-            threading.Event().wait(0.005)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(10)
+    run_loops_until(scheds, min(total, fits), polls=2000)
     assert check_store(raw, keys, [j.id for j in jobs]).ok
     for s in scheds:
         s.close()

@@ -6,7 +6,6 @@ interleave."""
 from __future__ import annotations
 
 import random
-import threading
 
 import numpy as np
 import pytest
@@ -25,7 +24,7 @@ from cellsched.schedulers.cpu_baton import BatonStore
 from cellsched.schedulers.settings import ThinkTime
 from cellsched.schedulers.shared_cache import cache_for_loops
 
-from .cellfactory import make_job
+from .cellfactory import make_job, run_loops_until
 
 
 class WatchCountingStore(DelegatingStore):
@@ -42,22 +41,6 @@ def _cell(name: str, machines: int):
     raw, keys = MemoryStore(), CellKeys(name)
     add_machines(raw, keys, [Machine(f"m{i:02d}", (8000, 32768, 0)) for i in range(machines)])
     return raw, keys
-
-
-def _run_until(scheds, tasks: int) -> None:
-    stop = threading.Event()
-    threads = [threading.Thread(target=s.run, args=(stop,), daemon=True) for s in scheds]
-    for t in threads:
-        t.start()
-    try:
-        for _ in range(4000):
-            if sum(s.raw_metrics.tasks_placed for s in scheds) >= tasks:
-                break
-            threading.Event().wait(0.005)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(10)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
@@ -85,7 +68,7 @@ def test_loops_sharing_one_copy_place_everything_and_keep_it_exact_seeded(seed: 
     assert all(s._whole_steps is not remote for s in scheds)
     total = sum(j.task_count for j in jobs)
     fits = 8 * len(raw.get_prefix(keys.spec_prefix)[0])
-    _run_until(scheds, min(total, fits))
+    run_loops_until(scheds, min(total, fits))
     assert sum(s.raw_metrics.tasks_placed for s in scheds) == min(total, fits)
     assert check_store(raw, keys, [j.id for j in jobs]).ok
     assert store.watches == 1  # one copy, one watch (each loop's own copy opens its own)
