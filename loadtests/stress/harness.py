@@ -105,18 +105,20 @@ def run_stress(seed: int, schedulers: int, seconds: float, backend: str = "memor
     stores: list[FaultInjectingStore] = []
     # Odd seeds run the loops under one CPU baton, as `cellsched api` hosts them (schedulers/cpu_baton.py);
     # even seeds without, so both ways of stepping meet the faults and the checker.
-    # Those loops share one copy of the cell (schedulers/shared_cache.py), read through the first loop's faults.
+    # The first half of those loops share one copy of the cell (schedulers/shared_cache.py), read through the
+    # first loop's faults; the others keep their own, so the loops still decide on different copies and contend.
     baton = CpuBaton() if seed % 2 else None
     all_settings = [scheduler_settings(k, seed, think) for k in range(schedulers)]
     names = [f"{s.job_class.value[:3]}{k}-{s.conflict_mode.value[:3]}-if{s.txns_in_flight}"
              for k, s in enumerate(all_settings)]
     sched_stores = [wrap(name, faults, k) for k, name in enumerate(names)]
-    cache = cache_for_loops(sched_stores[0], keys, all_settings, baton)
-    for name, settings, st in zip(names, all_settings, sched_stores, strict=True):
+    sharing = schedulers // 2
+    cache = cache_for_loops(sched_stores[0], keys, all_settings[:sharing], baton)
+    for k, (name, settings, st) in enumerate(zip(names, all_settings, sched_stores, strict=True)):
         planner = engine(st, keys, settings.conflict_mode, clock, settings.txns_in_flight,
                          settings.max_tasks_per_machine)  # the (possibly injected) engine, audited
         sched = Scheduler(name, st, keys, settings, clock, decide_fn=decide_fn, planner=planner, baton=baton,
-                          cache=cache)
+                          cache=cache if k < sharing else None)
         stores.append(st)
         scheds.append(sched)
     submit_store = wrap("submitter", FaultPlan(), schedulers)
