@@ -49,6 +49,11 @@ def test_bench_schedulers_quick_prints_tables_and_json_with_every_run_verified(q
     assert 3.0 <= run["keys_written_per_pod"] <= 4.2
     by_kind = run["keys_written_per_pod_by_kind"]
     assert by_kind["claim_put"] <= 0.1 and by_kind["claim_delete"] <= 0.1, by_kind
+    # issue 9's figures at the top level (the Ray ones only with --runner ray or both)
+    assert report["k8s_keys_written_per_pod"] == run["keys_written_per_pod"]
+    assert report["k8s_bytes_written_per_pod"] == run["bytes_written_per_pod"]
+    assert 150 < run["bytes_written_per_pod"] < 5_000  # a job record, an allocation share, queue entry rewrites
+    assert "k8s_ray_pods_per_s" not in report and "k8s_keys_written_per_pod =" in tables
 
     rows = report["scaling"]["rows"]
     assert {r["conflict_mode"] for r in rows} == {"resource_fit", "sequence"}
@@ -118,3 +123,17 @@ def test_bench_schedulers_refuses_an_unknown_tracing_mode():
     done = subprocess.run([sys.executable, "-m", "cellsched.loadtests.bench_schedulers", "--case", "k8s",
                            "--tracing", "off,otlp"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--tracing" in done.stderr and "otlp" in done.stderr
+
+
+def test_k8s_figures_take_the_ray_run_and_its_own_clusters_raw_rate():
+    from cellsched.loadtests.bench_schedulers.cases import k8s_figures
+
+    threads = {"runner": "threads", "tasks_per_s": 4000.0, "keys_written_per_pod": 3.77, "bytes_written_per_pod": 812.5}
+    ray = {"runner": "ray", "tasks_per_s": 3000.0, "keys_written_per_pod": 3.75, "bytes_written_per_pod": None}
+    got = k8s_figures([threads, ray], {"threads": 2500.0, "ray": 2000.0})
+    assert got == {"k8s_ray_pods_per_s": 3000.0, "k8s_ray_over_raw_txn": 1.5,
+                   "k8s_keys_written_per_pod": 3.75, "k8s_keys_written_runner": "ray",
+                   "k8s_bytes_written_per_pod": 812.5, "k8s_bytes_written_runner": "threads"}
+    assert k8s_figures([threads], {"threads": 2500.0}) == {
+        "k8s_keys_written_per_pod": 3.77, "k8s_keys_written_runner": "threads",
+        "k8s_bytes_written_per_pod": 812.5, "k8s_bytes_written_runner": "threads"}

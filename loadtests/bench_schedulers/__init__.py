@@ -11,7 +11,10 @@ Cases:
            measured), then 10,000 measured single-pod jobs of 100m / 500 MiB. Shape and
            upstream's minimum throughput come from ../shared/data/k8s_scheduler_perf
            (cases.csv, templates.csv); built-in copies are used, with a note, without it.
-           Reports k8s_basic_pods_per_s beside upstream's minimum. With --tracing off,file
+           Reports k8s_basic_pods_per_s beside upstream's minimum, k8s_keys_written_per_pod
+           (etcd's count; the Ray run's when there is one) and k8s_bytes_written_per_pod (the
+           threads run's clients), and with a Ray run k8s_ray_pods_per_s and
+           k8s_ray_over_raw_txn (over the raw one-put txn/s of that run's own cluster). With --tracing off,file
            (--tracing-rounds N) it runs instead once per tracing mode and round, its jobs
            carrying traceparents (tracing_case.py), and reports k8s_tracing_off_pods_per_s,
            k8s_tracing_file_pods_per_s and k8s_tracing_file_cost.

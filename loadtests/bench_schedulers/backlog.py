@@ -53,7 +53,7 @@ def _measure(backend, admin, cell: str, queued: int, placements: int, timeout_s:
         metrics, errors = runner.stop()
     if not done:
         raise BenchmarkError(f"backlog {cell}: {placed} of {placements} placed in {timeout_s:.0f}s; errors {errors}")
-    written, txns = runner.store_counts() or ({}, {})
+    written, txns, _ = runner.store_counts() or ({}, {}, 0)
     rep = check_store(admin, CellKeys(cell))
     return {"queued": queued, "placements": placed, "measured_s": round(elapsed, 3),
             "placements_per_s": round(placed / elapsed, 1), "commit_txns": int(metrics[0]["txns"]),

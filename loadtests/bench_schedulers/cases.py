@@ -33,6 +33,7 @@ def k8s_case(args) -> dict:
             if args.raw_seconds > 0 and backend.memory is None:
                 raw_txn, raw_keys = bench_raw(backend.connect, 4, args.raw_seconds)
                 out["raw_txn_per_s"], out["raw_batched_keys_per_s"] = round(raw_txn, 1), round(raw_keys, 1)
+                out.setdefault("raw_txn_per_s_by_runner", {})[runner] = round(raw_txn, 1)
             spec = RunSpec(f"k8s-{runner}", case.nodes, case.node_capacity, case.pod_request, case.init_pods,
                            case.measure_pods, 1, args.schedulers, settings, runner, homes=args.homes != "off")
             r = run_once(backend, spec)
@@ -44,6 +45,30 @@ def k8s_case(args) -> dict:
                 r["keys_written_per_pod"] * r["tasks_per_s"] / out["raw_batched_keys_per_s"], 3)
     best = max(out["runs"], key=lambda r: r["tasks_per_s"])
     out["k8s_basic_pods_per_s"], out["best_runner"] = best["tasks_per_s"], best["runner"]
+    out.update(k8s_figures(out["runs"], out.get("raw_txn_per_s_by_runner", {})))
+    return out
+
+
+def k8s_figures(runs: list[dict], raw_txn_per_s: dict[str, float]) -> dict:
+    """Issue 9's k8s figures from the case's rows: the Ray actor's pods/s and its ratio to the raw
+    one-put txn rate of its own cluster (measured just before it), and keys and bytes written per
+    pod (keys from the Ray run's etcd counters when there is one; bytes only from the threads run,
+    whose clients the benchmark counts)."""
+    by_runner = {r["runner"]: r for r in runs}
+    out: dict = {}
+    ray = by_runner.get("ray")
+    if ray is not None:
+        out["k8s_ray_pods_per_s"] = ray["tasks_per_s"]
+        if raw_txn_per_s.get("ray"):
+            out["k8s_ray_over_raw_txn"] = round(ray["tasks_per_s"] / raw_txn_per_s["ray"], 3)
+    counted = [r for r in (ray, by_runner.get("threads")) if r is not None and r["keys_written_per_pod"] is not None]
+    if counted:
+        out["k8s_keys_written_per_pod"], out["k8s_keys_written_runner"] = (counted[0]["keys_written_per_pod"],
+                                                                           counted[0]["runner"])
+    sized = [r for r in runs if r.get("bytes_written_per_pod") is not None]
+    if sized:
+        out["k8s_bytes_written_per_pod"], out["k8s_bytes_written_runner"] = (sized[0]["bytes_written_per_pod"],
+                                                                             sized[0]["runner"])
     return out
 
 

@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
             result["k8s"] = k8s_case(args)
             result["k8s_basic_pods_per_s"] = result["k8s"]["k8s_basic_pods_per_s"]
             result["k8s_upstream_min_pods_per_s"] = result["k8s"]["upstream_min_pods_per_s"]
+            result.update({k: v for k, v in result["k8s"].items() if k.startswith("k8s_") and not k.endswith("_runner")
+                           and k != "k8s_basic_pods_per_s"})
         if args.case in ("scaling", "all"):
             result["scaling"] = scaling_case(args)
             for key, value in result["scaling"].items():

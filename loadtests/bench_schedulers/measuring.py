@@ -61,14 +61,16 @@ class CountingStore(CellStore):
         self._log.append((success, failure, result.succeeded, time.perf_counter() - t0))
         return result
 
-    def counts(self) -> tuple[Counter[str], Counter[str], dict[str, float]]:
-        """(keys written by kind, txns by kind and kind_failed, seconds spent in txns by kind)."""
+    def counts(self) -> tuple[Counter[str], Counter[str], dict[str, float], int]:
+        """(keys written by kind, txns by kind and kind_failed, seconds spent in txns by kind, bytes
+        written: each put's key and value, each delete's key)."""
         kinds = [(self.keys.alloc_prefix, "alloc"), (self.keys.jobs_prefix, "job"),
                  (self.keys.queue_prefix(), "queue"), (self.keys.claims_prefix, "claim"),
                  (self.keys.spec_prefix, "spec")]
         written: Counter[str] = Counter()
         txns: Counter[str] = Counter()
         wall: defaultdict[str, float] = defaultdict(float)
+        nbytes = 0
         for success, failure, ok, secs in self._log:
             what = _txn_kind(success, self.keys)
             txns[what] += 1
@@ -78,8 +80,10 @@ class CountingStore(CellStore):
             for op in success if ok else failure:
                 if type(op) is not Get:
                     where = next((k for p, k in kinds if op.key.startswith(p)), "other")
-                    written[f"{where}_{'put' if type(op) is Put else 'delete'}"] += 1
-        return written, txns, wall
+                    put = isinstance(op, Put)
+                    written[f"{where}_{'put' if put else 'delete'}"] += 1
+                    nbytes += len(op.key.encode()) + (len(op.value) if isinstance(op, Put) else 0)
+        return written, txns, wall, nbytes
 
     def watch(self, prefix, start_revision):
         return self.inner.watch(prefix, start_revision)

@@ -29,6 +29,11 @@ def print_tables(result: dict) -> None:
                 print(f"   store txns ({r['runner']}): " + ", ".join(f"{a} {b}" for a, b in r["store_txns"].items()))
         print(f"   k8s_basic_pods_per_s = {k['k8s_basic_pods_per_s']:.0f} ({k['best_runner']})   "
               f"upstream minimum {k['upstream_min_pods_per_s']:.0f}   target {k['target_pods_per_s']}")
+        for key, runner_key in (("k8s_ray_pods_per_s", ""), ("k8s_ray_over_raw_txn", ""),
+                                ("k8s_keys_written_per_pod", "k8s_keys_written_runner"),
+                                ("k8s_bytes_written_per_pod", "k8s_bytes_written_runner")):
+            if key in k:
+                print(f"   {key} = {k[key]}" + (f" ({k[runner_key]} run)" if runner_key else ""))
     if "scaling" in result:
         s = result["scaling"]
         rows = s["rows"]

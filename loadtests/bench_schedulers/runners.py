@@ -94,17 +94,20 @@ class ThreadRunner:
             store.close()
         return metrics, self._errors
 
-    def store_counts(self) -> tuple[Counter, dict] | None:
+    def store_counts(self) -> tuple[Counter, dict, int] | None:
+        """(keys written by kind, txns by kind with their seconds, bytes written) over every client."""
         written: Counter[str] = Counter()
         txns: Counter[str] = Counter()
         wall: defaultdict[str, float] = defaultdict(float)  # seconds in txns, by kind
+        nbytes = 0
         for store in self.stores:
-            w, t, s = store.counts()
+            w, t, s, b = store.counts()
             written.update(w)
             txns.update(t)
+            nbytes += b
             for kind, secs in s.items():
                 wall[kind] += secs
-        return written, dict(sorted(txns.items())) | {f"{k}_s": round(v, 2) for k, v in sorted(wall.items())}
+        return written, dict(sorted(txns.items())) | {f"{k}_s": round(v, 2) for k, v in sorted(wall.items())}, nbytes
 
 
 class RayRunner:
@@ -135,8 +138,8 @@ class RayRunner:
             self.ra.kill_actor(a, no_restart=True)
         return [s["metrics"] for s in statuses], [f"{s['name']}: {s['error']}" for s in statuses if s["error"]]
 
-    def store_counts(self) -> tuple[Counter, dict] | None:
-        return None  # the actors' clients are out of reach; etcd's own counters still count
+    def store_counts(self) -> tuple[Counter, dict, int] | None:
+        return None  # the actors' clients are out of reach; etcd's own counters still count keys
 
 
 @contextmanager

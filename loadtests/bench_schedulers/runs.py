@@ -49,6 +49,7 @@ class RunResult:
     store_writes: int | None = None  # etcd's own count of keys put or deleted
     written: Counter | None = None  # the same, by key kind, from the schedulers' clients (threads)
     txns: dict | None = None  # txns by kind, failures, seconds in them (threads)
+    bytes_written: int | None = None  # keys and values put, keys deleted, by the schedulers' clients (threads)
     etcd_cpu_s: float = 0.0  # CPU the etcd members used in the measured phase
     bench_cpu_s: float = 0.0  # CPU this process used (all the schedulers', with threads)
     check: dict = field(default_factory=dict)
@@ -117,7 +118,7 @@ def run_phase(backend: Backend, admin: CellStore, keys: CellKeys, spec: RunSpec,
         res.metrics, res.errors = runner.stop()
     counts = runner.store_counts()
     if counts is not None:
-        res.written, res.txns = counts
+        res.written, res.txns, res.bytes_written = counts
     if writes0 is not None and writes1 is not None:  # the gate's claim key, deleted by the revoke, is the benchmark's
         res.store_writes = writes1 - writes0 - (1 if runner.gate else 0)
     return res
@@ -160,5 +161,6 @@ def row(r: RunResult) -> dict:
         "keys_written_per_pod": None if r.keys_per_task is None else round(r.keys_per_task, 3),
         "keys_written_per_pod_by_kind": None if r.written is None else
         {k: round(v / r.tasks, 3) for k, v in sorted(r.written.items())},
+        "bytes_written_per_pod": None if r.bytes_written is None or not r.tasks else round(r.bytes_written / r.tasks, 1),
         "store_txns": r.txns, "errors": r.errors, **r.check,
     }
