@@ -146,7 +146,10 @@ def test_scheduler_actors_killed_twenty_times_lose_nothing(ray_cluster, etcd_mem
         poller.join(timeout=5)
         statuses = ray_actors.get([a.stop.remote() for a in actors], timeout=60)
         jobs_kvs, _ = admin.get_prefix(keys.jobs_prefix)
-        statuses_by_job = {keys.last_segment(kv.key): codec.decode_job(kv.key, kv.value).status for kv in jobs_kvs}
+        records = {keys.last_segment(kv.key): codec.decode_job(kv.key, kv.value) for kv in jobs_kvs}
+        statuses_by_job = {jid: rec.status for jid, rec in records.items()}
+        # what an unplaced job says of itself, for the assertion's message
+        unplaced = {jid: (rec.status.value, rec.reason) for jid, rec in records.items() if rec.status is not JobStatus.PLACED}
         left_claims, _ = admin.get_prefix(keys.claims_prefix)
     finally:
         log.stop.set()
@@ -166,7 +169,7 @@ def test_scheduler_actors_killed_twenty_times_lose_nothing(ray_cluster, etcd_mem
 
     assert report.ok, report.violations[:5]  # no overcommit, no task bound twice, nothing lost
     assert kills["armed"] >= 5 and sum(kills.values()) == 20
-    assert report.bound_tasks == expected_tasks
+    assert report.bound_tasks == expected_tasks, unplaced
     assert set(statuses_by_job) == set(job_ids)
     assert all(s is JobStatus.PLACED for s in statuses_by_job.values())
     assert not left_claims  # orphaned claims expired; completed ones were dropped by their commits
