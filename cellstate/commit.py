@@ -158,11 +158,8 @@ class CommitEngine:
                    for chunk, part in zip(wave, parts, strict=True)]
         for f in futures:
             f.result()  # re-raises a chunk's error (e.g. the store unreachable) after all have finished
-        for part in parts:
-            out.committed += part.committed
-            out.conflicted += part.conflicted
-            out.stats.add(part.stats)
-            out.revision = max(out.revision, part.revision)
+        for part in parts:  # a chunk's part holds no views: those are the plan's, set once at its end
+            out.add(part)
 
     def close(self) -> None:
         if self._pool is not None:

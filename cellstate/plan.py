@@ -35,6 +35,15 @@ class CommitResult:
     stats: CommitStats = field(default_factory=CommitStats)
     revision: int = 0
 
+    def add(self, part: CommitResult) -> None:
+        """Fold in the result of another commit (a chunk of a wave, or one job's own commit)."""
+        self.committed += part.committed
+        self.conflicted += part.conflicted
+        self.machines.update(part.machines)
+        self.jobs.update(part.jobs)
+        self.stats.add(part.stats)
+        self.revision = max(self.revision, part.revision)
+
 
 class Fence(NamedTuple):
     """A job's fence: the planner's claim on it (cellstate/claims.py), by id and mod_revision."""

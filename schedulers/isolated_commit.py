@@ -39,10 +39,5 @@ def commit_isolated(engine: Planner, plan_of: Callable[[dict[str, Decision]], Pl
             decisions[jid] = Decision([], len(decision.claims), "", decision.tasks_decided)
             on_error(jid, f"scheduler error while committing: {exc!r}")
             continue
-        total.committed += part.committed
-        total.conflicted += part.conflicted
-        total.machines.update(part.machines)
-        total.jobs.update(part.jobs)
-        total.stats.add(part.stats)
-        total.revision = max(total.revision, part.revision)
+        total.add(part)
     return total

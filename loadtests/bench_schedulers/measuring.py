@@ -80,9 +80,10 @@ class CountingStore(CellStore):
             for op in success if ok else failure:
                 if type(op) is not Get:
                     where = next((k for p, k in kinds if op.key.startswith(p)), "other")
-                    put = isinstance(op, Put)
-                    written[f"{where}_{'put' if put else 'delete'}"] += 1
-                    nbytes += len(op.key.encode()) + (len(op.value) if isinstance(op, Put) else 0)
+                    written[f"{where}_{'put' if isinstance(op, Put) else 'delete'}"] += 1
+                    nbytes += len(op.key.encode())
+                    if isinstance(op, Put):
+                        nbytes += len(op.value)
         return written, txns, wall, nbytes
 
     def watch(self, prefix, start_revision):
