@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from cellsched.cellstate import codec
 from cellsched.cellstate import resources as res
 from cellsched.cellstate.errors import CellError
+from cellsched.cellstate.index_entry import listed_jobs
 from cellsched.cellstate.model import JobClass, MachineState
 from cellsched.cellstate.store import Get
 
@@ -40,7 +41,7 @@ def cell_summary(request: Request, _: Principal = Reader):
         if k.last_segment(kv.key) in up_ids:
             used = res.add(used, codec.decode_alloc(kv.key, kv.value).used)
     count = {s: sum(1 for m in states if m.state is s) for s in MachineState}
-    queues = {c.value: QueueLengths(pending=len(indexes[2 * i]), parked=len(indexes[2 * i + 1]))
+    queues = {c.value: QueueLengths(pending=listed_jobs(indexes[2 * i]), parked=len(indexes[2 * i + 1]))
               for i, c in enumerate(JobClass)}
     owners = {codec.decode_obj(kv.key, kv.value).get("owner") for kv in claims}
     return CellSummary(cell=k.cell, revision=result.revision,

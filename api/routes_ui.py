@@ -13,6 +13,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
 
 from cellsched.cellstate import codec
+from cellsched.cellstate.index_entry import listed_jobs
 from cellsched.cellstate.model import JobClass
 from cellsched.cellstate.store import Get
 from cellsched.schedulers.activity import decode_activity
@@ -93,7 +94,7 @@ def ui_activity(request: Request, since: int = REVISION, _: Principal = Reader):
             tasks_placed=m.get("tasks_placed", 0), jobs_parked=m.get("jobs_parked", 0),
             series=[SeriesPoint(t=t, busyness=b, conflict_fraction=f) for t, b, f in act.get("series", [])],
             decisions=[_summary(d) for d in act.get("decisions", [])]))
-    queues = {c.value: QueueLengths(pending=len(indexes[2 * i]), parked=len(indexes[2 * i + 1]))
+    queues = {c.value: QueueLengths(pending=listed_jobs(indexes[2 * i]), parked=len(indexes[2 * i + 1]))
               for i, c in enumerate(JobClass)}
     parked = [k.last_segment(kv.key) for i in range(len(JobClass)) for kv in indexes[2 * i + 1]]
     return Activity(cell=k.cell, revision=result.revision, alive=sorted(metrics), changed=changed, queues=queues,

@@ -10,7 +10,9 @@ records. The claim key's mod_revision is the fence: every commit and park for on
 jobs compares it, so only the holder can commit for a job. A claim key is never rewritten;
 its holder deletes it once every job it took is placed, parked or let go, and the lease
 takes it with the scheduler. One key per claim txn instead of one per job: a placed job
-costs its entry's claim write, its record, its entry's delete and its allocations.
+costs its entry's claim write, its record, its entry's delete and its allocations; a job of a
+queue segment (cellstate/queue_segments.py: one entry for the jobs of one submission txn,
+taken whole) its record and allocations, and a share of its segment's claim write and delete.
 
 Reads stay bounded as the queue grows: a claim step reads pages of the index from
 its head and stops as soon as its batch is full, so its cost is O(batch + jobs other
@@ -26,39 +28,31 @@ from __future__ import annotations
 
 import itertools
 import zlib
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Sequence
 from concurrent.futures import Executor
 
-from . import codec
+from . import codec, queue_segments
+from .claim_reads import claim_holders, claimed_jobs, list_parked, list_queue
 from .index_entry import IndexEntry
 from .job_states import JobEvent, allowed, apply_event
 from .keys import CellKeys
 from .model import JobClass
 from .resources import Vector
-from .store import CellStore, Delete, Get, KeyValue, ModRevisionIs, Op, Put
+from .store import CellStore, Get, KeyValue, ModRevisionIs, Op, Put
 from .views import JobView, complete_views
 
-__all__ = ["IndexEntry", "Patience", "shard_of", "claim_jobs", "claim_entries", "release_claim", "drop_claim_keys",
+__all__ = ["IndexEntry", "Patience", "shard_of", "claim_jobs", "claim_entries", "release_claim",
            "park_job", "park_for_good", "list_queue", "list_parked", "adopt_orphans", "claimed_jobs", "claim_holders",
            "new_claim_id"]
 
-CLAIM_PAGE = 256  # index entries read per page
-MAX_CLAIM_PAGES = 16  # a claim step reads at most this many pages
+CLAIM_PAGE = 256  # index entries read per page, at most
+FIRST_CLAIM_PAGE = 8  # the first page: a queue segment lists up to a claim txn's worth of jobs
+MAX_CLAIM_PAGES = 17  # a claim step reads at most this many pages (a first small one, then 16 whole)
 DEFAULT_CRASH_LIMIT = 3  # claims without progress before a job is parked for good
 HELD_PATIENCE = 4  # claim calls that must see another share's claimed entry unchanged before taking it
 # A claimer's memory of other shares' entries between its calls (claim_jobs' `patience`): job id ->
 # (the entry's mod_revision, calls that saw it so, whether it counts no claim; None: not decoded yet).
 Patience = dict[str, tuple[int, int, bool | None]]
-
-
-def list_queue(store: CellStore, keys: CellKeys, job_class: JobClass) -> list[str]:
-    kvs, _ = store.get_prefix(keys.queue_prefix(job_class))
-    return [keys.last_segment(kv.key) for kv in kvs]
-
-
-def list_parked(store: CellStore, keys: CellKeys, job_class: JobClass) -> list[str]:
-    kvs, _ = store.get_prefix(keys.parked_prefix(job_class))
-    return [keys.last_segment(kv.key) for kv in kvs]
 
 
 def new_claim_id(lease_id: int) -> str:
@@ -76,27 +70,6 @@ def _claim_value(owner: str, job_ids: list[str]) -> bytes:
 
 def _claim_jobs_of(kv: KeyValue) -> list[str]:
     return [str(j) for j in codec.decode_obj(kv.key, kv.value).get("jobs", [])]
-
-
-def claimed_jobs(store: CellStore, keys: CellKeys) -> dict[str, str]:
-    """Job id -> the id of the claim that holds it now, over the whole cell (see claim_holders)."""
-    return {jid: keys.last_segment(kv.key) for jid, kv in claim_holders(store, keys).items()}
-
-
-def claim_holders(store: CellStore, keys: CellKeys) -> dict[str, KeyValue]:
-    """Job id -> the claim key that holds it now (its value names the owner; its lease is the
-    owner's): a job whose index entry names a live claim key (the key's own list of jobs says
-    what it took, placed and parked ones included: not what it holds now). One read of the cell's claims and indexes: for tools, tests and operators;
-    a scheduler never reads this."""
-    claims, queue, parked = store.txn([], [Get(keys.claims_prefix, prefix=True), Get(keys.queue_prefix(), prefix=True),
-                                           Get(keys.parked_prefix(), prefix=True)]).reads  # one revision
-    live = {keys.last_segment(kv.key): kv for kv in claims}
-    out: dict[str, KeyValue] = {}
-    for kv in (*queue, *parked):
-        entry = IndexEntry.decode(kv)
-        if entry.holder in live:
-            out[entry.job_id] = live[entry.holder]
-    return out
 
 
 def adopt_orphans(store: CellStore, keys: CellKeys, lease_id: int, held: Container[str]) -> list[JobView]:
@@ -120,14 +93,21 @@ def adopt_orphans(store: CellStore, keys: CellKeys, lease_id: int, held: Contain
                 out.append(JobView(rec, kv.mod_revision, ckv.mod_revision, keys.last_segment(ckv.key)))
     # Keep only the jobs whose entry names the claim: one the caller parked or placed since is
     # listed by the claim key still, but no longer held by it.
-    entry_keys = [keys.queue_of(v.record) for v in out] + [keys.parked_of(v.record) for v in out]
+    # A job in a queue segment: the segment's entry names the holder, if the job still waits in it.
+    entry_keys = list(dict.fromkeys([keys.queue_of(v.record) for v in out] + [keys.parked_of(v.record) for v in out]))
     holders: dict[str, str] = {}
     for start in range(0, len(entry_keys), per_txn):
         for r in store.txn([], [Get(k) for k in entry_keys[start:start + per_txn]]).reads:
             for kv in r:
                 e = IndexEntry.decode(kv)
-                holders[e.job_id] = e.holder
-    return complete_views(store, keys, [v for v in out if holders.get(v.record.job.id) == v.claim])
+                holders.update((jid, e.holder) for jid in e.members)
+    return complete_views(store, keys, [v for v in out if holders.get(v.record.job.id) == v.claim
+                                        and (not v.record.segment or queue_segments.waits_in(v.record, v.record.segment))])
+
+
+def _listed(kv: KeyValue) -> int:
+    """How many jobs an index entry lists (a queue segment's, else 1), decoding only a segment."""
+    return len(IndexEntry.decode(kv).members) if b'"jobs":' in kv.value else 1
 
 
 def shard_of(job_id: str, shards: int) -> int:
@@ -139,8 +119,10 @@ def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: 
                limit: int, executor: Executor | None = None, in_flight: int = 1,
                held: Container[str] = frozenset(), crash_limit: int = DEFAULT_CRASH_LIMIT,
                adopt: bool = True, share: tuple[int, int] = (0, 1),
-               patience: Patience | None = None) -> list[JobView]:
+               patience: Patience | None = None, overshoot: bool = True) -> list[JobView]:
     """Claim up to `limit` pending jobs of a class: highest priority first, then first come.
+    Queue segments go whole; with `overshoot` (the caller holds nothing) the first may go
+    past `limit` (claim_entries).
 
     With `adopt`, orphans of `lease_id` are adopted first (that reads every claim key: the
     scheduler asks only after a claim call of its own was cut short). With an `executor`,
@@ -164,7 +146,8 @@ def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: 
     """
     out = adopt_orphans(store, keys, lease_id, held) if adopt else []
     k, n = share
-    window: list[tuple[str, KeyValue]] = []  # the first n x limit entries (job id, entry), for a share's first pick
+    window: list[tuple[str, KeyValue]] = []  # the entries of the first n x limit jobs (job id, entry), for a share's first pick
+    window_jobs = 0
     seen: Patience = {}  # other shares' entries read by this call, for the next one
     after = ""
     last_segment = keys.last_segment
@@ -195,27 +178,42 @@ def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: 
             seen[jid] = (kv.mod_revision, calls, unclaimed)
         return due
 
+    size, entries_read, jobs_listed = FIRST_CLAIM_PAGE, 0, 0
+    no_room: list[bool] = []
     for _ in range(MAX_CLAIM_PAGES):
         if len(out) >= limit:
             break
-        page = store.get_page(keys.queue_prefix(job_class), CLAIM_PAGE, after)
-        if not page:
+        page = store.get_page(keys.queue_prefix(job_class), size, after)
+        full_page = len(page) == size
+        if not page and not (n > 1 and window):
             break
-        after = page[-1].key
+        if page:  # (an empty page still ends a window that the page before left open)
+            after = page[-1].key
+            entries_read += len(page)
+            jobs_listed += sum(map(_listed, page))
+            # The next page: as many entries as the jobs still wanted take at the mean seen so far
+            # (a queue segment lists up to a claim txn's worth), with a margin; never past CLAIM_PAGE.
+            wanted = max(limit - len(out), n * limit - window_jobs if n > 1 else 0)
+            size = min(CLAIM_PAGE, max(FIRST_CLAIM_PAGE, 1 + (5 * wanted * entries_read) // (4 * jobs_listed)))
         candidates = [(jid, kv) for kv in page if (jid := last_segment(kv.key)) not in held]
-        if n > 1 and len(window) < n * limit:
-            fits = n * limit - len(window)
-            window, beyond = window + candidates[:fits], candidates[fits:]
-            if len(window) < n * limit and len(page) == CLAIM_PAGE:
+        if n > 1 and window_jobs < n * limit:
+            beyond = []
+            for pair in candidates:  # the window counts jobs: a queue segment lists many
+                if window_jobs < n * limit:
+                    window.append(pair)
+                    window_jobs += _listed(pair[1])
+                else:
+                    beyond.append(pair)
+            if window_jobs < n * limit and full_page:
                 continue  # read on until the window is whole
             own = [shard_of(jid, n) == k for jid, _ in window]
             mine = [kv for (_, kv), o in zip(window, own, strict=True) if o]
             out += claim_entries(store, keys, mine, lease_id, owner, limit - len(out), executor, in_flight,
-                                 crash_limit)
+                                 crash_limit, overshoot and not out, no_room)
             candidates = [pair for pair, o in zip(window, own, strict=True) if not o] + beyond
         out += claim_entries(store, keys, others_due(candidates), lease_id, owner, limit - len(out), executor,
-                             in_flight, crash_limit)
-        if len(page) < CLAIM_PAGE:
+                             in_flight, crash_limit, overshoot and not out, no_room)
+        if not full_page or no_room:  # the queue ended, or its next entry is a segment past the room
             break
     if patience is not None:
         patience.clear()
@@ -225,78 +223,122 @@ def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: 
 
 def claim_entries(store: CellStore, keys: CellKeys, entries: Sequence[KeyValue], lease_id: int, owner: str,
                   limit: int, executor: Executor | None = None, in_flight: int = 1,
-                  crash_limit: int = DEFAULT_CRASH_LIMIT) -> list[JobView]:
-    """Claim the jobs of these index entries (queue or parked), up to `limit`.
+                  crash_limit: int = DEFAULT_CRASH_LIMIT, overshoot: bool = True,
+                  no_room: list[bool] | None = None) -> list[JobView]:
+    """Claim the jobs of these index entries (queue or parked), up to `limit`. A queue
+    segment (cellstate/queue_segments.py) is claimed whole or not at all: the first entry that
+    would go past `limit` ends the call, unless it is the first (and `overshoot`: the caller
+    holds nothing yet): then it is split, and `limit` of its jobs kept (_claimed), so a batch
+    is never empty for want of room. `no_room` gets True appended
+    when that ended the call.
 
     An entry claimed by someone else, or changed meanwhile, is skipped. A job that has
     used up its crash limit is parked for good here instead of being returned.
     """
-    # success: the claim key, then an entry put and a job read per job
-    per_txn = max(1, (store.limits.max_txn_ops - 1) // 2)
+    max_ops = store.limits.max_txn_ops
 
-    def send(batch: list[KeyValue]):
+    def send(batch: list[tuple[KeyValue, IndexEntry]]):
         cid = new_claim_id(lease_id)
         compares: list[ModRevisionIs] = []
-        success: list[Op] = [Put(keys.claim(cid), _claim_value(owner, [keys.last_segment(kv.key) for kv in batch]),
+        success: list[Op] = [Put(keys.claim(cid), _claim_value(owner, [j for _, e in batch for j in e.members]),
                                  lease_id)]
         failure: list[Op] = []
         earlier: dict[str, None] = {}  # earlier holders named by the entries: their keys must be gone
-        for qkv in batch:
-            jid = keys.last_segment(qkv.key)
-            entry = IndexEntry.decode(qkv)
+        for qkv, entry in batch:
             if entry.holder:
                 earlier.setdefault(entry.holder)
-            bumped = IndexEntry(entry.job_id, entry.claims + 1, entry.need, entry.stuck, cid)
             compares.append(ModRevisionIs(qkv.key, qkv.mod_revision))
-            success += [Put(qkv.key, bumped.encode()), Get(keys.job(jid))]
+            success.append(Put(qkv.key, entry.with_claim(cid, entry.claims + 1).encode()))
+            success += [Get(keys.job(jid)) for jid in entry.members]
             failure.append(Get(qkv.key))
         compares += [ModRevisionIs(keys.claim(h), 0) for h in earlier]
         failure += [Get(keys.claim(h)) for h in earlier]
         return cid, store.txn(compares, success, failure)
 
     out: list[JobView] = []
-    todo = [kv for kv in entries if not IndexEntry.decode(kv).stuck]
+    todo = [(kv, e) for kv in entries if not (e := IndexEntry.decode(kv)).stuck]
     wave_size = in_flight if executor is not None else 1
     while todo and len(out) < limit:
-        wave: list[list[KeyValue]] = []
+        wave: list[list[tuple[KeyValue, IndexEntry]]] = []
         room = limit - len(out)
         while todo and room > 0 and len(wave) < wave_size:
-            batch = todo[:min(per_txn, room)]
-            todo = todo[len(batch):]
-            room -= len(batch)
-            wave.append(batch)
+            batch: list[tuple[KeyValue, IndexEntry]] = []
+            ops = 1  # the claim key
+            while todo and room > 0 and (not batch or ops + 1 + len(todo[0][1].members) <= max_ops):
+                if len(todo[0][1].members) > room and (out or wave or batch or not overshoot):
+                    todo = []  # no room for it: the rest waits for the next step, in queue order
+                    if no_room is not None:
+                        no_room.append(True)
+                    break
+                pair = todo.pop(0)
+                batch.append(pair)
+                ops += 1 + len(pair[1].members)
+                room -= len(pair[1].members)
+            if batch:
+                wave.append(batch)
+        if not wave:
+            break
         if len(wave) > 1 and executor is not None:
             results = list(executor.map(send, wave))
         else:
             results = [send(wave[0])]
         for batch, (cid, result) in zip(wave, results, strict=True):
             if result.succeeded:
-                taken = len(out)
-                for qkv, r in zip(batch, result.reads, strict=True):
-                    for kv in r:
-                        view = JobView(codec.decode_job(kv.key, kv.value), kv.mod_revision, result.revision, cid)
-                        if IndexEntry.decode(qkv).claims + 1 > crash_limit:
-                            for whole in complete_views(store, keys, [view]):  # a large job's shards
-                                park_for_good(store, keys, whole, crash_limit)
-                        else:
-                            out.append(view)
-                if len(out) == taken:  # every job of it parked for good (or gone): nobody will hold it
-                    drop_claim_keys(store, keys, [cid])
+                out += _claimed(store, keys, batch, cid, result, crash_limit, limit - len(out))
                 continue
             # Somebody claimed or changed part of the batch first: retry only entries still as
             # read whose earlier holder (if any) is gone.
             entries_now = result.reads[:len(batch)]
             holders_alive = {keys.last_segment(kv.key) for r in result.reads[len(batch):] for kv in r}
-            for qkv, entry_now in zip(batch, entries_now, strict=True):
-                if entry_now and entry_now[0].mod_revision == qkv.mod_revision \
-                        and IndexEntry.decode(qkv).holder not in holders_alive:
-                    todo.append(qkv)
+            for (qkv, entry), entry_now in zip(batch, entries_now, strict=True):
+                if entry_now and entry_now[0].mod_revision == qkv.mod_revision and entry.holder not in holders_alive:
+                    todo.append((qkv, entry))
     return complete_views(store, keys, out)  # a large job's shards: one more read for each
+
+
+def _claimed(store: CellStore, keys: CellKeys, batch: list[tuple[KeyValue, IndexEntry]], cid: str, result,
+             crash_limit: int, room: int) -> list[JobView]:
+    """The views of a claim txn that succeeded: a segment's jobs that still wait in it, an own
+    entry's job; the jobs past the crash limit parked for good instead. A segment is split
+    when an earlier claim of it made no progress, or when more of its jobs wait than `room`
+    (a batch that held nothing took it whole): the claim keeps `room` of them (at least one)
+    and lets the rest go, so a batch never holds more than its room and a crash counts
+    against a batch, not a whole segment. Segments with no job waiting go at once, and the
+    claim key too when no job of it is held."""
+    out: list[JobView] = []
+    empty: dict[str, int] = {}
+    reads = iter(result.reads)
+    for qkv, entry in batch:
+        views = []
+        for r in (next(reads) for _ in entry.members):
+            for kv in r:
+                rec = codec.decode_job(kv.key, kv.value)
+                if not entry.jobs or queue_segments.waits_in(rec, keys.last_segment(qkv.key)):
+                    views.append(JobView(rec, kv.mod_revision, result.revision, cid))
+        keep = max(1, room - len(out))
+        if entry.jobs and not views:
+            empty[qkv.key] = result.revision
+        elif entry.jobs and (entry.claims or len(views) > keep):
+            views = queue_segments.split_segment(store, keys, qkv.key, entry, complete_views(store, keys, views),
+                                                 entry.claims + 1, keep)
+            # (complete: a large job's record is written whole)
+        for view in views:
+            if entry.claims + 1 > crash_limit:
+                for whole in complete_views(store, keys, [view]):  # a large job's shards
+                    park_for_good(store, keys, whole, crash_limit)
+            else:
+                out.append(view)
+    if empty or not out:  # nobody will hold the empty segments, nor the claim if it holds no job
+        queue_segments.drop_claims(store, keys, [] if out else [cid], empty)
+    return out
 
 
 def release_claim(store: CellStore, keys: CellKeys, view: JobView) -> bool:
     """Let one job of our claim go, so another scheduler may claim it: its index entry no longer
-    names the claim. Only if it still does and the claim is still ours. Returns whether it was."""
+    names the claim. Only if it still does and the claim is still ours. Returns whether it was.
+    A job that waits in a queue segment gets its own entry (cellstate/queue_segments.py)."""
+    if view.record.segment:
+        return queue_segments.release_from_segment(store, keys, view)
     entry_keys = (keys.queue_of(view.record), keys.parked_of(view.record))
     for entry_key, found in zip(entry_keys, store.txn([], [Get(k) for k in entry_keys]).reads, strict=True):
         if not found:
@@ -310,16 +352,6 @@ def release_claim(store: CellStore, keys: CellKeys, view: JobView) -> bool:
                           ModRevisionIs(keys.claim(view.claim), view.claim_revision)],
                          [Put(entry_key, let_go.encode())]).succeeded
     return False
-
-
-def drop_claim_keys(store: CellStore, keys: CellKeys, claim_ids: Iterable[str]) -> None:
-    """Delete our claim keys whose jobs are all placed, parked or let go; one txn per
-    max_txn_ops of them. Blind deletes: a claim id is never reused, so the key is ours or
-    already gone with our lease."""
-    todo = [Delete(keys.claim(cid)) for cid in claim_ids]
-    per_txn = max(1, store.limits.max_txn_ops)
-    for start in range(0, len(todo), per_txn):
-        store.txn([], todo[start:start + per_txn])
 
 
 def park_job(store: CellStore, keys: CellKeys, view: JobView, reason: str, need: Vector | None,

@@ -331,6 +331,8 @@ def _record_rest(r: JobRecord) -> dict[str, Any]:
         bindings = {"bound": r.bound, "done": sorted(r.done)}
     if r.history is not None:  # absent on most records: a first attempt without conflicts
         bindings["hist"] = r.history
+    if r.segment:  # only while the job waits in a queue segment
+        bindings["seg"] = r.segment
     return {
         "status": r.status.value,
         **bindings,
@@ -356,6 +358,7 @@ def decode_job(key: str, raw: bytes) -> JobRecord:
                         obj.get("first"), obj.get("placed"), obj.get("fin"), obj.get("fails", 0), obj.get("qs", ""),
                         obj.get("why"))
         rec.history = obj.get("hist")
+        rec.segment = str(obj.get("seg", ""))
         if is_sharded(job):  # bindings live in shards: attach_shards fills them from the same read
             rec.shard_counts, rec.next_shard, rec.loaded = (int(obj["nb"]), int(obj["nd"])), int(obj["ns"]), False
         else:

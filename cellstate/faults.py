@@ -241,6 +241,7 @@ class CountingStore(DelegatingStore):
 
     - `txns`: every txn sent through this wrapper;
     - `write_txns`: txns whose executed branch put or deleted something;
+    - `failed_txns`: txns whose compares failed;
     - `gets[p]`: Get ops of executed branches whose key starts with p;
     - `keys_read[p]`: key-values those branches returned under p;
     - `writes[p]`: Put and Delete ops of executed branches under p.
@@ -259,6 +260,7 @@ class CountingStore(DelegatingStore):
         with self._lock:
             self.txns = 0
             self.write_txns = 0
+            self.failed_txns = 0
             self.gets: Counter[str] = Counter()
             self.keys_read: Counter[str] = Counter()
             self.writes: Counter[str] = Counter()
@@ -277,6 +279,7 @@ class CountingStore(DelegatingStore):
                     if op.key.startswith(p):
                         (self.gets if is_get else self.writes)[p] += 1
             self.write_txns += wrote
+            self.failed_txns += not result.succeeded
             for kvs in result.reads:
                 for kv in kvs:
                     for p in self.prefixes:

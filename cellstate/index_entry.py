@@ -2,7 +2,8 @@
 
 Its own module because two others write it: the claims module (each claim bumps the
 entry's count and names itself as the holder) and the job state machine (cellstate/job_states.py, which decides which
-entry a job has in each status).
+entry a job has in each status). A queue entry may be a segment: one entry for several jobs of
+one submission txn (`jobs`; cellstate/queue_segments.py), keyed by its first job.
 """
 
 from __future__ import annotations
@@ -31,9 +32,20 @@ class IndexEntry:
     # The claim (cellstate/claims.py) that took the job, by its id: it holds the job while
     # /claims/<holder> exists. Empty, or a claim key that is gone: anyone may claim it.
     holder: str = ""
+    # A queue segment's jobs, the first of them job_id (the key's job); () for a job's own entry.
+    # A listed job waits in the segment only while its record is PENDING and names it
+    # (JobRecord.segment): placed, parked or failed jobs stay listed until the segment goes.
+    jobs: tuple[str, ...] = ()
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The jobs this entry lists: a segment's, or its own job."""
+        return self.jobs or (self.job_id,)
 
     def encode(self) -> bytes:
         obj: dict = {"job": self.job_id}
+        if self.jobs:
+            obj["jobs"] = list(self.jobs)
         if self.claims:
             obj["claims"] = self.claims
         if self.need is not None:
@@ -52,7 +64,17 @@ class IndexEntry:
         obj = codec.decode_obj(kv.key, kv.value)
         need = obj.get("need")
         return cls(str(obj["job"]), int(obj.get("claims", 0)), tuple(need) if need is not None else None,
-                   bool(obj.get("stuck", False)), str(obj.get("holder", "")))
+                   bool(obj.get("stuck", False)), str(obj.get("holder", "")), tuple(map(str, obj.get("jobs", ()))))
+
+    def with_claim(self, holder: str, claims: int) -> IndexEntry:
+        """The same entry, held by `holder` with `claims` claims since progress."""
+        return IndexEntry(self.job_id, claims, self.need, self.stuck, holder, self.jobs)
+
+
+def listed_jobs(kvs) -> int:
+    """How many jobs these index entries list (a queue segment lists several: its placed and
+    parked jobs too, until it goes; cellstate/queue_segments.py)."""
+    return sum(len(IndexEntry.decode(kv).members) if b'"jobs":' in kv.value else 1 for kv in kvs)
 
 
 _NEW_ENTRY = b'{"v":%d,"job":"' % codec.FORMAT_VERSION

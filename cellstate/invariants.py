@@ -79,10 +79,10 @@ def check_store(store: CellStore, keys: CellKeys, expected_jobs: Iterable[str] |
             v.append(f"machine {mid}: overcommitted, used {alloc.used} > capacity {m.capacity}")
     rep.bound_tasks = len(where)
 
-    queued = {keys.last_segment(kv.key) for kv in queue_kvs}
+    # A job's own queue entry, or the queue segments that list it (cellstate/queue_segments.py):
+    # a segment holds a listed job only while the job's record is PENDING and names it.
+    queued, segments = _queue_entries(queue_kvs, v)
     parked = {keys.last_segment(kv.key) for kv in parked_kvs}
-    for jid in queued & parked:
-        v.append(f"job {jid} is both in the queue and in the parked index")
     jobs_seen = set()
     job_bound: dict[str, str] = {}
     for kv in job_kvs:
@@ -100,8 +100,15 @@ def check_store(store: CellStore, keys: CellKeys, expected_jobs: Iterable[str] |
                 v.append(f"job {jid}: task {tid} recorded on {mid} but the allocation records say {where.get(tid)}")
         if rec.bound.keys() & rec.done:
             v.append(f"job {jid}: tasks both bound and done")
-        if rec.status is JobStatus.PENDING and jid not in queued:
+        in_segment = rec.segment and jid in segments.get(keys.queue_of(rec), ())
+        if rec.segment and rec.status is not JobStatus.PENDING:
+            v.append(f"job {jid} is {rec.status.value} but its record names queue segment {rec.segment}")
+        if rec.status is JobStatus.PENDING and jid not in queued and not in_segment:
             v.append(f"job {jid} is pending but not in the queue: it would be lost")
+        if in_segment and jid in queued:
+            v.append(f"job {jid} waits in queue segment {rec.segment} and in an entry of its own")
+        if (jid in queued or in_segment) and jid in parked:
+            v.append(f"job {jid} is both in the queue and in the parked index")
         if rec.status is JobStatus.PARKED and jid not in parked:
             v.append(f"job {jid} is parked but not in the parked index: it would be lost")
         if rec.status is not JobStatus.PARKED and jid in parked:
@@ -128,6 +135,23 @@ def check_store(store: CellStore, keys: CellKeys, expected_jobs: Iterable[str] |
     return rep
 
 
+def _queue_entries(queue_kvs, v: list[str]) -> tuple[set[str], dict[str, tuple[str, ...]]]:
+    """(the jobs with an entry of their own, segment key -> the jobs it lists)."""
+    own: set[str] = set()
+    segments: dict[str, tuple[str, ...]] = {}
+    for kv in queue_kvs:
+        try:
+            entry = IndexEntry.decode(kv)
+        except (CorruptValueError, KeyError, TypeError, ValueError):
+            v.append(f"queue entry {kv.key} is unreadable")
+            continue
+        if entry.jobs:
+            segments[kv.key] = entry.jobs
+        else:
+            own.add(entry.job_id)
+    return own, segments
+
+
 def _claim_violations(keys: CellKeys, claim_kvs, entry_kvs) -> list[str]:
     """A claim key names its owner and the jobs it took; an index entry that names a live
     claim as its holder is one of that claim's jobs (cellstate/claims.py)."""
@@ -149,6 +173,6 @@ def _claim_violations(keys: CellKeys, claim_kvs, entry_kvs) -> list[str]:
             entry = IndexEntry.decode(kv)
         except (CorruptValueError, KeyError, TypeError, ValueError):
             continue  # reported by the entry checks
-        if entry.holder in listed and entry.job_id not in listed[entry.holder]:
+        if entry.holder in listed and not set(entry.members) <= listed[entry.holder]:
             out.append(f"index entry of job {entry.job_id} names claim {entry.holder}, which did not take it")
     return out

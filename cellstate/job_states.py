@@ -57,6 +57,11 @@ Any other pair raises IllegalTransitionError. Events that keep the status (BIND_
 FINISH_SOME, a task evicted from a job that is not PLACED, TASK_LEFT) are in the table
 too, so a writer never has to decide on its own that a status stays.
 
+A job in a queue segment (one queue entry for the jobs of one submission txn:
+cellstate/queue_segments.py; its record names the segment) leaves it by its record alone:
+"-queue" deletes nothing and clears the record's segment, and "+queue" writes the job's
+own entry. So placing a job from a segment writes its record and its allocations only.
+
 A job leaves its claim only by the transitions its holder makes (PLACE_ALL, PARK: the caller
 compares the claim); FAIL and CANCEL come from elsewhere, so they leave the claim to its
 holder, whose next commit finds the job not schedulable (RefusalKind.JOB_NOT_SCHEDULABLE)
@@ -182,16 +187,22 @@ def apply_event(rec: JobRecord, event: JobEvent, keys: CellKeys, now: float | No
     ops: list[Put | Delete] = []
     # Index keys are spelled from the record's class, priority and submission sequence,
     # which no event changes, so the delete is computed the same before or after.
-    if t.delete is Index.QUEUE:
+    # A job in a queue segment (cellstate/queue_segments.py) leaves it by its record alone: the
+    # segment is shared, and lists the job only while the record names it; a queue entry put
+    # for it is its own.
+    in_segment = bool(rec.segment)
+    if t.delete is Index.QUEUE and not in_segment:
         ops.append(Delete(keys.queue_of(rec)))
     elif t.delete is Index.PARKED:
         ops.append(Delete(keys.parked_of(rec)))
+    if in_segment and Index.QUEUE in (t.delete, t.put):
+        rec.segment = ""
     # t.delete_claim: the job leaves its holder's claim. Nothing to delete for that: the claim
     # key is shared by the jobs of one claim txn (its holder deletes it when all are gone), and
     # the job's new entry, if any, names no holder.
     if t.put is not None:
         entry = _entry(rec, event, need, claims, stuck, holder)
-        ops.append(Put(keys.queue_of(rec) if t.put is Index.QUEUE else keys.parked_of(rec), entry.encode()))
+        ops.append(Put(keys.own_queue_of(rec) if t.put is Index.QUEUE else keys.parked_of(rec), entry.encode()))
     _update_fields(rec, event, now, reason, refusal)
     if t.to is not None:
         rec.status = t.to

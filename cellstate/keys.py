@@ -162,7 +162,12 @@ class CellKeys:
         return f"{self.parked_prefix(job_class)}{PRIORITY_MAX - priority:02d}/{seq}/{job_id}"
 
     def queue_of(self, rec) -> str:
-        """The pending-queue key of a JobRecord."""
+        """The pending-queue key that holds a JobRecord: its queue segment's (JobRecord.segment),
+        else its own."""
+        return self.queue(rec.job.job_class, rec.job.priority, rec.queue_seq, rec.segment or rec.job.id)
+
+    def own_queue_of(self, rec) -> str:
+        """A JobRecord's own pending-queue key (a job out of its segment goes back to the queue there)."""
         return self.queue(rec.job.job_class, rec.job.priority, rec.queue_seq, rec.job.id)
 
     def parked_of(self, rec) -> str:

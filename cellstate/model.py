@@ -287,6 +287,9 @@ class JobRecord:
     # only with a placement or park write (schedulers/history.py), never by a write of its own;
     # None while there is nothing to say beyond a first attempt without conflicts.
     history: dict | None = None
+    # The id of the queue segment that holds this PENDING job (cellstate/queue_segments.py: one
+    # queue entry for the jobs of one submission txn); "" when its queue entry is its own.
+    segment: str = ""
 
     def unbound_tasks(self) -> list[tuple[str, int, TaskGroup]]:
         return [t for t in self.job.tasks() if t[0] not in self.bound and t[0] not in self.done]
@@ -299,7 +302,7 @@ class JobRecord:
         return JobRecord(self.job, self.status, dict(self.bound), set(self.done), self.reason, self.submitted_at,
                          self.first_attempt_at, self.placed_at, self.finished_at, self.failures, self.queue_seq,
                          self.refusal, self.next_shard, self.shard_counts, dict(self.shard_of), self.loaded,
-                         self.history)
+                         self.history, self.segment)
 
 
 @dataclass(slots=True)

@@ -3,7 +3,9 @@
 - A job and its queue entry are written in one txn (the bulk form packs many jobs per
   txn); a job id that already exists is refused, never overwritten.
 - The queue entry's key carries the submission sequence, so within a priority the queue
-  is first come, first served. The job itself never leaves the store until it is
+  is first come, first served. The jobs of one txn with the same class and priority share
+  one queue entry, a segment (cellstate/queue_segments.py), keyed by the first of them; each
+  record names it. A job alone in its txn's class and priority gets its own entry. The job itself never leaves the store until it is
   finished and its retention has passed.
 """
 
@@ -18,6 +20,7 @@ from .errors import InvalidJobError, UnplaceableRequestError
 from .index_entry import index_entry_for_new_job
 from .keys import CellKeys
 from .model import Job, JobRecord, Machine, submission_seq
+from .queue_segments import group_segments, segment_entry, segment_id, segment_limit
 from .store import CellStore, Get, ModRevisionIs, Op, Put, TxnResult
 
 # Sends one submission txn: (compares, success, failure, [(job, the keys written for it)]).
@@ -71,26 +74,36 @@ def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: floa
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise InvalidJobError(f"duplicate job ids in one submission: {dup[:5]}")
     out = SubmitResult()
-    most = max(1, store.limits.max_txn_ops // (3 if guards else 2))
+    # A txn's jobs: a record each (and a guard), one queue entry per class and priority; at most
+    # as many as one claim txn reads (a segment's claim: its claim key, the segment, a read per job).
+    most = max(1, segment_limit(store.limits) // (2 if guards else 1))
     per_txn = min(most, per_txn) if per_txn else most
     seq = submission_seq(now)  # one submission, one place in the queue; ties go by job id
     parts = job_parts or {}
-    tails: dict[bool, bytes] = {}  # codec.record_tail of a new job, by whether it is sharded
+    tails: dict[tuple[bool, str], bytes] = {}  # codec.record_tail of a new job, by sharded and segment
 
     def step(batch: list[Job]) -> Step:
         compares = [ModRevisionIs(keys.job(j.id), 0) for j in batch]
         compares += [ModRevisionIs(guards[j.id].key, 0) for j in batch if j.id in guards]
         success: list[Op] = []
         written: list[tuple[Job, list[str]]] = []
+        segments = group_segments(batch)
         for j in batch:
             sharded = codec.is_sharded(j)
-            tail = tails.get(sharded)
-            if tail is None:  # a new job's record after its part: the same for every job of the call
-                tail = tails[sharded] = codec.record_tail(JobRecord(j, submitted_at=now, queue_seq=seq))
+            members = segments[(j.job_class, j.priority)]
+            head = segment_id(members[0].id) if len(members) > 1 else ""
+            tail = tails.get((sharded, head))
+            if tail is None:  # a new job's record after its part: the same for every job of a segment
+                tail = tails[(sharded, head)] = codec.record_tail(JobRecord(j, submitted_at=now, queue_seq=seq,
+                                                                            segment=head))
             part = parts.get(j.id)
-            ops = [Put(keys.job(j.id), codec.splice_record(part if part is not None else codec.encode_job_part(j),
-                                                           tail)),
-                   Put(keys.queue(j.job_class, j.priority, seq, j.id), index_entry_for_new_job(j.id, held_by))]
+            ops: list[Op] = [Put(keys.job(j.id), codec.splice_record(
+                part if part is not None else codec.encode_job_part(j), tail))]
+            if not head:
+                ops.append(Put(keys.queue(j.job_class, j.priority, seq, j.id), index_entry_for_new_job(j.id, held_by)))
+            elif j is members[0]:
+                ops.append(Put(keys.queue(j.job_class, j.priority, seq, head),
+                               segment_entry([m.id for m in members], held_by)))
             if j.id in guards:
                 ops.append(guards[j.id])
             success += ops
@@ -102,7 +115,8 @@ def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: floa
     # Each batch's txn is built once: after a failed txn only its own batch, less the jobs that
     # exist, is built again (rebuilding every later batch's ops made a bulk with many taken ids
     # quadratic in its size).
-    pending: list[tuple[list[Job], Step | None]] = [(b, None) for b in _batches(jobs, per_txn, sizes, max_bytes)]
+    pending: list[tuple[list[Job], Step | None]] = [
+        (b, None) for b in _batches(jobs, per_txn, sizes, max_bytes, 1 + bool(guards), store.limits.max_txn_ops)]
     while pending:
         todo = pending[:1] if send is not None else pending
         built = [(b, st if st is not None else step(b)) for b, st in todo]
@@ -132,18 +146,24 @@ def submit_jobs(store: CellStore, keys: CellKeys, jobs: Sequence[Job], now: floa
     return out
 
 
-def _batches(jobs: Sequence[Job], per_txn: int, sizes: Sequence[int] | None, max_bytes: int) -> list[list[Job]]:
-    """Jobs in order, at most `per_txn` per txn and, with `sizes`, at most `max_bytes` (a job
-    larger than that alone)."""
+def _batches(jobs: Sequence[Job], per_txn: int, sizes: Sequence[int] | None, max_bytes: int,
+             ops_per_job: int, max_ops: int) -> list[list[Job]]:
+    """Jobs in order, at most `per_txn` per txn, at most `max_ops` success ops (`ops_per_job`
+    each, and one queue entry per class and priority) and, with `sizes`, at most `max_bytes`
+    (a job larger than that alone)."""
     out: list[list[Job]] = []
     cur: list[Job] = []
+    groups: set[tuple] = set()
     size = 0
     for i, j in enumerate(jobs):
         b = sizes[i] if sizes is not None else 0
-        if cur and (len(cur) >= per_txn or (sizes is not None and size + b > max_bytes)):
+        group = (j.job_class, j.priority)
+        ops = (len(cur) + 1) * ops_per_job + len(groups | {group})
+        if cur and (len(cur) >= per_txn or ops > max_ops or (sizes is not None and size + b > max_bytes)):
             out.append(cur)
-            cur, size = [], 0
+            cur, size, groups = [], 0, set()
         cur.append(j)
+        groups.add(group)
         size += b
     if cur:
         out.append(cur)

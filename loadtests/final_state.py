@@ -8,8 +8,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from cellsched import gpu
-from cellsched.cellstate import codec
+from cellsched.cellstate import codec, queue_segments
 from cellsched.cellstate.errors import CorruptValueError
+from cellsched.cellstate.index_entry import IndexEntry
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.model import JobRecord, JobStatus, TransactionMode, group_of_task
 from cellsched.cellstate.shards import attach_shards, group_by_job
@@ -48,8 +49,13 @@ def read_final_state(store: CellStore, keys: CellKeys) -> FinalState:
             jobs.append(attach_shards(rec, shards.get(rec.job.id, ())))
         except CorruptValueError:
             undecodable.append(kv.key)
-    return FinalState(machines, allocs, jobs, {keys.last_segment(kv.key) for kv in queue_kvs},
-                      {keys.last_segment(kv.key) for kv in parked_kvs}, undecodable)
+    # A job waits in a queue segment only while its record names it (cellstate/queue_segments.py).
+    waiting = {rec.job.id for rec in jobs if rec.segment and queue_segments.waits_in(rec, rec.segment)}
+    queued: set[str] = set()
+    for kv in queue_kvs:
+        entry = IndexEntry.decode(kv)
+        queued.update(j for j in entry.members if not entry.jobs or j in waiting)
+    return FinalState(machines, allocs, jobs, queued, {keys.last_segment(kv.key) for kv in parked_kvs}, undecodable)
 
 
 def lost_jobs(accepted: list[str], state: FinalState) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cellsched.cellstate import codec
+from cellsched.cellstate.index_entry import listed_jobs
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.model import JobClass, Machine, MachineState
 from cellsched.cellstate.resources import RESOURCE_NAMES
@@ -33,8 +34,9 @@ def cell_totals(store: CellStore, keys: CellKeys) -> tuple[dict[str, int], dict[
 
 
 def queue_lengths(store: CellStore, keys: CellKeys) -> dict[str, int]:
-    """Pending index entries per job class (parked jobs are not in the queue)."""
-    return {cls.value: len(store.get_prefix(keys.queue_prefix(cls))[0]) for cls in JobClass}
+    """The jobs the pending index lists, per job class (parked jobs are not in the queue; a
+    queue segment counts the jobs it lists until it goes: cellstate/queue_segments.py)."""
+    return {cls.value: listed_jobs(store.get_prefix(keys.queue_prefix(cls))[0]) for cls in JobClass}
 
 
 # A machine's cell in the /ui heatmap: its fullest resource in percent (rounded up, so any use

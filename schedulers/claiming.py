@@ -9,7 +9,7 @@ and the held jobs, and passes them in.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from cellsched.cellstate.claims import (
@@ -18,12 +18,12 @@ from cellsched.cellstate.claims import (
     Patience,
     claim_entries,
     claim_jobs,
-    drop_claim_keys,
 )
 from cellsched.cellstate.clock import Clock
 from cellsched.cellstate.errors import LeaseNotFoundError, StoreUnavailableError
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.model import JobRecord, task_id
+from cellsched.cellstate.queue_segments import drop_claims
 from cellsched.cellstate.resources import Vector
 from cellsched.cellstate.store import CellStore
 from cellsched.cellstate.views import JobView
@@ -53,6 +53,18 @@ def smallest_need(rec: JobRecord) -> Vector:
     return tuple(need) if need is not None else tuple(0 for _ in rec.job.groups[0].request)
 
 
+class _Either:
+    """In one container or the other (held jobs, or the ids of segments we hold)."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: Container[str], b: Container[str]):
+        self.a, self.b = a, b
+
+    def __contains__(self, x: object) -> bool:
+        return x in self.a or x in self.b
+
+
 class Claimer:
     def __init__(self, name: str, store: CellStore, keys: CellKeys, settings: SchedulerSettings, clock: Clock):
         self.name = name
@@ -77,21 +89,42 @@ class Claimer:
         # Our claim keys (one per claim txn) whose jobs the loop held: each is deleted once
         # the loop holds none of its jobs any more.
         self._claims: set[str] = set()
+        # The queue segments our claims took (cellstate/queue_segments.py): claim id -> segment
+        # key -> its revision at the claim; deleted with the claim key. And their ids, which end
+        # their keys: a claim step skips them, as it skips the held jobs.
+        self._segments: dict[str, dict[str, int]] = {}
+        self._segment_ids: dict[str, str] = {}  # segment id -> claim id
 
     def note_claims(self, views: Iterable[JobView]) -> None:
         """The loop holds these views' jobs now, under their claims."""
-        self._claims.update(v.claim for v in views if v.claim)
+        for v in views:
+            if v.claim:
+                self._claims.add(v.claim)
+                if v.record.segment:
+                    self._segments.setdefault(v.claim, {})[self.keys.queue_of(v.record)] = v.claim_revision
+                    self._segment_ids[v.record.segment] = v.claim
 
     def drop_settled_claims(self, held: Iterable) -> None:
-        """Delete our claim keys none of whose jobs the loop holds (`held`: its HeldJobs)."""
+        """Delete our claim keys none of whose jobs the loop holds (`held`: its HeldJobs), with
+        the segments they took."""
         settled = self._claims - {h.claim for h in held}
         if settled:
-            drop_claim_keys(self.store, self.keys, settled)
-            self._claims -= settled
+            segments = {k: rev for cid in settled for k, rev in self._segments.get(cid, {}).items()}
+            drop_claims(self.store, self.keys, settled, segments)
+            self._forget(settled)
 
     def forget_claims(self) -> None:
-        """The lease expired: our claim keys went with it."""
-        self._claims.clear()
+        """The lease expired: our claim keys went with it (the segments they took are anyone's)."""
+        self._forget(set(self._claims))
+
+    def _forget(self, claim_ids: set[str]) -> None:
+        self._claims -= claim_ids
+        for cid in claim_ids:
+            self._segments.pop(cid, None)
+        self._segment_ids = {h: c for h, c in self._segment_ids.items() if c not in claim_ids}
+
+    def _skipping(self, held: Container[str]) -> Container[str]:
+        return _Either(held, self._segment_ids) if self._segment_ids else held
 
     def capacity_freed(self) -> None:
         """The cache saw capacity free: look at the parked index on the next claim that has room."""
@@ -111,7 +144,8 @@ class Claimer:
             views = self.claim_queue(lease_id, room - reserve, held) if room > reserve else []
             if overdue or (self._freed and len(views) < room):
                 self._freed, self._parked_tried_at = False, self.clock.now()
-                views += self._claim_parked(lease_id, room - len(views), held, free_rows())
+                # The reserve stands even when the queue's whole segments took more than their share.
+                views += self._claim_parked(lease_id, max(reserve, room - len(views)), held, free_rows())
         except StoreUnavailableError:
             self._orphans_possible = True
             raise
@@ -121,8 +155,12 @@ class Claimer:
         # Orphans (claims of our lease we do not know we hold) exist only after a claim call
         # of ours was cut short, so only then is every claim key read to find them.
         adopt, self._orphans_possible = self._orphans_possible, False
+        # A whole queue segment past the room only when the loop holds nothing: a batch is never
+        # empty for want of room, and never grows past it on top of what it holds.
+        overshoot = isinstance(held, Sized) and len(held) == 0
         return claim_jobs(self.store, self.keys, self.settings.job_class, lease_id, self.name, room,
-                          executor=self._claim_pool, in_flight=self.settings.txns_in_flight, held=held,
+                          executor=self._claim_pool, in_flight=self.settings.txns_in_flight,
+                          held=self._skipping(held), overshoot=overshoot,
                           adopt=adopt, share=(self.settings.home, self.settings.homes),
                           patience=self._patience)
 

@@ -26,6 +26,21 @@ def submit(store, keys, *jobs: Job):
     return {j.id: read_job_view(store, keys, j.id) for j in jobs}
 
 
+def submit_each(store, keys, jobs, now: float = 0.0) -> None:
+    """Submit one job per txn, so each has a queue entry of its own (no queue segment:
+    cellstate/queue_segments.py): for tests of what a claim does job by job."""
+    for j in jobs:
+        submit_jobs(store, keys, [j], now=now)
+
+
+def fills_room(claimed: int, room: int, limits) -> bool:
+    """Whether a claim of whole queue segments filled `room`: at most that, and short of it by
+    less than one segment."""
+    from cellsched.cellstate.queue_segments import segment_limit
+
+    return room - segment_limit(limits) < claimed <= room
+
+
 def views(store, keys, n: int):
     return read_machine_views(store, keys, [f"m{i}" for i in range(n)])
 

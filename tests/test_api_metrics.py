@@ -34,7 +34,10 @@ def scrape(client: httpx.Client) -> dict[tuple, float]:
 
 
 def queued_keys(store, keys: CellKeys) -> dict[str, int]:
-    return {c.value: len(store.get_prefix(keys.queue_prefix(c))[0]) for c in JobClass}
+    """The jobs the queue's keys list, per class (a queue segment lists several)."""
+    from cellsched.cellstate.claims import list_queue
+
+    return {c.value: len(list_queue(store, keys, c)) for c in JobClass}
 
 
 def assert_cell_matches_the_store(got: dict, store, keys: CellKeys) -> None:

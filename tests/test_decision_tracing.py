@@ -17,7 +17,7 @@ from cellsched.cellstate.submission import submit_jobs
 from cellsched.schedulers import tracing
 from cellsched.schedulers.core import Scheduler
 from cellsched.schedulers.settings import BATCH
-from tests.cellfactory import make_cell, make_job
+from tests.cellfactory import make_cell, make_job, submit_each
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_two_schedulers_one_machine_batch_spans_link_jobs_and_show_the_conflict(
     keys = make_cell(store, 1, cpu=1000)  # room for exactly one of the two jobs
     ja, ctx_a = submitted(chosen, make_job("ja", 1, cpu=1000))
     jb, ctx_b = submitted(chosen, make_job("jb", 1, cpu=1000))
-    submit_jobs(store, keys, [ja, jb], now=0.0)
+    submit_each(store, keys, [ja, jb])  # own entries: one claim each
     settings = BATCH.with_(claim_batch=1)
     a, b = Scheduler("a", store, keys, settings, clock), Scheduler("b", store, keys, settings, clock)
     try:

@@ -18,7 +18,7 @@ from cellsched.schedulers.core import Scheduler
 from cellsched.schedulers.metrics_publish import WAIT_BUCKETS, read_published
 from cellsched.schedulers.prometheus_text import render
 from cellsched.schedulers.settings import BATCH
-from tests.cellfactory import make_cell, make_job
+from tests.cellfactory import make_cell, make_job, submit_each
 
 
 def samples(text: bytes) -> dict[tuple, float]:
@@ -58,8 +58,8 @@ def test_rendered_metrics_agree_with_the_store_and_the_schedulers_counts():
     clock = SimClock()
     store = MemoryStore(clock=clock)
     keys = make_cell(store, 1, cpu=1000)
-    submit_jobs(store, keys, [make_job("ja", 1, cpu=1000), make_job("jb", 1, cpu=1000),
-                              make_job("jc", 1, cpu=1000)], now=0.0)
+    submit_each(store, keys, [make_job("ja", 1, cpu=1000), make_job("jb", 1, cpu=1000),  # one claim each
+                              make_job("jc", 1, cpu=1000)])
     a = Scheduler("a", store, keys, BATCH.with_(claim_batch=1), clock)
     b = Scheduler("b", store, keys, BATCH.with_(claim_batch=1), clock)
     pa, pb = a.prepare(), b.prepare()

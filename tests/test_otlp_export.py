@@ -14,12 +14,11 @@ import pytest
 from cellsched.cellstate.clock import SimClock
 from cellsched.cellstate.errors import InvalidInputError
 from cellsched.cellstate.store.memory import MemoryStore
-from cellsched.cellstate.submission import submit_jobs
 from cellsched.loadtests.otlp_receiver import OtlpReceiver
 from cellsched.schedulers import tracing
 from cellsched.schedulers.core import Scheduler
 from cellsched.schedulers.settings import BATCH
-from tests.cellfactory import make_cell, make_job
+from tests.cellfactory import make_cell, make_job, submit_each
 
 
 def test_spans_reach_an_otlp_http_receiver_with_one_trace_per_decision():
@@ -39,7 +38,7 @@ def test_spans_reach_an_otlp_http_receiver_with_one_trace_per_decision():
                 jobs.append(dataclasses.replace(make_job(jid, 1, cpu=1000), traceparent=tracing.traceparent_of(span)))
                 span.end()
                 http_spans[jid] = span.get_span_context()
-            submit_jobs(store, keys, jobs, now=0.0)
+            submit_each(store, keys, jobs)  # own entries: one claim each
             a = Scheduler("a", store, keys, BATCH.with_(claim_batch=1), clock)
             b = Scheduler("b", store, keys, BATCH.with_(claim_batch=1), clock)
             pa, pb = a.prepare(), b.prepare()

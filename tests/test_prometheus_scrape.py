@@ -146,7 +146,10 @@ class Loop:
 
 
 def queued_keys(store, keys: CellKeys) -> dict[str, int]:
-    return {c.value: len(store.get_prefix(keys.queue_prefix(c))[0]) for c in JobClass}
+    """The jobs the queue's keys list, per class (a queue segment lists several)."""
+    from cellsched.cellstate.claims import list_queue
+
+    return {c.value: len(list_queue(store, keys, c)) for c in JobClass}
 
 
 def dashboard_exprs(rate_interval: str) -> list[tuple[str, str]]:

@@ -24,7 +24,7 @@ from cellsched.cellstate.views import read_job_view
 from cellsched.schedulers.core import Scheduler
 from cellsched.schedulers.decide import decide_job, decision_seed
 from cellsched.schedulers.settings import BATCH, SERVICE
-from tests.cellfactory import make_job
+from tests.cellfactory import make_job, submit_each
 
 DECISIONS = 1000
 
@@ -131,7 +131,9 @@ def test_two_schedulers_with_homes_commit_without_conflicts():
         store = MemoryStore(clock=clock)
         keys = CellKeys("c")
         add_machines(store, keys, [Machine(f"m{i:03d}", (4000, 32768, 0)) for i in range(200)])
-        submit_jobs(store, keys, [make_job(f"j{i:03d}", 10, cpu=100, mem=500) for i in range(40)], now=0.0)
+        # One job per submission: entries of their own, so each claim of 10 takes 10 (a queue segment
+        # of the 40 would go whole to one of the two).
+        submit_each(store, keys, [make_job(f"j{i:03d}", 10, cpu=100, mem=500) for i in range(40)])
         settings = [BATCH.with_(claim_batch=10, seed=k + 1, home=k if homes > 1 else 0, homes=homes)
                     for k in range(2)]
         scheds = [Scheduler(f"s{k}", store, keys, st, clock) for k, st in enumerate(settings)]

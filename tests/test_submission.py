@@ -13,7 +13,7 @@ from cellsched.cellstate.retention import compact_history, purge_finished
 from cellsched.cellstate.submission import submit_jobs
 from cellsched.cellstate.validation import RefusalKind
 from cellsched.cellstate.views import read_job_view
-from tests.cellfactory import make_cell, make_job, views
+from tests.cellfactory import make_cell, make_job, submit_each, views
 
 
 def test_submission_bulk_writes_job_and_queue_entry_together(store):
@@ -27,7 +27,7 @@ def test_submission_bulk_writes_job_and_queue_entry_together(store):
 
 def test_submission_claims_are_exclusive_and_expire_with_the_lease(store):
     keys = make_cell(store, 1)
-    submit_jobs(store, keys, [make_job(f"j{i}", 1) for i in range(5)], now=0.0)
+    submit_each(store, keys, [make_job(f"j{i}", 1) for i in range(5)])  # own entries: claims job by job
     lease_a = store.grant_lease(1)
     got_a = claim_jobs(store, keys, JobClass.BATCH, lease_a, "a", limit=3)
     lease_b = store.grant_lease(30)

@@ -8,7 +8,10 @@ import random
 import pytest
 
 from cellsched.cellstate import codec
+from cellsched.cellstate.claims import list_queue
 from cellsched.cellstate.keys import CellKeys
+from cellsched.cellstate.model import JobClass
+from cellsched.cellstate.queue_segments import segment_limit
 from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.cellstate.submission import submit_jobs
 
@@ -28,8 +31,8 @@ def test_a_bulk_with_taken_ids_in_many_txns_builds_each_job_once_seeded(seed: in
     out = submit_jobs(store, keys, jobs, now=1.0)
     assert sorted(out.rejected) == sorted(jobs[i].id for i in taken)
     assert len(out.accepted) == len(jobs) - len(taken)
-    per_txn = store.limits.max_txn_ops // 2
+    per_txn = segment_limit(store.limits)
     # every job once, and the jobs of each batch that failed once more (less its taken one)
     assert len(built) <= len(jobs) + len(taken) * per_txn
-    kvs, _ = store.get_prefix(keys.queue_prefix())
-    assert len(kvs) == len(jobs)  # every job queued exactly once, taken ones from the first call
+    queued = list_queue(store, keys, JobClass.BATCH)
+    assert sorted(queued) == sorted(j.id for j in jobs)  # every job queued exactly once, taken ones from the first call

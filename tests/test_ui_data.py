@@ -18,7 +18,7 @@ from cellsched.schedulers.cell_gauges import HEAT_DRAINING, machine_heat
 from cellsched.schedulers.core import Scheduler
 from cellsched.schedulers.decision_ring import CAPACITY, MAX_EVENTS, MAX_TEXT, DecisionRing
 from cellsched.schedulers.settings import BATCH
-from tests.cellfactory import make_cell, make_job
+from tests.cellfactory import make_cell, make_job, submit_each
 
 
 def test_the_ring_keeps_decisions_with_tracing_off_and_stays_bounded():
@@ -28,8 +28,8 @@ def test_the_ring_keeps_decisions_with_tracing_off_and_stays_bounded():
         store = MemoryStore(clock=clock)
         keys = make_cell(store, 1, cpu=1000)
         # Two schedulers on one one-CPU machine: one places, the other conflicts; jobs too big park.
-        submit_jobs(store, keys, [make_job("fits", 1, cpu=1000), make_job("rival", 1, cpu=1000),
-                                  make_job("huge", 1, cpu=64000)], now=0.0)
+        submit_each(store, keys, [make_job("fits", 1, cpu=1000), make_job("rival", 1, cpu=1000),  # own entries
+                                  make_job("huge", 1, cpu=64000)])
         a = Scheduler("a", store, keys, BATCH.with_(claim_batch=1), clock)
         b = Scheduler("b", store, keys, BATCH.with_(claim_batch=2), clock)
         pa, pb = a.prepare(), b.prepare()

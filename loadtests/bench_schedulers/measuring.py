@@ -8,19 +8,24 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
+from cellsched.cellstate.index_entry import IndexEntry
 from cellsched.cellstate.keys import CellKeys
 from cellsched.cellstate.model import JobClass
-from cellsched.cellstate.store import CellStore, EventType, Get, Op, Put
+from cellsched.cellstate.store import CellStore, EventType, Get, KeyValue, Op, Put
 from cellsched.cellstate.store.memory import MemoryStore
 
 
 class QueueDrain:
-    """Counts the watched jobs whose queue entry is deleted: the store's word that they are bound."""
+    """Counts the watched jobs whose queue entry is deleted: the store's word that they are
+    bound. A queue segment (cellstate/queue_segments.py) goes once its holder settled all its
+    jobs; a job of it given an entry of its own (let go, or split) counts when that goes."""
 
     def __init__(self, store: CellStore, keys: CellKeys, job_ids: list[str], from_revision: int):
         self.pending = set(job_ids)
         self.keys = keys
         self._watch = store.watch(keys.queue_prefix(JobClass.BATCH), from_revision)
+        self._listed: dict[str, tuple[str, ...]] = {}  # segment key -> its jobs, from its puts
+        self._own: set[str] = set()  # jobs with an entry of their own now
 
     def wait(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -30,11 +35,36 @@ class QueueDrain:
                 return False
             for ev in self._watch.get(min(left, 0.05)):
                 if ev.type is EventType.DELETE:
-                    self.pending.discard(self.keys.last_segment(ev.key))
+                    jobs = self._listed.pop(ev.key, None)
+                    if jobs is None:  # an own entry
+                        jid = self.keys.last_segment(ev.key)
+                        self._own.discard(jid)
+                        self.pending.discard(jid)
+                    else:
+                        self.pending.difference_update(j for j in jobs if j not in self._own)
+                elif b'"jobs":' in ev.value:
+                    self._listed[ev.key] = IndexEntry.decode(KeyValue(ev.key, ev.value, 0, 0, 0)).jobs
+                else:
+                    self._own.add(self.keys.last_segment(ev.key))
         return True
 
     def close(self) -> None:
         self._watch.close()
+
+
+def wait_settled(store: CellStore, keys: CellKeys, timeout_s: float) -> bool:
+    """Wait until no queue entry and no claim key is left (a queue segment goes once its holder
+    settled its jobs, a claim key once its holder holds none of them): the measured phase ends
+    only then. Polls every 5 ms; whether it got there within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        queue, claims = store.txn([], [Get(keys.queue_prefix(), prefix=True, limit=1),
+                                       Get(keys.claims_prefix, prefix=True, limit=1)]).reads
+        if not queue and not claims:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
 
 
 def _txn_kind(success: Sequence[Op], keys: CellKeys) -> str:

@@ -14,7 +14,7 @@ from cellsched.cellstate.store import CellStore
 from cellsched.schedulers.settings import SchedulerSettings
 
 from .backends import Backend
-from .measuring import QueueDrain, own_cpu_s
+from .measuring import QueueDrain, own_cpu_s, wait_settled
 from .runners import RUNNERS, ThreadRunner
 from .workload import BenchmarkError, hold, make_jobs, make_machines, submit_all, verify
 
@@ -109,6 +109,8 @@ def run_phase(backend: Backend, admin: CellStore, keys: CellKeys, spec: RunSpec,
             res.completed = drain.wait(spec.timeout_s)
         elif isinstance(runner, ThreadRunner):  # the only runner without a gate
             res.completed = runner.wait_placed(res.tasks, spec.timeout_s)
+        # ... and no queue or claim key of the measured jobs is left (the earlier phases left none)
+        res.completed = res.completed and wait_settled(admin, keys, spec.timeout_s)
         res.measured_s = time.perf_counter() - t0
         res.etcd_cpu_s, res.bench_cpu_s = backend.cpu_s() - etcd_cpu0, own_cpu_s() - own_cpu0
         writes1 = backend.writes()
