@@ -17,16 +17,20 @@ from .views import JobView, MachineView
 REQUEST_BYTES_BUDGET = 0.7
 
 
-def txn_ops_cost(n_machines: int, n_jobs: int, n_sharded: int = 0, n_claims: int | None = None) -> int:
+def txn_ops_cost(n_machines: int, n_jobs: int, n_sharded: int = 0, n_claims: int | None = None,
+                 n_entries: int | None = None) -> int:
     """Ops one commit txn needs, the larger of its parts:
     compares: 2 per machine (spec, alloc) + 1 per job (record) + 1 per claim key (shared by
     the jobs of one claim txn: cellstate/claims.py; `n_claims`, at most one per job, unknown:
     one per job);
     failure reads: the same keys, + 1 per sharded job (its shards);
-    success: 1 put per machine + per job its record and its queue entry's delete when it
-    completes, else a put of its entry (claim count reset); + 1 new shard per sharded job."""
+    success: 1 put per machine + per job its record and, for `n_entries` of them (unknown: all),
+    its queue entry's delete when it completes, else a put of its entry (claim count reset;
+    a job placed from a queue segment writes none: cellstate/queue_segments.py); + 1 new shard
+    per sharded job."""
     claims = n_jobs if n_claims is None else n_claims
-    return max(2 * n_machines + n_jobs + claims + n_sharded, n_machines + 2 * n_jobs + n_sharded)
+    entries = n_jobs if n_entries is None else n_entries
+    return max(2 * n_machines + n_jobs + claims + n_sharded, n_machines + n_jobs + entries + n_sharded)
 
 
 def max_gang_machines(max_txn_ops: int, sharded: bool = False) -> int:
@@ -86,13 +90,18 @@ def chunk_claims(claims: list[Claim], machines: Mapping[str, MachineView], jobs:
     cur_m: set[str] = set()
     cur_j: set[str] = set()
     cur_k: set[str] = set()  # claim keys compared
-    cur_bytes = cur_s = 0
+    cur_bytes = cur_s = cur_e = 0
 
     def flush():
-        nonlocal cur, cur_m, cur_j, cur_k, cur_bytes, cur_s
+        nonlocal cur, cur_m, cur_j, cur_k, cur_bytes, cur_s, cur_e
         if cur:
             chunks.append(cur)
-        cur, cur_m, cur_j, cur_k, cur_bytes, cur_s = [], set(), set(), set(), 0, 0
+        cur, cur_m, cur_j, cur_k, cur_bytes, cur_s, cur_e = [], set(), set(), set(), 0, 0, 0
+
+    def entry_ops(jid: str) -> int:
+        """1 unless the job is placed from a queue segment by its one claim here (no queue write)."""
+        rec = jobs[jid].record
+        return 0 if rec.segment and len(by_job[jid]) == 1 and len(rec.unbound_tasks()) == 1 else 1
 
     def claims_with(jid: str) -> int:
         if claim_of is None:
@@ -100,9 +109,10 @@ def chunk_claims(claims: list[Claim], machines: Mapping[str, MachineView], jobs:
         return len(cur_k) + (jid in claim_of and claim_of[jid] not in cur_k)
 
     def add_job(jid: str, sh: int) -> None:
-        nonlocal cur_s
+        nonlocal cur_s, cur_e
         cur_j.add(jid)
         cur_s += sh
+        cur_e += entry_ops(jid)
         if claim_of is not None and jid in claim_of:
             cur_k.add(claim_of[jid])
 
@@ -113,7 +123,7 @@ def chunk_claims(claims: list[Claim], machines: Mapping[str, MachineView], jobs:
         if job.mode is TransactionMode.ALL_OR_NOTHING:
             ms = {c.machine_id for c in job_claims}
             extra = sizer.job(jid) + sum(sizer.machine(m) for m in ms - cur_m) + sum(map(sizer.claim, job_claims))
-            if txn_ops_cost(len(cur_m | ms), len(cur_j) + 1, cur_s + sh, claims_with(jid)) > limit \
+            if txn_ops_cost(len(cur_m | ms), len(cur_j) + 1, cur_s + sh, claims_with(jid), cur_e + 1) > limit \
                     or cur_bytes + extra > budget:
                 flush()
             cur += job_claims
@@ -125,7 +135,8 @@ def chunk_claims(claims: list[Claim], machines: Mapping[str, MachineView], jobs:
             new_m = c.machine_id not in cur_m
             new_j = jid not in cur_j
             extra = sizer.claim(c) + (sizer.machine(c.machine_id) if new_m else 0) + (sizer.job(jid) if new_j else 0)
-            cost = txn_ops_cost(len(cur_m) + new_m, len(cur_j) + new_j, cur_s + sh * new_j, claims_with(jid))
+            cost = txn_ops_cost(len(cur_m) + new_m, len(cur_j) + new_j, cur_s + sh * new_j, claims_with(jid),
+                                cur_e + (entry_ops(jid) if new_j else 0))
             if cur and (cost > limit or cur_bytes + extra > budget):
                 flush()
                 new_m = new_j = True

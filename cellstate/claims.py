@@ -37,6 +37,7 @@ from .index_entry import IndexEntry
 from .job_states import JobEvent, allowed, apply_event
 from .keys import CellKeys
 from .model import JobClass
+from .orphans import adopt_orphans
 from .resources import Vector
 from .store import CellStore, Get, KeyValue, ModRevisionIs, Op, Put
 from .views import JobView, complete_views
@@ -66,43 +67,6 @@ _CLAIM_SEQ = itertools.count(1)
 
 def _claim_value(owner: str, job_ids: list[str]) -> bytes:
     return codec.encode_obj({"owner": owner, "jobs": job_ids})
-
-
-def _claim_jobs_of(kv: KeyValue) -> list[str]:
-    return [str(j) for j in codec.decode_obj(kv.key, kv.value).get("jobs", [])]
-
-
-def adopt_orphans(store: CellStore, keys: CellKeys, lease_id: int, held: Container[str]) -> list[JobView]:
-    """Jobs claimed under `lease_id` that the caller does not know it holds.
-
-    A claim txn whose ack was lost (or a call cut short by an outage) leaves such
-    orphans, and nobody else may schedule those jobs while our lease lives. A job counts
-    only while its index entry still names the claim (read after the record, whose class,
-    priority and sequence spell the entry's key).
-    """
-    claims, _ = store.get_prefix(keys.claims_prefix)
-    listed = [(kv, jid) for kv in claims if kv.lease == lease_id for jid in _claim_jobs_of(kv) if jid not in held]
-    out: list[JobView] = []
-    per_txn = max(1, store.limits.max_txn_ops)
-    for start in range(0, len(listed), per_txn):
-        part = listed[start:start + per_txn]
-        reads = store.txn([], [Get(keys.job(jid)) for _, jid in part]).reads
-        for (ckv, _), r in zip(part, reads, strict=True):
-            for kv in r:
-                rec = codec.decode_job(kv.key, kv.value)
-                out.append(JobView(rec, kv.mod_revision, ckv.mod_revision, keys.last_segment(ckv.key)))
-    # Keep only the jobs whose entry names the claim: one the caller parked or placed since is
-    # listed by the claim key still, but no longer held by it.
-    # A job in a queue segment: the segment's entry names the holder, if the job still waits in it.
-    entry_keys = list(dict.fromkeys([keys.queue_of(v.record) for v in out] + [keys.parked_of(v.record) for v in out]))
-    holders: dict[str, str] = {}
-    for start in range(0, len(entry_keys), per_txn):
-        for r in store.txn([], [Get(k) for k in entry_keys[start:start + per_txn]]).reads:
-            for kv in r:
-                e = IndexEntry.decode(kv)
-                holders.update((jid, e.holder) for jid in e.members)
-    return complete_views(store, keys, [v for v in out if holders.get(v.record.job.id) == v.claim
-                                        and (not v.record.segment or queue_segments.waits_in(v.record, v.record.segment))])
 
 
 def _listed(kv: KeyValue) -> int:
@@ -235,7 +199,12 @@ def claim_entries(store: CellStore, keys: CellKeys, entries: Sequence[KeyValue],
     An entry claimed by someone else, or changed meanwhile, is skipped. A job that has
     used up its crash limit is parked for good here instead of being returned.
     """
-    max_ops = store.limits.max_txn_ops
+    # A claim txn: the claim key and each entry rewritten, compared unchanged, with its earlier
+    # holder's key compared gone; a compare per earlier holder too, so half the ops for entries.
+    # Its records are read after it, in parallel: one claim key for many segments, so a commit
+    # txn compares fewer claim keys (docs/architecture.md, "Queue segments").
+    max_entries = max(1, (store.limits.max_txn_ops - 1) // 2)
+    budget = int(store.limits.max_request_bytes * 0.5)
 
     def send(batch: list[tuple[KeyValue, IndexEntry]]):
         cid = new_claim_id(lease_id)
@@ -249,7 +218,6 @@ def claim_entries(store: CellStore, keys: CellKeys, entries: Sequence[KeyValue],
                 earlier.setdefault(entry.holder)
             compares.append(ModRevisionIs(qkv.key, qkv.mod_revision))
             success.append(Put(qkv.key, entry.with_claim(cid, entry.claims + 1).encode()))
-            success += [Get(keys.job(jid)) for jid in entry.members]
             failure.append(Get(qkv.key))
         compares += [ModRevisionIs(keys.claim(h), 0) for h in earlier]
         failure += [Get(keys.claim(h)) for h in earlier]
@@ -263,8 +231,9 @@ def claim_entries(store: CellStore, keys: CellKeys, entries: Sequence[KeyValue],
         room = limit - len(out)
         while todo and room > 0 and len(wave) < wave_size:
             batch: list[tuple[KeyValue, IndexEntry]] = []
-            ops = 1  # the claim key
-            while todo and room > 0 and (not batch or ops + 1 + len(todo[0][1].members) <= max_ops):
+            size = 0  # bytes: the entries twice (the rewrite and the claim key's list)
+            while todo and room > 0 and (not batch or (len(batch) < max_entries
+                                                       and size + 2 * len(todo[0][0].value) <= budget)):
                 if len(todo[0][1].members) > room and (out or wave or batch or not overshoot):
                     todo = []  # no room for it: the rest waits for the next step, in queue order
                     if no_room is not None:
@@ -272,7 +241,7 @@ def claim_entries(store: CellStore, keys: CellKeys, entries: Sequence[KeyValue],
                     break
                 pair = todo.pop(0)
                 batch.append(pair)
-                ops += 1 + len(pair[1].members)
+                size += 2 * len(pair[0].value) + len(pair[0].key)
                 room -= len(pair[1].members)
             if batch:
                 wave.append(batch)
@@ -282,9 +251,12 @@ def claim_entries(store: CellStore, keys: CellKeys, entries: Sequence[KeyValue],
             results = list(executor.map(send, wave))
         else:
             results = [send(wave[0])]
+        won = [jid for batch, (_, result) in zip(wave, results, strict=True) if result.succeeded
+               for _, entry in batch for jid in entry.members]
+        records = _read_jobs(store, keys, won, executor)
         for batch, (cid, result) in zip(wave, results, strict=True):
             if result.succeeded:
-                out += _claimed(store, keys, batch, cid, result, crash_limit, limit - len(out))
+                out += _claimed(store, keys, batch, cid, result.revision, records, crash_limit, limit - len(out))
                 continue
             # Somebody claimed or changed part of the batch first: retry only entries still as
             # read whose earlier holder (if any) is gone.
@@ -296,8 +268,21 @@ def claim_entries(store: CellStore, keys: CellKeys, entries: Sequence[KeyValue],
     return complete_views(store, keys, out)  # a large job's shards: one more read for each
 
 
-def _claimed(store: CellStore, keys: CellKeys, batch: list[tuple[KeyValue, IndexEntry]], cid: str, result,
-             crash_limit: int, room: int) -> list[JobView]:
+def _read_jobs(store: CellStore, keys: CellKeys, job_ids: list[str], executor: Executor | None
+               ) -> dict[str, KeyValue]:
+    """The records of `job_ids` (those that exist), a read txn per max_txn_ops, in parallel."""
+    per_txn = max(1, store.limits.max_txn_ops)
+    parts = [job_ids[i:i + per_txn] for i in range(0, len(job_ids), per_txn)]
+
+    def read(part: list[str]):
+        return store.txn([], [Get(keys.job(j)) for j in part]).reads
+
+    done = list(executor.map(read, parts)) if executor is not None and len(parts) > 1 else [read(p) for p in parts]
+    return {kv[0].key: kv[0] for reads in done for kv in reads if kv}
+
+
+def _claimed(store: CellStore, keys: CellKeys, batch: list[tuple[KeyValue, IndexEntry]], cid: str, revision: int,
+             records: dict[str, KeyValue], crash_limit: int, room: int) -> list[JobView]:
     """The views of a claim txn that succeeded: a segment's jobs that still wait in it, an own
     entry's job; the jobs past the crash limit parked for good instead. A segment is split
     when an earlier claim of it made no progress, or when more of its jobs wait than `room`
@@ -307,17 +292,18 @@ def _claimed(store: CellStore, keys: CellKeys, batch: list[tuple[KeyValue, Index
     claim key too when no job of it is held."""
     out: list[JobView] = []
     empty: dict[str, int] = {}
-    reads = iter(result.reads)
     for qkv, entry in batch:
         views = []
-        for r in (next(reads) for _ in entry.members):
-            for kv in r:
-                rec = codec.decode_job(kv.key, kv.value)
-                if not entry.jobs or queue_segments.waits_in(rec, keys.last_segment(qkv.key)):
-                    views.append(JobView(rec, kv.mod_revision, result.revision, cid))
+        for jid in entry.members:
+            kv = records.get(keys.job(jid))
+            if kv is None:
+                continue
+            rec = codec.decode_job(kv.key, kv.value)
+            if not entry.jobs or queue_segments.waits_in(rec, keys.last_segment(qkv.key)):
+                views.append(JobView(rec, kv.mod_revision, revision, cid))
         keep = max(1, room - len(out))
         if entry.jobs and not views:
-            empty[qkv.key] = result.revision
+            empty[qkv.key] = revision
         elif entry.jobs and (entry.claims or len(views) > keep):
             views = queue_segments.split_segment(store, keys, qkv.key, entry, complete_views(store, keys, views),
                                                  entry.claims + 1, keep)

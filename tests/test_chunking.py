@@ -14,7 +14,7 @@ from cellsched.cellstate.model import Claim, JobClass, task_id
 from cellsched.cellstate.store import StoreLimits
 from cellsched.cellstate.store.memory import MemoryStore
 
-from .cellfactory import make_cell, make_job, submit, views
+from .cellfactory import make_cell, make_job, submit, submit_each, views
 
 
 def test_one_task_jobs_on_one_machine_share_a_txn_and_its_allocation_write():
@@ -69,3 +69,41 @@ def test_a_txn_compares_each_claim_key_once():
     for chunk in shared:
         ms, js = {c.machine_id for c in chunk}, {c.job_id for c in chunk}
         assert txn_ops_cost(len(ms), len(js), n_claims=len({of[j] for j in js})) <= 128
+
+
+def test_jobs_placed_from_a_queue_segment_count_no_queue_write():
+    """One-task jobs of a queue segment write their record and an allocation share, no queue
+    entry (cellstate/queue_segments.py): the compares bound a txn, not the writes, so more jobs
+    fit one than with entries of their own; and the engine's txns stay within the limit."""
+    # 100 one-task jobs two to a machine, one claim: compares 2 x 50 + 100 + 1, writes 50 + 100 (+ 100)
+    assert txn_ops_cost(50, 100, n_claims=1, n_entries=0) == 201
+    assert txn_ops_cost(25, 50, n_claims=1, n_entries=50) == 125 > txn_ops_cost(25, 50, n_claims=1, n_entries=0)
+
+    def chunks_for(segmented: bool):
+        store = MemoryStore()
+        keys = make_cell(store, 60, cpu=64000, mem=1 << 20)
+        jobs = [make_job(f"s{i:03d}", 1, cpu=100, mem=100) for i in range(120)]
+        if segmented:
+            submit(store, keys, *jobs)  # one submission txn: a segment
+        else:
+            submit_each(store, keys, jobs)
+        held = {v.record.job.id: v for v in claim_jobs(store, keys, JobClass.BATCH, store.grant_lease(60), "s", 120)}
+        assert all(bool(v.record.segment) is segmented for v in held.values())
+        claims = [Claim(task_id(j.id, 0, 0), f"m{i // 2}", (100, 100, 0)) for i, j in enumerate(jobs)]
+        fences = {jid: Fence.of(v) for jid, v in held.items()}
+        chunks = chunk_claims(claims, views(store, keys, 60), held, store.limits, {j: f.claim for j, f in fences.items()})
+        ops_seen: list[int] = []
+        inner_txn = store.txn
+
+        def counting_txn(compares, success, failure=()):
+            if any(op.key.startswith(keys.alloc_prefix) for op in success):
+                ops_seen.append(max(len(compares), len(success), len(failure)))
+            return inner_txn(compares, success, failure)
+
+        store.txn = counting_txn
+        out = CommitEngine(store, keys).commit(Plan(claims, views(store, keys, 60), held, fences))
+        assert len(out.committed) == 120 and max(ops_seen) <= store.limits.max_txn_ops
+        assert check_store(store, keys, [j.id for j in jobs]).ok
+        return len(chunks)
+
+    assert chunks_for(True) < chunks_for(False)
