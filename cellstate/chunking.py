@@ -20,9 +20,9 @@ REQUEST_BYTES_BUDGET = 0.7
 def txn_ops_cost(n_machines: int, n_jobs: int, n_sharded: int = 0, n_claims: int | None = None,
                  n_entries: int | None = None) -> int:
     """Ops one commit txn needs, the larger of its parts:
-    compares: 2 per machine (spec, alloc) + 1 per job (record) + 1 per claim key (shared by
-    the jobs of one claim txn: cellstate/claims.py; `n_claims`, at most one per job, unknown:
-    one per job);
+    compares: 1 per machine (its allocation record, which every spec write moves too:
+    cellstate/machines.py) + 1 per job (record) + 1 per claim key (shared by the jobs of one
+    claim txn: cellstate/claims.py; `n_claims`, at most one per job, unknown: one per job);
     failure reads: the same keys, + 1 per sharded job (its shards);
     success: 1 put per machine + per job its record and, for `n_entries` of them (unknown: all),
     its queue entry's delete when it completes, else a put of its entry (claim count reset;
@@ -30,7 +30,7 @@ def txn_ops_cost(n_machines: int, n_jobs: int, n_sharded: int = 0, n_claims: int
     per sharded job."""
     claims = n_jobs if n_claims is None else n_claims
     entries = n_jobs if n_entries is None else n_entries
-    return max(2 * n_machines + n_jobs + claims + n_sharded, n_machines + n_jobs + entries + n_sharded)
+    return max(n_machines + n_jobs + claims + n_sharded, n_machines + n_jobs + entries + n_sharded)
 
 
 def max_gang_machines(max_txn_ops: int, sharded: bool = False) -> int:

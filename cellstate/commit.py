@@ -18,7 +18,7 @@ job record and every txn compares it, a task can never be bound twice.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 
@@ -41,7 +41,7 @@ from .plan import CommitResult, CommitStats, Fence, Plan
 from .shards import attach_shards, encode_shard, group_by_job
 from .store import CellStore, Get, ModRevisionIs, Op, Put
 from .validation import DEFAULT_MAX_TASKS_PER_MACHINE, Refusal, RefusalKind, validate_claims
-from .views import JobView, MachineView, machine_views_from_kvs
+from .views import JobView, MachineView, read_machine_views
 
 __all__ = ["CommitEngine", "CommitResult", "CommitStats", "Fence", "Plan", "max_gang_machines"]
 
@@ -195,7 +195,7 @@ class CommitEngine:
                 out.stats.unknown_outcomes += 1
                 landed, result = self._settle(pending, jobs, failure)
                 if landed:  # our txn was applied; the fresh reads already show its writes
-                    self._refresh(result.reads, machines, jobs)
+                    self._refresh(result.reads, machines, jobs, (c.machine_id for c in pending))
                     out.committed += pending
                     out.revision = max(out.revision, result.revision)
                     return
@@ -204,7 +204,7 @@ class CommitEngine:
                     self._apply_success(pending, machines, jobs, new_allocs, new_jobs, result.revision, out)
                     return
                 out.stats.conflicted_txns += 1
-            recheck = self._refresh(result.reads, machines, jobs)
+            recheck = self._refresh(result.reads, machines, jobs, (c.machine_id for c in pending))
             foreign |= recheck
             pending = self._drop_unfenced(pending, result.reads, fences, out)
         for c in pending:
@@ -253,12 +253,14 @@ class CommitEngine:
         keys = self.keys
         for mid, added in by_machine.items():
             view = machines[mid]
-            ak, sk = keys.alloc(mid), keys.spec(mid)
-            compares += [ModRevisionIs(sk, view.spec_revision), ModRevisionIs(ak, view.alloc_revision)]
+            # One compare per machine: every spec write rewrites the allocation record too
+            # (cellstate/machines.py), so its revision moves on any change of the machine.
+            ak = keys.alloc(mid)
+            compares.append(ModRevisionIs(ak, view.alloc_revision))
             rec = codec.alloc_with_tasks(view.alloc, added)
             new_allocs[mid] = rec
             success.append(Put(ak, codec.encode_alloc(rec)))
-            failure += [Get(sk), Get(ak)]
+            failure.append(Get(ak))
         now = self.clock.now()
         fenced: set[str] = set()
         for jid, bound in by_job.items():
@@ -342,15 +344,16 @@ class CommitEngine:
             attach_shards(codec.decode_job(kv.key, kv.value), shards.get(self.keys.last_segment(kv.key), ())),
             kv.mod_revision) for kv in job_kvs}
 
-    def _refresh(self, reads, machines: dict[str, MachineView], jobs: dict[str, JobView]) -> set[str]:
-        """Fold fresh reads into the views; returns the machines that changed."""
-        spec_kvs, alloc_kvs = [], []
+    def _refresh(self, reads, machines: dict[str, MachineView], jobs: dict[str, JobView],
+                 touched: Iterable[str]) -> set[str]:
+        """Fold fresh reads into the views; returns the machines that changed. The reads hold
+        the allocation records of `touched`: a machine whose record moved (or went) is read
+        again whole, spec and record in one read, since a spec change moves its record too."""
+        alloc_revs: dict[str, int] = {}
         for r in reads:
             for kv in r:
-                if kv.key.startswith(self.keys.spec_prefix):
-                    spec_kvs.append(kv)
-                elif kv.key.startswith(self.keys.alloc_prefix):
-                    alloc_kvs.append(kv)
+                if kv.key.startswith(self.keys.alloc_prefix):
+                    alloc_revs[self.keys.last_segment(kv.key)] = kv.mod_revision
         for jid, job_view in self._jobs_from_reads(reads).items():
             old_job = jobs.get(jid)
             if old_job is not None and old_job.record.history is not None:
@@ -358,7 +361,9 @@ class CommitEngine:
                 # write of this commit; a fenced one writes only while the planner holds the job.
                 job_view.record.history = old_job.record.history
             jobs[jid] = job_view
-        fresh = machine_views_from_kvs(self.keys, spec_kvs, alloc_kvs)
+        moved = [mid for mid in dict.fromkeys(touched)
+                 if mid not in machines or machines[mid].alloc_revision != alloc_revs.get(mid, 0)]
+        fresh = read_machine_views(self.store, self.keys, moved) if moved else {}
         changed: set[str] = set()
         for mid, view in fresh.items():
             old = machines.get(mid)

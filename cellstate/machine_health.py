@@ -26,8 +26,9 @@ from .clock import Clock
 from .errors import CellError
 from .keys import CellKeys
 from .lifecycle import release_tasks
+from .machines import write_spec
 from .model import Machine, MachineState, TaskOutcome, job_of_task
-from .store import CellStore, Get, KeyValue, ModRevisionIs, Put
+from .store import CellStore, Get, KeyValue, ModRevisionIs
 
 MONITOR = "monitor"
 
@@ -79,8 +80,7 @@ class MachineMonitor:
             new, guard, marked = replace(m, state=MachineState.UP, state_by=MONITOR), live.mod_revision, out.marked_up
         else:
             return m
-        if self.store.txn([ModRevisionIs(kv.key, kv.mod_revision), ModRevisionIs(live_key, guard)],
-                          [Put(kv.key, codec.encode_machine(new))]).succeeded:
+        if write_spec(self.store, self.keys, kv, new, [ModRevisionIs(live_key, guard)]):
             marked.append(m.id)
             return new
         return m  # changed meanwhile: the next tick judges it afresh

@@ -51,10 +51,11 @@ def test_one_task_jobs_on_one_machine_share_a_txn_and_its_allocation_write():
 
 
 def test_a_txn_compares_each_claim_key_once():
-    # 40 one-task jobs on 40 machines, all of one claim: compares 2 x 40 + 40 + 1
-    assert txn_ops_cost(40, 40, n_claims=1) == 121
+    # 40 one-task jobs on 40 machines, all of one claim: compares 40 + 40 + 1, writes 40 + 40 + 40
+    assert txn_ops_cost(40, 40, n_claims=1) == 120
+    assert txn_ops_cost(40, 40, n_claims=1, n_entries=0) == 81
     # without knowing the claims: one per job, as many as a claim key per job needs
-    assert txn_ops_cost(40, 40) == 160
+    assert txn_ops_cost(40, 40, n_entries=0) == 120
     store = MemoryStore()
     keys = make_cell(store, 100, cpu=64000, mem=1 << 20)
     jobs = [make_job(f"q{i:03d}", 1, cpu=100, mem=100) for i in range(100)]
@@ -68,15 +69,16 @@ def test_a_txn_compares_each_claim_key_once():
     assert len(shared) < len(unknown)
     for chunk in shared:
         ms, js = {c.machine_id for c in chunk}, {c.job_id for c in chunk}
-        assert txn_ops_cost(len(ms), len(js), n_claims=len({of[j] for j in js})) <= 128
+        assert txn_ops_cost(len(ms), len(js), n_claims=len({of[j] for j in js}),
+                            n_entries=sum(not held[j].record.segment for j in js)) <= 128
 
 
 def test_jobs_placed_from_a_queue_segment_count_no_queue_write():
     """One-task jobs of a queue segment write their record and an allocation share, no queue
     entry (cellstate/queue_segments.py): the compares bound a txn, not the writes, so more jobs
     fit one than with entries of their own; and the engine's txns stay within the limit."""
-    # 100 one-task jobs two to a machine, one claim: compares 2 x 50 + 100 + 1, writes 50 + 100 (+ 100)
-    assert txn_ops_cost(50, 100, n_claims=1, n_entries=0) == 201
+    # 100 one-task jobs two to a machine, one claim: compares 50 + 100 + 1, writes 50 + 100 (+ 100)
+    assert txn_ops_cost(50, 100, n_claims=1, n_entries=0) == 151
     assert txn_ops_cost(25, 50, n_claims=1, n_entries=50) == 125 > txn_ops_cost(25, 50, n_claims=1, n_entries=0)
 
     def chunks_for(segmented: bool):

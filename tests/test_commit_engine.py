@@ -16,7 +16,8 @@ from cellsched.cellstate.invariants import check_store
 from cellsched.cellstate.model import Claim, ConflictMode, JobStatus, task_id
 from cellsched.cellstate.store import StoreLimits
 from cellsched.cellstate.validation import RefusalKind
-from tests.cellfactory import make_cell, make_job, submit, views
+from cellsched.cellstate.views import read_job_view
+from tests.cellfactory import make_cell, make_job, submit, submit_each, views
 
 
 def claims_for(job, machines):
@@ -91,9 +92,10 @@ def test_commit_chunks_plans_larger_than_one_txn(store):
     jobs = submit(store, keys, job)
     out = CommitEngine(store, keys).commit(Plan(claims_for(job, [f"m{i}" for i in range(40)]),
                                                 views(store, keys, 40), jobs))
-    # M machines + 1 job cost 2*M + 2 <= 16 ops (compares: spec and alloc per machine, the job
-    # record and its claim) -> at most 7 machines a txn -> 6 txns.
-    assert len(out.committed) == 40 and out.stats.txns == 6
+    # M machines + 1 job cost M + 2 <= 16 ops (compares: the allocation record per machine, the
+    # job record and its claim; writes: the records and the job's queue entry) -> at most 14
+    # machines a txn -> 3 txns.
+    assert len(out.committed) == 40 and out.stats.txns == 3
     assert out.jobs["big"].record.status is JobStatus.PLACED
     assert check_store(store, keys).ok
 
@@ -146,11 +148,13 @@ def test_commit_bad_plan_refused_whole(store, bad, error):
 
 
 def test_commit_many_small_jobs_in_one_plan_respect_success_op_limit(store):
-    # 60 single-task jobs, each completing in the txn: 1 alloc put + 1 job put + 2 deletes
-    # per job, so a txn holds at most 128 // 3 = 42 of them; the engine must chunk.
+    # 60 single-task jobs with queue entries of their own, each completing in the txn: 1 alloc
+    # put + 1 job put + 1 entry delete per job, so a txn holds at most 128 // 3 = 42 of them;
+    # the engine must chunk. (From one queue segment they write no entry: 60 fit one txn.)
     keys = make_cell(store, 60)
     jobs = [make_job(f"s{i}", 1) for i in range(60)]
-    views_ = submit(store, keys, *jobs)
+    submit_each(store, keys, jobs)
+    views_ = {j.id: read_job_view(store, keys, j.id) for j in jobs}
     claims = [Claim(task_id(j.id, 0, 0), f"m{i}", j.groups[0].request) for i, j in enumerate(jobs)]
     out = CommitEngine(store, keys).commit(Plan(claims, views(store, keys, 60), views_))
     assert len(out.committed) == 60 and out.stats.txns == 2
@@ -158,18 +162,19 @@ def test_commit_many_small_jobs_in_one_plan_respect_success_op_limit(store):
 
 
 def test_commit_in_flight_waves_match_sequential_outcome(store):
-    # 90 single-task jobs need 3 txns; with 4 in flight they go as one wave of disjoint
-    # chunks, and the merged result must be what committing them one by one gives.
-    keys = make_cell(store, 90)
-    jobs = [make_job(f"w{i}", 1) for i in range(90)]
+    # 150 single-task jobs need 3 txns (a compare per machine and per job: 64 a txn); with 4
+    # in flight they go as one wave of disjoint chunks, and the merged result must be what
+    # committing them one by one gives.
+    keys = make_cell(store, 150)
+    jobs = [make_job(f"w{i}", 1) for i in range(150)]
     views_ = submit(store, keys, *jobs)
     claims = [Claim(task_id(j.id, 0, 0), f"m{i}", j.groups[0].request) for i, j in enumerate(jobs)]
     engine = CommitEngine(store, keys, max_in_flight=4)
     try:
-        out = engine.commit(Plan(claims, views(store, keys, 90), views_))
+        out = engine.commit(Plan(claims, views(store, keys, 150), views_))
     finally:
         engine.close()
-    assert len(out.committed) == 90 and out.stats.txns == 3 and not out.conflicted
+    assert len(out.committed) == 150 and out.stats.txns == 3 and not out.conflicted
     assert {c.task_id for c in out.committed} == {c.task_id for c in claims}
     assert all(v.record.status is JobStatus.PLACED for v in out.jobs.values())
     assert check_store(store, keys, [j.id for j in jobs]).ok

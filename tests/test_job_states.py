@@ -375,19 +375,19 @@ def test_cancel_while_a_scheduler_holds_the_job_it_lets_go():
 def test_cancel_large_job_across_several_txns_then_purge():
     clock = SimClock(0.0)
     store = MemoryStore(StoreLimits(max_txn_ops=16), clock=clock)
-    keys = make_cell(store, 12)
+    keys = make_cell(store, 20)  # more machines than one 16-op txn compares
     n = INLINE_TASKS + 12  # sharded bindings
     job = Job("big", (TaskGroup("g", n, (100, 128, 0)),))
     submit_jobs(store, keys, [job], now=0.0)
-    result = CommitEngine(store, keys).commit(Plan([Claim(task_id("big", 0, i), f"m{i % 12}", (100, 128, 0))
-                                                    for i in range(n)], views(store, keys, 12),
+    result = CommitEngine(store, keys).commit(Plan([Claim(task_id("big", 0, i), f"m{i % 20}", (100, 128, 0))
+                                                    for i in range(n)], views(store, keys, 20),
                                                    {"big": read_job_view(store, keys, "big")}))
     assert len(result.committed) == n and result.stats.txns >= 2
     assert read_job_view(store, keys, "big").record.status is JobStatus.PLACED
     rev = store.current_revision()
     out = cancel_job(store, keys, "big", now=1.0)
     assert len(out.released) == n and store.current_revision() - rev >= 2  # one txn could not hold it all
-    assert all(v.alloc.used == ZERO and not v.alloc.tasks for v in views(store, keys, 12).values())
+    assert all(v.alloc.used == ZERO and not v.alloc.tasks for v in views(store, keys, 20).values())
     assert check_store(store, keys, ["big"]).ok
     assert purge_finished(store, keys, now=100.0, retention_s=60.0) == ["big"]
     assert read_job_view(store, keys, "big") is None and store.get_prefix(keys.bind_root)[0] == []

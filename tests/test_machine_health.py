@@ -156,7 +156,7 @@ def test_heartbeats_do_not_reach_the_schedulers_local_copy():
         heartbeat(store, keys, "m0", lease)
     assert copy.poll(timeout=0.2) == 0
     set_machine_state(store, keys, "m1", MachineState.DRAINING)
-    assert copy.poll(timeout=5.0) == 1  # the watch itself still works
+    assert copy.poll(timeout=5.0) >= 1  # the watch itself still works (the spec and its allocation record)
     copy.close()
 
 
