@@ -33,7 +33,7 @@ from concurrent.futures import Executor
 
 from . import codec, queue_segments
 from .claim_reads import claim_holders, claimed_jobs, list_parked, list_queue
-from .index_entry import IndexEntry
+from .index_entry import IndexEntry, listed_count
 from .job_states import JobEvent, allowed, apply_event
 from .keys import CellKeys
 from .model import JobClass
@@ -67,11 +67,6 @@ _CLAIM_SEQ = itertools.count(1)
 
 def _claim_value(owner: str, job_ids: list[str]) -> bytes:
     return codec.encode_obj({"owner": owner, "jobs": job_ids})
-
-
-def _listed(kv: KeyValue) -> int:
-    """How many jobs an index entry lists (a queue segment's, else 1), decoding only a segment."""
-    return len(IndexEntry.decode(kv).members) if b'"jobs":' in kv.value else 1
 
 
 def shard_of(job_id: str, shards: int) -> int:
@@ -151,10 +146,11 @@ def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: 
         full_page = len(page) == size
         if not page and not (n > 1 and window):
             break
+        listed = {kv.key: listed_count(kv) for kv in page}  # a segment decoded once per page
         if page:  # (an empty page still ends a window that the page before left open)
             after = page[-1].key
             entries_read += len(page)
-            jobs_listed += sum(map(_listed, page))
+            jobs_listed += sum(listed.values())
             # The next page: as many entries as the jobs still wanted take at the mean seen so far
             # (a queue segment lists up to a claim txn's worth), with a margin; never past CLAIM_PAGE.
             wanted = max(limit - len(out), n * limit - window_jobs if n > 1 else 0)
@@ -165,7 +161,7 @@ def claim_jobs(store: CellStore, keys: CellKeys, job_class: JobClass, lease_id: 
             for pair in candidates:  # the window counts jobs: a queue segment lists many
                 if window_jobs < n * limit:
                     window.append(pair)
-                    window_jobs += _listed(pair[1])
+                    window_jobs += listed[pair[1].key]
                 else:
                     beyond.append(pair)
             if window_jobs < n * limit and full_page:

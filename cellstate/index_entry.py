@@ -71,10 +71,15 @@ class IndexEntry:
         return IndexEntry(self.job_id, claims, self.need, self.stuck, holder, self.jobs)
 
 
+def listed_count(kv: KeyValue) -> int:
+    """How many jobs one index entry lists (a queue segment's, else 1), decoding only a segment."""
+    return len(IndexEntry.decode(kv).members) if b'"jobs":' in kv.value else 1
+
+
 def listed_jobs(kvs) -> int:
     """How many jobs these index entries list (a queue segment lists several: its placed and
     parked jobs too, until it goes; cellstate/queue_segments.py)."""
-    return sum(len(IndexEntry.decode(kv).members) if b'"jobs":' in kv.value else 1 for kv in kvs)
+    return sum(map(listed_count, kvs))
 
 
 _NEW_ENTRY = b'{"v":%d,"job":"' % codec.FORMAT_VERSION

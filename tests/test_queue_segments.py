@@ -34,6 +34,15 @@ def queue_entries(store, keys):
     return [(kv.key, IndexEntry.decode(kv)) for kv in kvs]
 
 
+def claimed_segment(store, machines: int, jobs: int, limit: int):
+    """A cell, one submission txn of `jobs` one-task jobs j0.. (a segment), and one claim of up to
+    `limit` of them: (keys, lease, views)."""
+    keys = make_cell(store, machines)
+    submit_jobs(store, keys, [make_job(f"j{i}", 1) for i in range(jobs)], now=0.0)
+    lease = store.grant_lease(30)
+    return keys, lease, claim_jobs(store, keys, JobClass.BATCH, lease, "a", limit=limit)
+
+
 def clean(store, keys, jobs=None):
     rep = check_store(store, keys, jobs)
     assert rep.ok, rep.violations
@@ -66,10 +75,7 @@ def test_segments_stay_within_one_claim_txn(store):
 
 
 def test_a_claim_takes_a_segment_whole_and_placing_writes_no_queue_key(store):
-    keys = make_cell(store, 4)
-    submit_jobs(store, keys, [make_job(f"j{i}", 1) for i in range(8)], now=0.0)
-    lease = store.grant_lease(30)
-    got = claim_jobs(store, keys, JobClass.BATCH, lease, "a", limit=8)
+    keys, lease, got = claimed_segment(store, machines=4, jobs=8, limit=8)
     assert len(got) == 8
     [(seg_key, seg)] = queue_entries(store, keys)
     assert seg.holder == got[0].claim and seg.claims == 1
@@ -126,10 +132,7 @@ def test_a_split_keeps_only_the_claims_room_and_lets_the_rest_go(store):
 
 
 def test_a_batch_smaller_than_a_segment_splits_it_and_holds_only_its_room(store):
-    keys = make_cell(store, 2)
-    submit_jobs(store, keys, [make_job(f"j{i}", 1) for i in range(6)], now=0.0)
-    lease = store.grant_lease(30)
-    got = claim_jobs(store, keys, JobClass.BATCH, lease, "a", limit=2)
+    keys, lease, got = claimed_segment(store, machines=2, jobs=6, limit=2)
     assert [v.record.job.id for v in got] == ["j0", "j1"]
     entries = {e.job_id: e for _, e in queue_entries(store, keys)}
     assert all(not e.jobs for e in entries.values()) and len(entries) == 6  # the segment went
