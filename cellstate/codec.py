@@ -215,6 +215,15 @@ def alloc_heads(values) -> bytes | None:
     return joined.translate(_DIGITS_ONLY)
 
 
+def held_in_encoded_alloc(raw: bytes, task_ids) -> list[str]:
+    """Those of `task_ids` that an allocation record holds, read off its bytes without parsing
+    them, for a value alloc_summary accepts (as encode_alloc writes it). Its task map's
+    entries are `"<task id>":[<request>]`; a task id always has a "/" (model.task_id), which
+    none of the record's other member names has ("u" is not a task), and the entries' values
+    are integer vectors, so that text is in the value exactly when the task is a key of the map."""
+    return [t for t in task_ids if "/" in t and b'"%s":[' % t.encode() in raw]
+
+
 def alloc_with_tasks(a: AllocationRecord, added: dict) -> AllocationRecord:
     """a.with_tasks(added), carrying the encoded task entries forward, so encoding the
     new record costs the added tasks only, not every task already on the machine."""

@@ -72,7 +72,7 @@ class SchedulerCache(ConfirmedMachines):
         kept = []
         for tid, c in list(self._assumed.items()):
             i = self.index.get(c.machine_id)
-            if i is None or tid in self.alloc(i).tasks:
+            if i is None or self.held_tasks(i, (tid,)):
                 del self._assumed[tid]
             else:
                 kept.append(c)
@@ -233,16 +233,23 @@ class SchedulerCache(ConfirmedMachines):
             self.dirty.add(i)
         alloc_revs = np.fromiter((v.alloc_revision for v in fresh), dtype=np.int64, count=n)
         newer = np.flatnonzero(alloc_revs > self.alloc_rev[rows]).tolist()
+        allocs, raw = self._allocs, self._alloc_raw
         if newer:  # set_alloc per row, each column written once
             at = [rows[k] for k in newer]
             recs = [fresh[k].alloc for k in newer]
-            allocs, raw = self._allocs, self._alloc_raw
             for i, rec in zip(at, recs, strict=True):
                 allocs[i], raw[i] = rec, None
             self.used[at] = [rec.used for rec in recs]
             self.task_count[at] = [len(rec.tasks) for rec in recs]
             self.alloc_rev[at] = alloc_revs[newer]
             self.dirty.update(at)
+        # The watch applied some of these records first (another loop of a shared copy synced
+        # while this commit's ack was on its way): keep them encoded no longer, the view holds
+        # them decoded, and the next commit on the machine would decode them again.
+        for k in np.flatnonzero(alloc_revs == self.alloc_rev[rows]).tolist():
+            i = rows[k]
+            if allocs[i] is None:
+                allocs[i], raw[i] = fresh[k].alloc, None
         self.schedulable[rows] = self._up[rows] & (self.task_count[rows] < self.max_tasks)  # _update_schedulable
         on_row = self._on_row
         added = [c for i in rows if i in on_row for c in self._held_by_alloc(i)]
@@ -268,8 +275,8 @@ class SchedulerCache(ConfirmedMachines):
 
     def _held_by_alloc(self, i: int) -> list[Claim]:
         """Row i's assumed claims whose tasks its confirmed allocation holds: to be Added."""
-        tasks = self.alloc(i).tasks
-        return [c for t, c in self._on_row[i].items() if t in tasks]
+        held = self._on_row[i]
+        return [held[t] for t in self.held_tasks(i, held)]
 
     def _drop(self, claims: list[Claim]) -> list[int]:
         """Claims leave the Assumed state (Added or Forgotten); returns their rows."""

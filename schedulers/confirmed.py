@@ -275,6 +275,17 @@ class ConfirmedMachines:
             self._allocs[i], self._alloc_raw[i] = rec, None
         return rec
 
+    def held_tasks(self, i: int, task_ids) -> list[str]:
+        """Those of `task_ids` that row i's confirmed allocation holds. A record still
+        encoded is searched, not decoded (codec.held_in_encoded_alloc): with schedulers
+        sharing one copy, the watch brings records of machines another loop holds claims
+        on, and decoding each whole just to look up a few tasks was most of their sync."""
+        raw = self._alloc_raw[i]
+        if self._allocs[i] is None and raw is not None:
+            return codec.held_in_encoded_alloc(raw, task_ids)
+        tasks = self.alloc(i).tasks
+        return [t for t in task_ids if t in tasks]
+
     def set_alloc(self, i: int, rec: AllocationRecord) -> None:
         """Row i's allocation record is now `rec` (decoded); the caller sets its revision."""
         self._allocs[i], self._alloc_raw[i] = rec, None

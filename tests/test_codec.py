@@ -27,6 +27,21 @@ def test_codec_alloc_round_trip_is_valid_json(used, tasks):
     assert codec.alloc_summary(raw) == (tuple(used), len(tasks))  # the snapshot's fast path agrees
 
 
+task_ids = st.builds(lambda j, g, i: f"{j}/{g}/{i}", ids, st.integers(0, 63), st.integers(0, 10**5))
+
+
+@given(used=vec, tasks=st.dictionaries(task_ids, vec, max_size=20), asked=st.lists(task_ids, max_size=8),
+       prefixes=st.booleans())
+def test_held_in_encoded_alloc_agrees_with_the_decoded_record(used, tasks, asked, prefixes):
+    # Asked ids include ones that are prefixes or extensions of held ids ("j/0/1" beside
+    # "j/0/12"), and the record's member names: only real keys of the task map count.
+    if prefixes:
+        asked += [t[:-1] for t in tasks if len(t) > 1] + [t + "0" for t in tasks] + ["v", "u", "n", "t"]
+    raw = codec.encode_alloc(AllocationRecord(used, tasks))
+    held = set(codec.decode_alloc("/c/node/alloc/m", raw).tasks)
+    assert codec.held_in_encoded_alloc(raw, asked) == [t for t in asked if t in held]
+
+
 def test_codec_alloc_summary_falls_back_and_count_is_checked():
     old_layout = b'{"v":1,"u":[5,6,0],"t":{"j/0/0":[5,6,0]}}'  # written before the count
     assert codec.alloc_summary(old_layout) is None

@@ -178,6 +178,36 @@ def test_the_watch_confirms_an_assumed_claim_too(store):
     assert columns_used(cache, "m0") == (1000, 1024, 0)  # counted once, not assumed + confirmed
 
 
+def test_the_watch_tells_held_tasks_without_decoding_records_and_confirm_keeps_them_decoded(store, monkeypatch):
+    # Loops sharing a copy see each other's commits on machines where they hold claims; the
+    # watch must tell whether a record holds an assumed task without parsing the record.
+    from cellsched.cellstate import codec
+
+    keys = make_cell(store, 2)
+    cache = SchedulerCache(store, keys)
+    jobs = submit(store, keys, make_job("a", 1))
+    c = claim("a", 0, "m0")
+    cache.assume([c])
+    decoded = []
+    real_decode = codec.decode_alloc
+    monkeypatch.setattr(codec, "decode_alloc", lambda key, raw: decoded.append(key) or real_decode(key, raw))
+    other = place(store, keys, "a1", "m0")  # another scheduler's task lands on m0 ("a1/0/0": "a/0/0" is not it)
+    decoded.clear()  # place() read its views from the store; what counts is the copy's own decoding
+    assert drain(cache, lambda: cache.revision >= other.revision)
+    cache.refresh()
+    assert cache.is_assumed(c.task_id) and decoded == []
+    assert columns_used(cache, "m0") == (2000, 2048, 0)  # a1's confirmed task + our assumed one
+    plan_views = cache.views(["m0"])  # the commit needs the record decoded: once
+    out = CommitEngine(store, keys).commit(Plan([c], plan_views, jobs))
+    assert len(decoded) == 1
+    assert drain(cache, lambda: not cache.is_assumed(c.task_id))  # the watch's record holds it: Added
+    assert len(decoded) == 1
+    cache.confirm(out.machines)  # the ack after the watch: its decoded record is kept
+    assert cache.views(["m0"])["m0"].alloc.tasks.keys() == {"a1/0/0", c.task_id} and len(decoded) == 1
+    cache.refresh()
+    assert columns_used(cache, "m0") == confirmed_used(cache, "m0") == (2000, 2048, 0)
+
+
 def test_refresh_reports_freed_capacity_and_keeps_assumptions(store):
     keys = make_cell(store, 2)
     cache = SchedulerCache(store, keys)
