@@ -23,6 +23,7 @@ class Backend:
     pids: list[int] = field(default_factory=list)  # the etcd members'
     memory: MemoryStore | None = None
     host_name: str | None = None  # the memory store hosted in its Ray actor (runners.hosted_memory)
+    host_pids: list[int] = field(default_factory=list)  # that actor's process
 
     def connect(self) -> CellStore:
         """A new client (etcd, or the hosted memory store), or the one shared embedded store (memory)."""
@@ -50,15 +51,24 @@ class Backend:
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the etcd members have used so far."""
-        tick = os.sysconf("SC_CLK_TCK")
-        total = 0.0
-        for pid in self.pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / tick
-        return total
+        return processes_cpu_s(self.pids)
+
+    def host_cpu_s(self) -> float:
+        """CPU seconds the memory store's Ray actor has used so far (0 without one)."""
+        return processes_cpu_s(self.host_pids)
+
+
+def processes_cpu_s(pids) -> float:
+    """CPU seconds (user + system) these processes of this machine have used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 @contextmanager

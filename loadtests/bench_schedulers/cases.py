@@ -78,31 +78,39 @@ def scaling_case(args) -> dict:
     machines, jobs, tasks = args.scaling_machines, args.scaling_jobs, args.scaling_tasks
     runners = ["threads", "ray"] if args.runner == "both" else [args.runner]
     homes = {"on": [True], "off": [False], "both": [False, True]}[args.homes]
+    repeats = max(1, args.scaling_repeats)
     if args.quick:
-        backends, counts, machines, jobs, tasks = ["memory", "etcd-1"], [1, 2], 50, 40, 5
+        backends, counts, machines, jobs, tasks, repeats = ["memory", "etcd-1"], [1, 2], 50, 40, 5, 1
     # A run ends only when every task is placed: the cell must hold them all. Grow it so the
     # workload fills at most SCALING_FILL of the pods a machine takes (40 of 100m on 4 CPU).
     machines = max(machines, fitting_machines(jobs * tasks, NODE, POD, SCALING_FILL))
     skipped: list[str] = []
-    rows = _scaling_rows("sc", backends, runners, modes, homes, counts, machines, jobs, tasks, args, skipped)
+    rows = _scaling_rows("sc", backends, runners, modes, homes, counts, machines, jobs, tasks, repeats, args, skipped)
     # Issue 9: the same figures with the cell loaded to 90% CPU (RESOURCE_FIT, homes on).
     full = fitting_machines(jobs * tasks, NODE, POD, FULL_FILL)
     full_rows = _scaling_rows("sc90", backends, runners, [ConflictMode.RESOURCE_FIT], [True], counts, full, jobs,
-                              tasks, args, skipped)
+                              tasks, repeats, args, skipped)
     full_figures = scaling_figures(full_rows)
     return {"workload": f"{jobs} jobs x {tasks} tasks of 100m/500Mi on {machines} machines of 4 CPU/32Gi, "
                         f"BATCH preset (claim_batch {BATCH.claim_batch}, {BATCH.policy_name}), "
-                        f"runners {'/'.join(runners)}; the 90% load on {full} machines",
+                        f"runners {'/'.join(runners)}; the 90% load on {full} machines; "
+                        f"{repeats} run(s) of each RESOURCE_FIT point, the figures from each N's median",
+            "repeats": repeats,
             "rows": rows, "skipped": skipped, **scaling_figures(rows),
             "scaling_90_rows": full_rows,
             "scaling_90_cpu_fill": round(jobs * tasks * POD[0] / (full * NODE[0]), 3),
             "scaling_90_min_ratio": full_figures.get("scaling_min_ratio"),
             "scaling_90_max_failed_txn_fraction": full_figures.get("scaling_max_failed_txn_fraction"),
+            "scaling_90_max_failed_txn_fraction_any_run": full_figures.get("scaling_max_failed_txn_fraction_any_run"),
+            "scaling_90_series": full_figures["scaling_series"],
             "scaling_90_jobs_parked": sum(r["jobs_parked"] for r in full_rows)}
 
 
-def _scaling_rows(label, backends, runners, modes, homes, counts, machines, jobs, tasks, args,
+def _scaling_rows(label, backends, runners, modes, homes, counts, machines, jobs, tasks, repeats, args,
                   skipped: list[str]) -> list[dict]:
+    """Every (backend, runner, mode, homes) series over `counts`; a RESOURCE_FIT series (the
+    issue's figures) `repeats` times, in rounds of every count, so a slow spell of the
+    machine lands on all the counts of one round rather than on one count's every run."""
     rows = []
     for b in backends:
         if b != "memory" and not etcd_available():
@@ -113,19 +121,22 @@ def _scaling_rows(label, backends, runners, modes, homes, counts, machines, jobs
             opened = hosted_memory() if runner == "ray" and b == "memory" else open_backend(b, args.clients)
             with opened as backend:
                 for mode in modes:
-                    for homed in homes:
-                        for n in counts:
-                            if n == 1 and not homed and True in homes:
-                                continue  # one scheduler has the whole cell either way: run it once
-                            settings = BATCH.with_(conflict_mode=mode, idle_poll_s=0.01)
-                            spec = RunSpec(f"{label}-{b}-{runner}-{mode.value.replace('_', '')}-{int(homed)}-{n}",
-                                           machines, NODE, POD, 0, jobs, tasks, n, settings, runner, homes=homed)
-                            r = run_once(backend, spec)
-                            rows.append(row(r))
-                            print(f"  {label:7} {b:7} {runner:7} {mode.value:12} homes={'on' if homed else 'off'} "
-                                  f"n={n} on {machines} machines: {r.tasks_per_s:8.0f} tasks/s, failed txn "
-                                  f"fraction {r.failed_txn_fraction:.3f}, parked {int(r.total('jobs_parked'))}",
-                                  file=sys.stderr, flush=True)
+                    rounds = repeats if mode is ConflictMode.RESOURCE_FIT else 1
+                    for rep in range(rounds):
+                        for homed in homes:
+                            for n in counts:
+                                if n == 1 and not homed and True in homes:
+                                    continue  # one scheduler has the whole cell either way: run it once
+                                settings = BATCH.with_(conflict_mode=mode, idle_poll_s=0.01)
+                                spec = RunSpec(f"{label}-{b}-{runner}-{mode.value.replace('_', '')}-{int(homed)}-{n}"
+                                               f"-r{rep}", machines, NODE, POD, 0, jobs, tasks, n, settings, runner,
+                                               homes=homed)
+                                r = run_once(backend, spec)
+                                rows.append(row(r) | {"repeat": rep})
+                                print(f"  {label:7} {b:7} {runner:7} {mode.value:12} homes={'on' if homed else 'off'}"
+                                      f" n={n} run {rep + 1}/{rounds} on {machines} machines: {r.tasks_per_s:8.0f}"
+                                      f" tasks/s, failed txn fraction {r.failed_txn_fraction:.3f}, parked"
+                                      f" {int(r.total('jobs_parked'))}", file=sys.stderr, flush=True)
     return rows
 
 
@@ -140,13 +151,16 @@ def fitting_machines(pods: int, node: tuple[int, int, int], pod: tuple[int, int,
 
 
 def scaling_figures(rows: list[dict]) -> dict:
-    """Issue 9's figures over the RESOURCE_FIT rows: per (backend, runner, homes) series, the
-    lowest tasks/s with N >= 2 over tasks/s with 1, and the highest failed txn fraction with
-    N >= 2; then the worst over the series with homes (and, if run, without)."""
-    series: dict[tuple, dict[int, dict]] = {}
+    """Issue 9's figures over the RESOURCE_FIT rows: per (backend, runner, homes) series and N,
+    the median of its runs' tasks/s and, apart, of their failed txn fractions; then per
+    series the lowest median tasks/s with N >= 2 over the median with 1, and the highest
+    median failed txn fraction with N >= 2; then the worst over the series with homes (and,
+    if run, without). One run per point: its own figures."""
+    runs: dict[tuple, dict[int, list[dict]]] = {}
     for r in rows:
         if r["conflict_mode"] == ConflictMode.RESOURCE_FIT.value:
-            series.setdefault((r["backend"], r["runner"], r["homes_on"]), {})[r["schedulers"]] = r
+            runs.setdefault((r["backend"], r["runner"], r["homes_on"]), {}).setdefault(r["schedulers"], []).append(r)
+    series = {key: {n: _median_point(point) for n, point in by_n.items()} for key, by_n in runs.items()}
     singles = {(b, r): by_n[1] for (b, r, _), by_n in series.items() if 1 in by_n}
     figures = []
     for (backend, runner, homed), by_n in sorted(series.items(), key=str):
@@ -155,12 +169,29 @@ def scaling_figures(rows: list[dict]) -> dict:
             continue
         figures.append({"backend": backend, "runner": runner, "homes": homed,
                         "single_tasks_per_s": one["tasks_per_s"],
+                        "median_tasks_per_s_by_n": {n: by_n[n]["tasks_per_s"] for n in sorted(by_n)},
+                        "runs_tasks_per_s_by_n": {n: [r["tasks_per_s"] for r in runs[(backend, runner, homed)][n]]
+                                                  for n in sorted(by_n)},
                         "min_ratio": round(min(r["tasks_per_s"] for r in many) / one["tasks_per_s"], 3),
-                        "max_failed_txn_fraction": max(r["failed_txn_fraction"] for r in many)})
+                        "max_failed_txn_fraction": max(r["failed_txn_fraction"] for r in many),
+                        "max_failed_txn_fraction_any_run": max(r["failed_txn_fraction"]
+                                                               for n, point in runs[(backend, runner, homed)].items()
+                                                               if n >= 2 for r in point)})
     out: dict = {"scaling_series": figures}
     for homed, suffix in ((True, ""), (False, "_without_homes")):
         chosen = [f for f in figures if f["homes"] is homed]
         if chosen:
             out[f"scaling_min_ratio{suffix}"] = min(f["min_ratio"] for f in chosen)
             out[f"scaling_max_failed_txn_fraction{suffix}"] = max(f["max_failed_txn_fraction"] for f in chosen)
+            out[f"scaling_max_failed_txn_fraction_any_run{suffix}"] = max(f["max_failed_txn_fraction_any_run"]
+                                                                          for f in chosen)
     return out
+
+
+def _median_point(point: list[dict]) -> dict:
+    """One N's runs as one point: the median tasks/s and, apart, the median failed txn fraction
+    (the lower middle of an even count)."""
+    def mid(values):
+        return sorted(values)[(len(values) - 1) // 2]
+    return {"tasks_per_s": mid([r["tasks_per_s"] for r in point]),
+            "failed_txn_fraction": mid([r["failed_txn_fraction"] for r in point])}

@@ -46,20 +46,25 @@ def print_tables(result: dict) -> None:
         for f in s.get("scaling_series", []):
             print(f"   {f['backend']}/{f['runner']}/homes {'on' if f['homes'] else 'off'}: 1 scheduler "
                   f"{f['single_tasks_per_s']:.0f} tasks/s; min ratio N>=2 {f['min_ratio']:.3f}; "
-                  f"max failed txn fraction N>=2 {f['max_failed_txn_fraction']:.3f}")
+                  f"max failed txn fraction N>=2 {f['max_failed_txn_fraction']:.3f} "
+                  f"(medians of {max(len(v) for v in f['runs_tasks_per_s_by_n'].values())} run(s) per N; "
+                  f"worst run {f['max_failed_txn_fraction_any_run']:.3f})")
         for key in ("scaling_min_ratio", "scaling_max_failed_txn_fraction",
                     "scaling_min_ratio_without_homes", "scaling_max_failed_txn_fraction_without_homes",
-                    "scaling_90_cpu_fill", "scaling_90_min_ratio", "scaling_90_max_failed_txn_fraction",
+                    "scaling_max_failed_txn_fraction_any_run", "scaling_90_cpu_fill", "scaling_90_min_ratio",
+                    "scaling_90_max_failed_txn_fraction", "scaling_90_max_failed_txn_fraction_any_run",
                     "scaling_90_jobs_parked"):
             if key in s:
                 print(f"   {key} = {s[key]}")
         print()
-        _table(("backend", "runner", "homes", "conflict_mode", "schedulers", "tasks_per_s", "conflict_fraction", "failed_txn_fraction",
-                "recommitted_claims", "jobs_parked", "busyness_mean", "keys_written_per_pod", "verified"), rows)
+        _table(("backend", "runner", "homes", "conflict_mode", "schedulers", "repeat", "tasks_per_s",
+                "conflict_fraction", "failed_txn_fraction", "recommitted_claims", "jobs_parked", "busyness_mean",
+                "scheduler_actors_cpu_s", "etcd_cpu_s", "store_host_cpu_s", "bench_process_cpu_s", "verified"), rows)
         if s.get("scaling_90_rows"):
             print("\n   the cell loaded to 90% CPU:")
-            _table(("backend", "runner", "schedulers", "tasks_per_s", "failed_txn_fraction", "jobs_parked",
-                    "verified"), s["scaling_90_rows"])
+            _table(("backend", "runner", "schedulers", "repeat", "tasks_per_s", "failed_txn_fraction", "jobs_parked",
+                    "scheduler_actors_cpu_s", "etcd_cpu_s", "store_host_cpu_s", "bench_process_cpu_s", "verified"),
+                   s["scaling_90_rows"])
 
 
     _print_backlog(result.get("backlog"))
@@ -127,9 +132,12 @@ def _pivot(title: str, rows: list[dict], metric: str, fmt: str) -> None:
                   key=lambda c: (order.index(c[1]), c[2] != "resource_fit", c[0]))
     names = [c[0] for c in cols]
     counts = sorted({r["schedulers"] for r in rows})
-    table = {(_column(r), r["schedulers"]): r[metric] for r in rows}
+    table: dict[tuple[str, int], list] = {}
+    for r in rows:  # repeated runs of a point: every value, in run order
+        table.setdefault((_column(r), r["schedulers"]), []).append(r[metric])
     print(f"\n   {title}")
-    _table(("schedulers", *names), [{"schedulers": n, **{c: fmt.format(table[(c, n)]) for c in names if (c, n) in table}}
+    _table(("schedulers", *names), [{"schedulers": n, **{c: " ".join(fmt.format(v) for v in table[(c, n)])
+                                                         for c in names if (c, n) in table}}
                                     for n in counts])
 
 

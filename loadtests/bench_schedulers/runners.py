@@ -21,7 +21,7 @@ from cellsched.schedulers.cpu_baton import CpuBaton
 from cellsched.schedulers.settings import SchedulerSettings
 from cellsched.schedulers.shared_cache import cache_for_loops
 
-from .backends import Backend
+from .backends import Backend, processes_cpu_s
 from .measuring import CountingStore
 
 
@@ -94,6 +94,9 @@ class ThreadRunner:
             store.close()
         return metrics, self._errors
 
+    def cpu_s(self) -> float | None:
+        return None  # the loops' CPU is this process's (bench_process_cpu_s)
+
     def store_counts(self) -> tuple[Counter, dict, int] | None:
         """(keys written by kind, txns by kind with their seconds, bytes written) over every client."""
         written: Counter[str] = Counter()
@@ -127,7 +130,12 @@ class RayRunner:
             ray_actors.StoreSpec(host_name=backend.host_name or ray_actors.STORE_HOST_NAME)
         self.actors = [ray_actors.start_scheduler(f"{cell}-s{i}", spec, cell, s, num_cpus=0.01)
                        for i, s in enumerate(settings)]
-        ray_actors.get([a.status.remote() for a in self.actors], timeout=120)  # built and looping
+        statuses = ray_actors.get([a.status.remote() for a in self.actors], timeout=120)  # built and looping
+        self.pids = [st["pid"] for st in statuses]
+
+    def cpu_s(self) -> float:
+        """CPU seconds the scheduler actors' processes have used so far."""
+        return processes_cpu_s(self.pids)
 
     def start(self) -> None:
         pass  # the gate's revoke is the start
@@ -151,7 +159,7 @@ def hosted_memory(host_name: str = "bench-memory-store"):
     start_ray()
     host = ray_actors.host_store(name=host_name)
     try:
-        yield Backend("memory", host_name=host_name)
+        yield Backend("memory", host_name=host_name, host_pids=[ray_actors.get(host.pid.remote())])
     finally:
         ray_actors.kill_actor(host, no_restart=True)
 

@@ -52,6 +52,8 @@ class RunResult:
     bytes_written: int | None = None  # keys and values put, keys deleted, by the schedulers' clients (threads)
     etcd_cpu_s: float = 0.0  # CPU the etcd members used in the measured phase
     bench_cpu_s: float = 0.0  # CPU this process used (all the schedulers', with threads)
+    store_host_cpu_s: float = 0.0  # CPU the memory store's Ray actor used (memory on Ray only)
+    scheduler_actors_cpu_s: float | None = None  # CPU the scheduler actors used (Ray runs only)
     check: dict = field(default_factory=dict)
 
     @property
@@ -101,6 +103,7 @@ def run_phase(backend: Backend, admin: CellStore, keys: CellKeys, spec: RunSpec,
         if runner.gate:  # the actors are out of reach: watch the queue empty instead
             drain = QueueDrain(admin, keys, [j.id for j in jobs], from_rev)
         writes0, etcd_cpu0, own_cpu0 = backend.writes(), backend.cpu_s(), own_cpu_s()
+        host_cpu0, actors_cpu0 = backend.host_cpu_s(), runner.cpu_s()
         t0 = time.perf_counter()
         if runner.gate:
             admin.revoke_lease(lease)  # frees every held job in one revision
@@ -113,6 +116,10 @@ def run_phase(backend: Backend, admin: CellStore, keys: CellKeys, spec: RunSpec,
         res.completed = res.completed and wait_settled(admin, keys, spec.timeout_s)
         res.measured_s = time.perf_counter() - t0
         res.etcd_cpu_s, res.bench_cpu_s = backend.cpu_s() - etcd_cpu0, own_cpu_s() - own_cpu0
+        res.store_host_cpu_s = backend.host_cpu_s() - host_cpu0
+        actors_cpu1 = runner.cpu_s()
+        if actors_cpu0 is not None and actors_cpu1 is not None:
+            res.scheduler_actors_cpu_s = actors_cpu1 - actors_cpu0
         writes1 = backend.writes()
     finally:
         if drain is not None:
@@ -160,6 +167,8 @@ def row(r: RunResult) -> dict:
         "jobs_parked": int(r.total("jobs_parked")),
         "busyness_mean": round(sum(m["busyness"] for m in r.metrics) / len(r.metrics), 3) if r.metrics else 0.0,
         "etcd_cpu_s": round(r.etcd_cpu_s, 2), "bench_process_cpu_s": round(r.bench_cpu_s, 2),
+        "store_host_cpu_s": round(r.store_host_cpu_s, 2),
+        "scheduler_actors_cpu_s": None if r.scheduler_actors_cpu_s is None else round(r.scheduler_actors_cpu_s, 2),
         "keys_written_per_pod": None if r.keys_per_task is None else round(r.keys_per_task, 3),
         "keys_written_per_pod_by_kind": None if r.written is None else
         {k: round(v / r.tasks, 3) for k, v in sorted(r.written.items())},
