@@ -25,9 +25,13 @@ Cases:
            --runner both runs it on Ray actors too (etcd backends only); --homes on|off|both
            gives the N schedulers disjoint homes (gpu/home.py), or not, or runs both;
            --scaling-backends / --scaling-modes / --scaling-counts / --scaling-jobs narrow it.
-           Reports scaling_min_ratio (lowest tasks/s with N >= 2 over tasks/s with 1, over the
-           RESOURCE_FIT series) and scaling_max_failed_txn_fraction (N >= 2), per series in
-           scaling_series, and with the suffix _without_homes for --homes off runs.
+           Every RESOURCE_FIT point runs --scaling-repeats (5) times, in rounds of N = 1, 2, 4,
+           8, and counts as its median run (tasks/s and failed txn fraction apart): one run of a
+           few seconds moves by 20-30% with this machine's load. Reports scaling_min_ratio
+           (lowest median tasks/s with N >= 2 over the median with 1, over the RESOURCE_FIT
+           series) and scaling_max_failed_txn_fraction (N >= 2; the worst single run's in
+           scaling_max_failed_txn_fraction_any_run), per series in scaling_series, and with the
+           suffix _without_homes for --homes off runs; the same for the 90% CPU load (scaling_90_*).
 
   backlog  one scheduler (BATCH, claim_batch 128) placing the first 1,000 single-task jobs of a
            queue of 1,000 and of one of 20,000, on one 3-member etcd, 3 repeats interleaved;

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     sc.add_argument("--scaling-backends", default="memory,etcd-1,etcd-3", help="comma-separated: memory, etcd-1, etcd-3")
     sc.add_argument("--scaling-modes", default="resource_fit,sequence", help="comma-separated conflict modes")
     sc.add_argument("--scaling-counts", default="1,2,4,8", help="comma-separated scheduler counts")
-    sc.add_argument("--scaling-repeats", type=int, default=3,
+    sc.add_argument("--scaling-repeats", type=int, default=5,
                     help="runs of every RESOURCE_FIT series, rounds of N = 1, 2, 4, 8 interleaved; the figures "
                          "take each N's median run (--quick: 1)")
     ap.add_argument("--homes", choices=["on", "off", "both"], default="on",
