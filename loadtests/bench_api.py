@@ -26,7 +26,9 @@ bare_ceiling_per_s, ratio_to_bare, bulk_jobs_per_s and backend for the first bac
 every backend's figures under "backends" (with the API process's own CPU per submission and per bulk
 job, api_cpu_us_per_job, from /proc: the rates swing with other work on shared cores; on memory-ray
 also the store actor's and the batch scheduler actor's, store_cpu_us_per_job and
-batch_scheduler_cpu_us_per_job, and Locust's own, locust_cpu_us_per_job).
+batch_scheduler_cpu_us_per_job, the idle actors' together (the service and gpu schedulers, whose
+queues stay empty, and the housekeeper), idle_actors_cpu_us_per_job, and Locust's own,
+locust_cpu_us_per_job).
 """
 
 from __future__ import annotations
@@ -182,8 +184,12 @@ class RayCell:
             raise
         self.address = ray_actors.address()
         # The store actor's and the batch scheduler's processes, for their CPU per job (/proc).
-        self.pids = {"store": ray_actors.get(self.host.pid.remote(), timeout=60),
-                     "batch_scheduler": ray_actors.get(self.actors[0].status.remote(), timeout=60)["pid"]}
+        statuses = ray_actors.get([a.status.remote() for a in self.actors], timeout=60)
+        self.pids: dict[str, int | list[int]] = {
+            "store": ray_actors.get(self.host.pid.remote(), timeout=60), "batch_scheduler": statuses[0]["pid"],
+            # the service and gpu schedulers, whose queues stay empty here, and the housekeeper
+            "idle_actors": [st["pid"] for st in statuses[1:]] + [ray_actors.get(self.keeper.status.remote(),
+                                                                                 timeout=60)["pid"]]}
 
     def statuses(self) -> list[dict]:
         return [{"name": st["name"], "alive": st["alive"], "tasks_placed": st["metrics"]["tasks_placed"]}
@@ -215,7 +221,7 @@ def bench_backend(backend: str, args, tmp: Path) -> dict:
         cpu2 = _cpu_of(pids)
         for phase, jobs, (a, b) in ((single, single["requests"], (cpu0, cpu1)),
                                     (bulk, bulk["requests"] * args.bulk, (cpu1, cpu2))):
-            for name in pids:  # api_cpu_us_per_job, store_cpu_us_per_job, batch_scheduler_cpu_us_per_job
+            for name in pids:  # api_, store_, batch_scheduler_ and idle_actors_cpu_us_per_job
                 phase[f"{name}_cpu_us_per_job"] = round((b[name] - a[name]) / max(jobs, 1) * 1e6, 1)
             phase["locust_cpu_us_per_job"] = round(phase["locust_cpu_s"] / max(jobs, 1) * 1e6, 1)
         summary = httpx.get(base + "/v1/cell", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).json()
@@ -238,8 +244,9 @@ def bench_backend(backend: str, args, tmp: Path) -> dict:
 TRACING_MODES = ("off", "file", "otlp")
 
 
-def _cpu_of(pids: dict[str, int]) -> dict[str, float]:
-    return {name: _process_cpu_s(pid) for name, pid in pids.items()}
+def _cpu_of(pids: dict[str, int | list[int]]) -> dict[str, float]:
+    return {name: sum(_process_cpu_s(p) for p in (pid if isinstance(pid, list) else [pid]))
+            for name, pid in pids.items()}
 
 
 def _process_cpu_s(pid: int) -> float:

@@ -95,6 +95,7 @@ class Scheduler:
         self.cache = cache if cache is not None else SchedulerCache(
             store, keys, settings.max_tasks_per_machine, settings.array_backend)
         self._freed_seen = self.cache.freed_count  # capacity freed as this loop last saw it (_sync)
+        self._idle, self._synced_at = False, float("-inf")  # run()'s last step did nothing; the last sync
         self.held: dict[str, HeldJob] = {}  # insertion order = claim order = priority order
         self._metrics = SchedulerMetrics(started_at=clock.now())
         self.lease = LeaseKeeper(store, settings.lease_ttl_s, clock, settings.lease_stall_s)
@@ -149,6 +150,7 @@ class Scheduler:
                     raise
                 worked = False
             self.publisher.tick()
+            self._idle = not worked
             if not worked:
                 self.clock.sleep(self.settings.idle_poll_s)
 
@@ -170,11 +172,12 @@ class Scheduler:
         self.trace.start()
         self.lease.tick()
         lease_id = self._keep_lease()
-        self._sync()
+        if not self._idle or self.clock.now() >= self._synced_at + self.settings.idle_sync_s:
+            self._sync()  # an idle loop follows the watch every idle_sync_s only (settings.py)
         self._claim(lease_id)
-        self._sync()  # the claims read job records at a newer revision: catch the cache up
         if not self.held:
-            return None
+            return None  # nothing to decide: the next step's sync catches the copy up
+        self._sync()  # the claims read job records at a newer revision: catch the cache up
         self.trace.begin(self.held)
         self.claimer.start_prefetch(lease_id, self.held)
         attempt = Attempt(started, 0.0, lease_id)
@@ -356,6 +359,7 @@ class Scheduler:
     def _sync(self) -> None:
         with self.trace.sync():
             self.cache.sync()
+            self._synced_at = self.clock.now()
             # Counted, not the sync's return: on a shared copy another loop's sync may have applied it.
             if self.cache.freed_count != self._freed_seen:
                 self._freed_seen = self.cache.freed_count

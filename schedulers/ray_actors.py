@@ -293,7 +293,7 @@ class HousekeeperActor:
 
     def status(self) -> dict:
         return {"purged": self.keeper.purged, "compactions": self.keeper.compactions, "evicted": self.evicted,
-                "error": self._error,
+                "error": self._error, "pid": os.getpid(),
                 "recently_purged": list(self.keeper.recently_purged)}
 
     def stop(self) -> dict:

@@ -59,6 +59,10 @@ class SchedulerSettings:
     max_tasks_per_machine: int = DEFAULT_MAX_TASKS_PER_MACHINE  # enforced at commit (cellstate.validation)
     parked_pages: int = 8  # parked-index pages read per look (CLAIM_PAGE entries each)
     idle_poll_s: float = 0.5  # how long run() waits when there was nothing to do
+    # While its steps find nothing to do, a loop claims every idle_poll_s but follows the watch
+    # only this often: each sync of a store in another process is a call, and the events come
+    # in bigger, cheaper batches. Its next decision is made after a sync either way.
+    idle_sync_s: float = 0.25
     seed: int = 0  # mixed into every (job id, attempt) seed; 0 = the plain (job id, attempt) seed
     array_backend: str | None = None  # "numpy" | "cupy" | "auto"; None = CELLSCHED_ARRAY_BACKEND
     # This scheduler's home among `homes` disjoint shares of the cell (gpu/home.py): N schedulers
@@ -88,8 +92,8 @@ class SchedulerSettings:
             raise InvalidInputError("lease_stall_s must be at least lease_ttl_s")
         if self.max_retries < 0:
             raise InvalidInputError("max_retries must be non-negative")
-        if self.parked_retry_s <= 0 or self.idle_poll_s <= 0:
-            raise InvalidInputError("parked_retry_s and idle_poll_s must be positive")
+        if self.parked_retry_s <= 0 or self.idle_poll_s <= 0 or self.idle_sync_s < 0:
+            raise InvalidInputError("parked_retry_s and idle_poll_s must be positive, idle_sync_s non-negative")
         if self.metrics_publish_s < 0:
             raise InvalidInputError(f"metrics_publish_s {self.metrics_publish_s}: must be non-negative (0: never)")
         if self.homes < 1 or not 0 <= self.home < self.homes:
