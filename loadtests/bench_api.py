@@ -50,6 +50,7 @@ import httpx
 from cellsched.loadtests.bench_schedulers.workload import BenchmarkError
 from cellsched.loadtests.etcd_process import etcd_binary, free_ports, start_etcd_cluster
 from cellsched.loadtests.otlp_receiver import OtlpReceiver
+from cellsched.loadtests.proc_cpu import processes_cpu_s, thread_cpu_s
 
 TOKEN = "bench-operator-secret-0000000000001"
 LOCUSTFILE = Path(__file__).with_name("locust_api.py")
@@ -245,22 +246,8 @@ TRACING_MODES = ("off", "file", "otlp")
 
 
 def _cpu_of(pids: dict[str, int | list[int]]) -> dict[str, float]:
-    return {name: sum(_process_cpu_s(p) for p in (pid if isinstance(pid, list) else [pid]))
+    return {name: processes_cpu_s(pid if isinstance(pid, list) else [pid])
             for name, pid in pids.items()}
-
-
-def _process_cpu_s(pid: int) -> float:
-    """User and system CPU seconds of a process, every thread (Linux /proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _thread_cpu_s(pid: int) -> float:
-    """CPU seconds of a process's main thread alone (the API's event loop; /proc/<pid>/task/<pid>/stat)."""
-    with open(f"/proc/{pid}/task/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _tracing_env(mode: str, tmp: Path, receiver: OtlpReceiver) -> dict[str, str]:
@@ -285,13 +272,13 @@ def bench_tracing(modes: list[str], args, tmp: Path) -> dict:
                 proc, base = _start_api(tmp, None, _tracing_env(mode, tmp, receiver))
                 try:
                     _add_machines(base, args.machines)
-                    cpu0, loop0 = _process_cpu_s(proc.pid), _thread_cpu_s(proc.pid)
+                    cpu0, loop0 = processes_cpu_s([proc.pid]), thread_cpu_s(proc.pid)
                     run = run_locust(base, "single", args.users, args.seconds, tmp)
-                    loop_s = _thread_cpu_s(proc.pid) - loop0
+                    loop_s = thread_cpu_s(proc.pid) - loop0
                     # The API process's CPU per submission: with 2 shared cores the rate swings with
                     # other work, the CPU a request costs far less (docs/benchmarks.md).
                     run["api_cpu_us_per_request"] = round(
-                        (_process_cpu_s(proc.pid) - cpu0) / max(run["requests"], 1) * 1e6, 1)
+                        (processes_cpu_s([proc.pid]) - cpu0) / max(run["requests"], 1) * 1e6, 1)
                     # the event loop's share (the request span is made there); the rest is the
                     # hosted schedulers' threads and the span processor's
                     run["api_loop_cpu_us_per_request"] = round(loop_s / max(run["requests"], 1) * 1e6, 1)

@@ -232,7 +232,8 @@ class SchedulerCache(ConfirmedMachines):
             self.spec_rev[i] = view.spec_revision
             self.dirty.add(i)
         alloc_revs = np.fromiter((v.alloc_revision for v in fresh), dtype=np.int64, count=n)
-        newer = np.flatnonzero(alloc_revs > self.alloc_rev[rows]).tolist()
+        known = self.alloc_rev[rows]  # before the newer rows are written: they are not "same"
+        newer = np.flatnonzero(alloc_revs > known).tolist()
         allocs, raw = self._allocs, self._alloc_raw
         if newer:  # set_alloc per row, each column written once
             at = [rows[k] for k in newer]
@@ -246,7 +247,7 @@ class SchedulerCache(ConfirmedMachines):
         # The watch applied some of these records first (another loop of a shared copy synced
         # while this commit's ack was on its way): keep them encoded no longer, the view holds
         # them decoded, and the next commit on the machine would decode them again.
-        for k in np.flatnonzero(alloc_revs == self.alloc_rev[rows]).tolist():
+        for k in np.flatnonzero(alloc_revs == known).tolist():
             i = rows[k]
             if allocs[i] is None:
                 allocs[i], raw[i] = fresh[k].alloc, None

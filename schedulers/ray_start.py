@@ -1,4 +1,5 @@
-"""Starting a local Ray instance that starts every time: one retry, with the cause logged.
+"""Starting a local Ray instance that starts every time: two retries, each after a pause and
+with the cause logged.
 
 Why a local start fails at all (docs/architecture.md,
 "Environment facts the code depends on"): ``include_dashboard=False`` does not keep Ray's
@@ -10,8 +11,13 @@ cold start of half a dozen Python processes can outrun Ray's fixed 30 s wait for
 to register ("The current node timed out during startup"); a dashboard process that
 aborts (return code -6) is logged, not raised, when the dashboard is not asked for.
 
+One retry was not enough (a benchmark's start failed twice in a row, right after an earlier
+Ray instance of the same process had shut down and its processes were still exiting): a retry
+now waits first (RETRY_PAUSE_S times the attempt's number), so the start it repeats does not
+race the same spell of load, and a third attempt follows a second failure.
+
 This module does not import Ray (only schedulers/ray_actors.py does): it retries the start
-function it is given once, after logging the cause (the exception and the tail of the
+function it is given, after logging the cause (the exception and the tail of the
 session's raylet and dashboard logs) and killing, by PID, the Ray processes the failed
 attempt left behind (children of this process whose command line names ray).
 """
@@ -22,6 +28,7 @@ import logging
 import os
 import signal
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -29,14 +36,17 @@ from typing import TypeVar
 log = logging.getLogger("cellsched.ray")
 
 T = TypeVar("T")
-START_ATTEMPTS = 2  # the first start, and one retry
+START_ATTEMPTS = 3  # the first start, and two retries
+RETRY_PAUSE_S = 5.0  # before retry k (1, 2): k times this
 LOG_FILES = ("raylet.out", "raylet.err", "dashboard.err", "dashboard.log", "gcs_server.out")
 TAIL_LINES = 5
 
 
-def start_with_retry(start: Callable[[], T], what: str, attempts: int = START_ATTEMPTS) -> T:
-    """``start()``, retried on failure up to ``attempts`` times in all. Argument errors
-    (TypeError, ValueError) are not retried: a second try would fail the same way."""
+def start_with_retry(start: Callable[[], T], what: str, attempts: int = START_ATTEMPTS,
+                     pause_s: float = RETRY_PAUSE_S, sleep: Callable[[float], None] = time.sleep) -> T:
+    """``start()``, retried on failure up to ``attempts`` times in all, retry k after
+    ``k * pause_s`` seconds. Argument errors (TypeError, ValueError) are not retried: a
+    second try would fail the same way."""
     attempt = 1
     while True:
         before = descendants(os.getpid())
@@ -52,6 +62,7 @@ def start_with_retry(start: Callable[[], T], what: str, attempts: int = START_AT
             stopped = stop_leftovers(before)
             if stopped:
                 log.warning("%s: stopped %d process(es) the failed attempt left: pids %s", what, len(stopped), stopped)
+            sleep(attempt * pause_s)
         attempt += 1
 
 

@@ -3,15 +3,14 @@ for the run (its members' write counters and CPU are read from etcd and /proc)."
 
 from __future__ import annotations
 
-import os
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from cellsched.cellstate.store import CellStore, StoreLimits
 from cellsched.cellstate.store.memory import MemoryStore
 from cellsched.loadtests.etcd_process import etcd_binary
+from cellsched.loadtests.proc_cpu import processes_cpu_s
 
 from .workload import BenchmarkError
 
@@ -56,19 +55,6 @@ class Backend:
     def host_cpu_s(self) -> float:
         """CPU seconds the memory store's Ray actor has used so far (0 without one)."""
         return processes_cpu_s(self.host_pids)
-
-
-def processes_cpu_s(pids) -> float:
-    """CPU seconds (user + system) these processes of this machine have used so far."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
 
 
 @contextmanager

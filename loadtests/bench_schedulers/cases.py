@@ -3,6 +3,7 @@ modes (scaling)."""
 
 from __future__ import annotations
 
+import itertools
 import sys
 
 from cellsched.cellstate.model import ConflictMode
@@ -122,22 +123,24 @@ def _scaling_rows(label, backends, runners, modes, homes, counts, machines, jobs
             with opened as backend:
                 for mode in modes:
                     rounds = repeats if mode is ConflictMode.RESOURCE_FIT else 1
-                    for rep in range(rounds):
-                        for homed in homes:
-                            for n in counts:
-                                if n == 1 and not homed and True in homes:
-                                    continue  # one scheduler has the whole cell either way: run it once
-                                settings = BATCH.with_(conflict_mode=mode, idle_poll_s=0.01)
-                                spec = RunSpec(f"{label}-{b}-{runner}-{mode.value.replace('_', '')}-{int(homed)}-{n}"
-                                               f"-r{rep}", machines, NODE, POD, 0, jobs, tasks, n, settings, runner,
-                                               homes=homed)
-                                r = run_once(backend, spec)
-                                rows.append(row(r) | {"repeat": rep})
-                                print(f"  {label:7} {b:7} {runner:7} {mode.value:12} homes={'on' if homed else 'off'}"
-                                      f" n={n} run {rep + 1}/{rounds} on {machines} machines: {r.tasks_per_s:8.0f}"
-                                      f" tasks/s, failed txn fraction {r.failed_txn_fraction:.3f}, parked"
-                                      f" {int(r.total('jobs_parked'))}", file=sys.stderr, flush=True)
+                    for rep, homed, n in itertools.product(range(rounds), homes, counts):
+                        if n == 1 and not homed and True in homes:
+                            continue  # one scheduler has the whole cell either way: run it once
+                        rows.append(_scaling_run(backend, label, b, runner, mode, homed, n, rep, rounds, machines,
+                                                 jobs, tasks))
     return rows
+
+
+def _scaling_run(backend, label, b, runner, mode, homed, n, rep, rounds, machines, jobs, tasks) -> dict:
+    """One point of a scaling series, printed as it ends."""
+    settings = BATCH.with_(conflict_mode=mode, idle_poll_s=0.01)
+    spec = RunSpec(f"{label}-{b}-{runner}-{mode.value.replace('_', '')}-{int(homed)}-{n}-r{rep}", machines, NODE, POD,
+                   0, jobs, tasks, n, settings, runner, homes=homed)
+    r = run_once(backend, spec)
+    print(f"  {label:7} {b:7} {runner:7} {mode.value:12} homes={'on' if homed else 'off'} n={n} run {rep + 1}/{rounds}"
+          f" on {machines} machines: {r.tasks_per_s:8.0f} tasks/s, failed txn fraction {r.failed_txn_fraction:.3f},"
+          f" parked {int(r.total('jobs_parked'))}", file=sys.stderr, flush=True)
+    return row(r) | {"repeat": rep}
 
 
 SCALING_FILL = 0.8

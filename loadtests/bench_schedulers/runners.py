@@ -16,12 +16,13 @@ from pathlib import Path
 from cellsched.cellstate.clock import RealClock
 from cellsched.cellstate.errors import InvalidInputError
 from cellsched.cellstate.keys import CellKeys
+from cellsched.loadtests.proc_cpu import processes_cpu_s
 from cellsched.schedulers.core import Scheduler
 from cellsched.schedulers.cpu_baton import CpuBaton
 from cellsched.schedulers.settings import SchedulerSettings
 from cellsched.schedulers.shared_cache import cache_for_loops
 
-from .backends import Backend, processes_cpu_s
+from .backends import Backend
 from .measuring import CountingStore
 
 
