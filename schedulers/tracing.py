@@ -42,7 +42,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, S
 
 from cellsched.cellstate.errors import InvalidInputError
 
-from .server_span import ServerSpans
+from .light_spans import LightSpans
 
 TRACE_FILE_VAR = "CELLSCHED_TRACE_FILE"
 DEFAULT_SERVICE = "cellsched-scheduler"
@@ -158,13 +158,13 @@ class Tracing:
     """A tracer and the provider behind it; `enabled` False when nothing would be exported."""
 
     def __init__(self, provider: TracerProvider | trace.NoOpTracerProvider | None, name: str = "cellsched",
-                 server_spans: ServerSpans | None = None):
-        """`server_spans`: the request spans' maker for this provider (`to` makes one), else the
-        SDK's own spans serve requests too."""
+                 light: LightSpans | None = None):
+        """`light`: the span maker for this provider (`to` makes one: schedulers/light_spans.py),
+        else the SDK's own spans (the no-op tracer's, for `noop`)."""
         self.provider = provider
         self.enabled = provider is not None
         self.tracer = provider.get_tracer(name) if provider is not None else trace.NoOpTracer()
-        self.server_spans = server_spans
+        self.light = light
 
     @classmethod
     def off(cls) -> Tracing:
@@ -185,13 +185,17 @@ class Tracing:
         processors = [BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter) for exporter in exporters]
         for processor in processors:
             provider.add_span_processor(processor)
-        servers = ServerSpans(provider.sampler, provider.id_generator, provider.resource, processors,
-                              InstrumentationScope("cellsched"), limits.max_span_attribute_length)
-        return cls(provider, server_spans=servers)
+        light = LightSpans(provider.sampler, provider.id_generator, provider.resource, processors,
+                           InstrumentationScope("cellsched"), limits.max_span_attribute_length, limits.max_links,
+                           limits.max_events)
+        return cls(provider, light=light)
 
     def start_span(self, name: str, start_ns: int | None = None, parent=None, links: Sequence[Link] = (),
                    attributes: Mapping | None = None):
         """A span, child of the span `parent` when given (explicitly: commit txns run in threads)."""
+        if self.light is not None:
+            return self.light.start(name, parent.get_span_context() if parent is not None else None, attributes or {},
+                                    SpanKind.INTERNAL, links, start_ns)
         ctx = trace.set_span_in_context(parent) if parent is not None else otel_context.Context()
         return self.tracer.start_span(name, context=ctx, links=links, attributes=attributes, start_time=start_ns)
 
@@ -199,8 +203,8 @@ class Tracing:
         """An HTTP server span (kind SERVER), child of the caller's W3C `traceparent` when it sent a
         valid one, else the root of a new trace (the API's request span, api/observe.py)."""
         remote = _context_of(traceparent)
-        if self.server_spans is not None:  # the cheap request span (schedulers/server_span.py)
-            return self.server_spans.start(name, remote, attributes or {})
+        if self.light is not None:  # the cheap span (schedulers/light_spans.py)
+            return self.light.start(name, remote, attributes or {})
         ctx = trace.set_span_in_context(NonRecordingSpan(remote)) if remote is not None else otel_context.Context()
         return self.tracer.start_span(name, context=ctx, kind=SpanKind.SERVER, attributes=attributes)
 

@@ -34,7 +34,7 @@ _.plans  # tests/harness.py: the recording planner's query of its submissions, f
 
 # schedulers/tracing.py: JsonLinesSpanExporter.export, called by OpenTelemetry's span processors.
 _.export
-# schedulers/server_span.py: ServerSpan.add_link, OpenTelemetry's Span interface, called by its users.
+# schedulers/light_spans.py: LightSpan.add_link, OpenTelemetry's Span interface, called by its users.
 _.add_link
 # loadtests/otlp_receiver.py: http.server calls its handler's do_POST and log_message by name.
 _.do_POST

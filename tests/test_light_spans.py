@@ -1,5 +1,6 @@
-"""The API's request span (schedulers/server_span.py) and the file exporter's encoder
-(tracing.span_line): what they write is what the SDK's spans and span_obj would say."""
+"""cellsched's spans (schedulers/light_spans.py: the API's request span and the schedulers'
+spans) and the file exporter's encoder (tracing.span_line): what they write is what the SDK's
+spans and span_obj would say."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ CALLER = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
 ATTRS = {"http.request.method": "POST", "url.path": "/v1/jobs", "url.scheme": "http"}
 
 
+def _sdk_span(chosen: tracing.Tracing, name: str, parent=None, **kwargs):
+    """The SDK's own span of the same provider: what ours are compared with."""
+    ctx = tracing.trace.set_span_in_context(parent) if parent is not None else tracing.otel_context.Context()
+    return chosen.tracer.start_span(name, context=ctx, **kwargs)
+
+
 def _request(chosen: tracing.Tracing, traceparent: str | None, status: int = 201):
     span = chosen.start_server_span("POST", traceparent, ATTRS)
     tracing.end_server_span(span, "POST /v1/jobs", {"http.route": "/v1/jobs", "http.response.status_code": status},
@@ -24,7 +31,7 @@ def _request(chosen: tracing.Tracing, traceparent: str | None, status: int = 201
 def test_a_request_span_is_a_server_span_child_of_the_callers_context_with_its_attributes():
     exporter = InMemorySpanExporter()
     chosen = tracing.Tracing.to([exporter])
-    assert chosen.server_spans is not None  # the cheap path is the one under test
+    assert chosen.light is not None  # the cheap path is the one under test
     child, root, failed = _request(chosen, CALLER), _request(chosen, None), _request(chosen, None, 503)
     by_id = {s.context.span_id: s for s in exporter.get_finished_spans()}
     assert len(by_id) == 3
@@ -66,6 +73,11 @@ def test_the_attribute_length_limit_is_honoured(monkeypatch):
     _request(tracing.Tracing.to([exporter]), None)
     (span,) = exporter.get_finished_spans()
     assert span.attributes["url.path"] == "/v1/" and span.attributes["http.response.status_code"] == 201
+    chosen = tracing.Tracing.to([exporter])
+    chosen.start_span("ours", attributes={"cellsched.linked_jobs": ["job-1", "j2"], "n": 3}).end()
+    _sdk_span(chosen, "sdk", attributes={"cellsched.linked_jobs": ["job-1", "j2"], "n": 3}).end()
+    ours, sdk = exporter.get_finished_spans()[1:]
+    assert dict(ours.attributes) == dict(sdk.attributes) == {"cellsched.linked_jobs": ("job-", "j2"), "n": 3}
 
 
 def test_span_line_is_span_obj_as_compact_json():
@@ -94,7 +106,7 @@ def test_the_flags_are_those_the_sdks_own_span_would_carry():
         ours = _request(chosen, caller).get_span_context().trace_flags
         remote = tracing._context_of(caller)
         parent = None if remote is None else tracing.trace.NonRecordingSpan(remote)
-        sdk = chosen.start_span("sdk", parent=parent)
+        sdk = _sdk_span(chosen, "sdk", parent)
         sdk.end()
         assert ours == sdk.get_span_context().trace_flags, caller
 
@@ -107,13 +119,89 @@ def test_only_the_default_sampler_skips_the_call_for_a_root_span():
 
     exporter = InMemorySpanExporter()
     default = tracing.Tracing.to([exporter])
-    assert default.server_spans is not None and default.server_spans.roots_sampled
+    assert default.light is not None and default.light.roots_sampled
     other = tracing.Tracing.to([exporter], sampler=sampling.ParentBased(sampling.ALWAYS_OFF))
-    assert other.server_spans is not None and not other.server_spans.roots_sampled
+    assert other.light is not None and not other.light.roots_sampled
     assert not _request(other, None).get_span_context().trace_flags.sampled
     assert _request(other, CALLER).get_span_context().trace_flags.sampled  # a sampled caller is followed
     root = _request(default, None).get_span_context()
-    sdk = default.start_span("sdk")
+    sdk = _sdk_span(default, "sdk")
     sdk.end()
     assert root.trace_flags == sdk.get_span_context().trace_flags and root.trace_state == sdk.get_span_context().trace_state
     assert len(exporter.get_finished_spans()) == 3  # other's child of the caller, the default's root, the SDK's
+
+
+def test_a_batch_span_and_its_children_match_the_sdks_own():
+    """The schedulers' spans (Tracing.start_span: links, events, a given parent, a start time)
+    carry what the SDK's span of the same calls would."""
+    exporter = InMemorySpanExporter()
+    chosen = tracing.Tracing.to([exporter])
+    links = [tracing.link_to(CALLER), tracing.link_to("00-" + "c" * 32 + "-" + "d" * 16 + "-00")]
+    made = {}
+    for side, start in (("ours", chosen.start_span), ("sdk", None)):
+        if start is None:
+            batch = _sdk_span(chosen, "schedule.batch", links=links, attributes={"cellsched.linked_jobs": ["j1", "j2"]},
+                              start_time=1_000)
+            child = _sdk_span(chosen, "schedule.score", batch, start_time=2_000)
+        else:
+            batch = start("schedule.batch", 1_000, links=links, attributes={"cellsched.linked_jobs": ["j1", "j2"]})
+            child = start("schedule.score", 2_000, batch)
+        child.set_attribute("cellsched.claims", 3)
+        child.end(3_000)
+        batch.add_event("conflict", {"cellsched.job": "j1"}, timestamp=2_500)
+        batch.end(4_000)
+        made[side] = (batch.get_span_context(), child.get_span_context())
+    spans = {s.context.span_id: s for s in exporter.get_finished_spans()}
+    assert len(spans) == 4
+    ours_b, ours_c = (spans[c.span_id] for c in made["ours"])
+    sdk_b, sdk_c = (spans[c.span_id] for c in made["sdk"])
+    for ours, sdk in ((ours_b, sdk_b), (ours_c, sdk_c)):
+        assert ours.kind is sdk.kind is SpanKind.INTERNAL
+        assert ours.context.trace_flags == sdk.context.trace_flags
+        assert dict(ours.attributes) == dict(sdk.attributes)
+        assert (ours.start_time, ours.end_time) == (sdk.start_time, sdk.end_time)
+        assert ours.dropped_links == sdk.dropped_links == 0 and ours.dropped_events == sdk.dropped_events == 0
+    assert ours_b.parent is None and sdk_b.parent is None
+    assert ours_c.parent.span_id == ours_b.context.span_id and ours_c.context.trace_id == ours_b.context.trace_id
+    assert [(lk.context.trace_id, lk.context.span_id) for lk in ours_b.links] == \
+        [(lk.context.trace_id, lk.context.span_id) for lk in sdk_b.links]
+    assert [(e.name, e.timestamp, dict(e.attributes)) for e in ours_b.events] == \
+        [(e.name, e.timestamp, dict(e.attributes)) for e in sdk_b.events]
+    assert json.loads(tracing.span_line(ours_b))["links"] == json.loads(tracing.span_line(sdk_b))["links"]
+
+
+def test_a_child_follows_its_parents_sampled_flag_under_every_sampler():
+    from opentelemetry.sdk.trace import sampling
+
+    exporter = InMemorySpanExporter()
+    for sampler in (None, sampling.ParentBased(sampling.ALWAYS_ON, local_parent_sampled=sampling.ALWAYS_OFF)):
+        chosen = tracing.Tracing.to([exporter], sampler=sampler)
+        sampled = chosen.start_span("schedule.batch")
+        unsampled = tracing.trace.NonRecordingSpan(tracing._context_of(CALLER[:-2] + "00"))
+        for parent in (sampled, unsampled):
+            ours = chosen.start_span("schedule.sync", parent=parent)
+            sdk = _sdk_span(chosen, "schedule.sync", parent)
+            assert ours.get_span_context().trace_flags == sdk.get_span_context().trace_flags, (sampler, parent)
+            assert ours.get_span_context().trace_id == parent.get_span_context().trace_id
+            assert ours.is_recording() == sdk.is_recording()
+            ours.end()
+            sdk.end()
+        sampled.end()
+
+
+def test_link_and_event_count_limits_keep_the_newest_and_count_the_dropped(monkeypatch):
+    monkeypatch.setenv("OTEL_SPAN_LINK_COUNT_LIMIT", "2")
+    monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "1")
+    exporter = InMemorySpanExporter()
+    chosen = tracing.Tracing.to([exporter])
+    links = [tracing.link_to(f"00-{i + 1:032x}-{i + 1:016x}-01") for i in range(5)]
+    for side in ("ours", "sdk"):
+        span = (chosen.start_span("b", links=links) if side == "ours" else _sdk_span(chosen, "b", links=links))
+        span.add_event("first")
+        span.add_event("second")
+        span.end()
+    ours, sdk = exporter.get_finished_spans()
+    assert [lk.context.span_id for lk in ours.links] == [lk.context.span_id for lk in sdk.links] == [4, 5]
+    assert ours.dropped_links == sdk.dropped_links == 3
+    assert [e.name for e in ours.events] == [e.name for e in sdk.events] == ["second"]
+    assert ours.dropped_events == sdk.dropped_events == 1
