@@ -49,6 +49,7 @@ import httpx
 
 from cellsched.loadtests.bench_schedulers.workload import BenchmarkError
 from cellsched.loadtests.etcd_process import etcd_binary, free_ports, start_etcd_cluster
+from cellsched.loadtests.interleave import round_order
 from cellsched.loadtests.otlp_receiver import OtlpReceiver
 from cellsched.loadtests.proc_cpu import processes_cpu_s, thread_cpu_s
 
@@ -263,12 +264,13 @@ def _tracing_env(mode: str, tmp: Path, receiver: OtlpReceiver) -> dict[str, str]
 
 def bench_tracing(modes: list[str], args, tmp: Path) -> dict:
     """Single submissions on the embedded store with each tracing mode, rounds interleaved
-    (mode after mode, then again), so the modes share the machine's noise; medians."""
+    (mode after mode, then back: loadtests/interleave.py), so the modes share the machine's
+    noise and drift; medians."""
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     with OtlpReceiver() as receiver:
         receiver.count_only = True
-        for _ in range(args.tracing_rounds):
-            for mode in modes:
+        for rnd in range(args.tracing_rounds):
+            for mode in round_order(modes, rnd):
                 proc, base = _start_api(tmp, None, _tracing_env(mode, tmp, receiver))
                 try:
                     _add_machines(base, args.machines)

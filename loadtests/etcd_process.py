@@ -114,18 +114,25 @@ class EtcdCluster:
                 raise StoreUnavailableError(f"etcd member {m.name} not healthy after {timeout_s}s")
             time.sleep(0.05)
 
-    def leader(self) -> EtcdMember:
-        """The member that reports itself leader (via its /metrics is_leader gauge)."""
-        for m in self.members:
-            if not m.alive:
-                continue
-            try:
-                with urllib.request.urlopen(f"http://{m.endpoint}/metrics", timeout=1) as r:
-                    if b"etcd_server_is_leader 1" in r.read():
-                        return m
-            except OSError:
-                continue
-        raise StoreUnavailableError("no etcd leader found")
+    def leader(self, timeout_s: float = 15.0) -> EtcdMember:
+        """The member that reports itself leader (via its /metrics is_leader gauge), asked
+        again until `timeout_s`: on a loaded machine a member's /metrics can take over a
+        second, and a slow heartbeat can start an election just after the members were
+        healthy (one pass found no leader in a benchmark once)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for m in self.members:
+                if not m.alive:
+                    continue
+                try:
+                    with urllib.request.urlopen(f"http://{m.endpoint}/metrics", timeout=2) as r:
+                        if b"etcd_server_is_leader 1" in r.read():
+                            return m
+                except OSError:
+                    continue
+            if time.monotonic() > deadline:
+                raise StoreUnavailableError(f"no etcd leader found within {timeout_s}s")
+            time.sleep(0.1)
 
     def kill(self, m: EtcdMember, sig: int = signal.SIGKILL) -> None:
         if m.process is not None and m.process.poll() is None:

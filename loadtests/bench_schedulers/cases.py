@@ -8,6 +8,7 @@ import sys
 
 from cellsched.cellstate.model import ConflictMode
 from cellsched.loadtests.bench_store import bench_raw
+from cellsched.loadtests.interleave import round_order
 from cellsched.schedulers.settings import BATCH
 
 from .backends import etcd_available, open_backend
@@ -111,7 +112,8 @@ def _scaling_rows(label, backends, runners, modes, homes, counts, machines, jobs
                   skipped: list[str]) -> list[dict]:
     """Every (backend, runner, mode, homes) series over `counts`; a RESOURCE_FIT series (the
     issue's figures) `repeats` times, in rounds of every count, so a slow spell of the
-    machine lands on all the counts of one round rather than on one count's every run."""
+    machine lands on all the counts of one round rather than on one count's every run, and
+    every other round backwards, so a steady drift does not favour the count run first."""
     rows = []
     for b in backends:
         if b != "memory" and not etcd_available():
@@ -123,7 +125,10 @@ def _scaling_rows(label, backends, runners, modes, homes, counts, machines, jobs
             with opened as backend:
                 for mode in modes:
                     rounds = repeats if mode is ConflictMode.RESOURCE_FIT else 1
-                    for rep, homed, n in itertools.product(range(rounds), homes, counts):
+                    # each round's counts forward, the next round's back: the machine drifts (loadtests/interleave.py)
+                    order = ((rep, homed, n) for rep, homed in itertools.product(range(rounds), homes)
+                             for n in round_order(counts, rep))
+                    for rep, homed, n in order:
                         if n == 1 and not homed and True in homes:
                             continue  # one scheduler has the whole cell either way: run it once
                         rows.append(_scaling_run(backend, label, b, runner, mode, homed, n, rep, rounds, machines,

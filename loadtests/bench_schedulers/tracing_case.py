@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cellsched.loadtests.interleave import round_order
 from cellsched.schedulers import tracing
 from cellsched.schedulers.settings import BATCH
 
@@ -86,7 +87,7 @@ def tracing_case(args) -> dict:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-k8s-tracing-") as tmp:
         for rnd in range(args.tracing_rounds):
-            for mode in modes:
+            for mode in round_order(modes, rnd):  # forward, then back: the machine drifts
                 trace_file = Path(tmp) / f"spans-{rnd}.jsonl"
                 spec = RunSpec(f"k8str-{mode}-{rnd}", case.nodes, case.node_capacity, case.pod_request,
                                case.init_pods, case.measure_pods, 1, args.schedulers, settings, "threads",
