@@ -1,5 +1,6 @@
-"""The FastAPI app factory: routes, error handlers, the body-size limit, the per-request
-histogram and server span (api/observe.py), OpenAPI."""
+"""The FastAPI app factory: routes, error handlers, the body-size limit, one value per query
+parameter (api/query_once.py), the per-request histogram and server span (api/observe.py),
+OpenAPI."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from .body_limit import BodyLimit
 from .context import BEARER_SCHEME, ApiContext
 from .models_jobs import BulkIn, JobIn
 from .observe import ApiMetrics, Observe
+from .query_once import SingleQueryValues
 
 API_VERSION = "1.0.0"
 
@@ -49,6 +51,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     for module in modules:
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=ctx.max_body_bytes)
+    app.add_middleware(SingleQueryValues)
     # Outermost (added last): it times and traces every answer, the body limit's 413 included.
     # Tracing is chosen once, here: off (no exporter) means no span is ever started.
     chosen = ctx.tracing or tracing.current()

@@ -90,6 +90,20 @@ def test_list_filters_and_cursor(api):
         assert c.get("/v1/jobs", params={"priority": 12}).json()["field"] == "query.priority"
 
 
+def test_a_repeated_query_parameter_is_refused_by_name(api):
+    # Every query parameter is one value in the OpenAPI document; the framework alone would
+    # keep the last of the repeats and answer 200 (schemathesis ST201, CI of 2026-12-07).
+    with api.client("operator") as c:
+        twice = c.get("/v1/cell/heatmap", params=[("since", "x"), ("since", "0")])
+        assert twice.status_code == 422, twice.text
+        assert twice.json()["field"] == "query.since" and "more than once" in twice.json()["detail"]
+        both = c.get("/v1/jobs", params=[("limit", "2"), ("status", "placed"), ("limit", "3"), ("status", "pending")])
+        assert both.status_code == 422
+        assert [e["field"] for e in both.json()["errors"]] == ["query.limit", "query.status"]
+        assert c.get("/v1/cell/heatmap", params={"since": 0}).status_code == 200
+        assert c.get("/v1/jobs", params={"limit": 2, "status": "placed"}).status_code == 200
+
+
 def test_bulk_outcomes_and_whole_validation(api):
     with api.client("submitter") as c:
         assert c.post("/v1/jobs", json=job_body("b-exists")).status_code == 201
