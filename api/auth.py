@@ -60,6 +60,14 @@ class TokenTable:
             if len(secret) < 16:
                 raise InvalidInputError(f"token {name}: a secret needs at least 16 characters")
             raw = digest(secret)
+        # A name is who the audit records and the rate limiter's bucket: two tokens under one
+        # name could not be told apart. One secret under two entries would be whichever came
+        # last, perhaps with more rights than meant.
+        for known, who in self.entries:
+            if who.name == name:
+                raise InvalidInputError(f"token {name}: the name is given twice; every token needs a name of its own")
+            if hmac.compare_digest(known, raw):
+                raise InvalidInputError(f"token {name}: the same secret as token {who.name}")
         self.entries.append((raw, Principal(name, role)))
 
     def lookup(self, secret: str) -> Principal | None:

@@ -17,9 +17,12 @@ import gc
 import logging
 import os
 import secrets
+import socket
 import sys
 import threading
 from pathlib import Path
+
+from cellsched.arg_types import PORT, cell_name, int_at_least, positive_float
 
 DEFAULT_TOKEN_FILE = Path.home() / ".cellsched" / "token"
 DEFAULT_PORT = 8080
@@ -94,8 +97,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="the Ray cluster whose named store actor (cellsched up, make demo) holds the embedded "
                          "store; its schedulers are that cluster's actors")
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=DEFAULT_PORT)
-    ap.add_argument("--cell", default="cell")
+    ap.add_argument("--port", type=PORT, default=DEFAULT_PORT, help="0: a free port (the one bound is printed)")
+    ap.add_argument("--cell", type=cell_name, default="cell")
     ap.add_argument("--tokens", default=None,
                     help="file of role:name:secret lines (default: CELLSCHED_API_TOKENS; embedded: a local "
                          f"operator token in {DEFAULT_TOKEN_FILE})")
@@ -103,11 +106,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="host scheduler loops in this process (auto: on for the embedded store)")
     ap.add_argument("--machine-liveness", action="store_true",
                     help="machines must heartbeat (POST /v1/machines/ID/heartbeat) or go DOWN")
-    ap.add_argument("--rate", type=float, default=1000.0, help="requests per second per token")
-    ap.add_argument("--burst", type=int, default=2000, help="burst per token")
-    ap.add_argument("--max-body-bytes", type=int, default=None)
+    ap.add_argument("--rate", type=positive_float, default=1000.0, help="requests per second per token")
+    ap.add_argument("--burst", type=int_at_least(1), default=2000, help="burst per token")
+    ap.add_argument("--max-body-bytes", type=int_at_least(1), default=None)
     ap.add_argument("--access-log", action="store_true", help="log each request (paths only, never headers)")
-    ap.add_argument("--audit-chains", type=int, default=8,
+    ap.add_argument("--audit-chains", type=int_at_least(0), default=8,
                     help="audit chains this process writes (one mutation at a time each); 0: no audit records")
 
 
@@ -115,13 +118,7 @@ API_GC_THRESHOLD = 50_000
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from cellsched.api import ApiContext, RateLimiter, TokenTable, create_app
-    from cellsched.api.context import DEFAULT_MAX_BODY_BYTES
-    from cellsched.cellstate.audit import AuditLog
-    from cellsched.cellstate.keys import CellKeys
-    from cellsched.cellstate.store import CellStore
+    from cellsched.api import RateLimiter, TokenTable
     from cellsched.schedulers import tracing
 
     try:
@@ -136,6 +133,43 @@ def serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"cellsched api: {exc}", file=sys.stderr)
         return 2
+    try:
+        sock = listen(args.host, args.port)
+    except OSError as exc:
+        print(f"cellsched api: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
+        return _serve_on(sock, args, tokens, limiter, traced)
+    finally:
+        sock.close()
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before any store or scheduler starts: a host or port that
+    cannot be had is a clear error at once, and the address printed is the one bound (port 0
+    picks a free one)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _serve_on(sock: socket.socket, args: argparse.Namespace, tokens, limiter, traced) -> int:
+    import uvicorn
+
+    from cellsched.api import ApiContext, create_app
+    from cellsched.api.context import DEFAULT_MAX_BODY_BYTES
+    from cellsched.cellstate.audit import AuditLog
+    from cellsched.cellstate.keys import CellKeys
+    from cellsched.cellstate.store import CellStore
+    from cellsched.schedulers import tracing
+
     store: CellStore
     if args.etcd:
         from cellsched.cellstate.store.etcd import EtcdStore, parse_endpoints
@@ -170,9 +204,10 @@ def serve(args: argparse.Namespace) -> int:
     ctx = ApiContext(store, keys, tokens, limiter, max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
                      schedulers_in_process=hosted.alive if hosted else (lambda: 0), audit=audit,
                      tracing=traced)
-    print(f"cellsched api: serving cell {args.cell!r} on http://{args.host}:{args.port} "
+    where = f"http://{args.host}:{sock.getsockname()[1]}"
+    print(f"cellsched api: serving cell {args.cell!r} on {where} "
           f"(store: {args.etcd or ('embedded, Ray actor' if args.ray_address else 'embedded')}, schedulers here: {len(hosted.schedulers) if hosted else 0}); "
-          f"dashboard at http://{args.host}:{args.port}/ui (it asks for a reader token)",
+          f"dashboard at {where}/ui (it asks for a reader token)",
           file=sys.stderr, flush=True)
     app = create_app(ctx)
     # A 500-job bulk allocates some 25,000 objects: with Python's default gen-0 threshold
@@ -183,8 +218,9 @@ def serve(args: argparse.Namespace) -> int:
     gc.freeze()
     gc.set_threshold(API_GC_THRESHOLD, 10, 10)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools",
-                    log_level="warning", access_log=args.access_log)
+        config = uvicorn.Config(app, host=args.host, port=args.port, loop="uvloop", http="httptools",
+                                log_level="warning", access_log=args.access_log)
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         if hosted:
             hosted.close()

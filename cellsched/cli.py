@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cellsched.arg_types import cell_name, int_at_least, positive_float
+
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from cellsched.demo import run
@@ -142,27 +144,27 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cellsched", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="4 scheduler actors replay the shipped Google 2011 sample (embedded store)")
-    demo.add_argument("--horizon", type=float, default=40.0, help="replay length in seconds (sets the compression)")
+    demo.add_argument("--horizon", type=positive_float, default=40.0, help="replay length in seconds (sets the compression)")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--ray-address", default=None, help="an existing Ray cluster; default: a local instance")
     demo.set_defaults(fn=cmd_demo)
     engine = sub.add_parser("demo-engine", help="commit a Google 2011 slice through the commit engine, no Ray")
-    engine.add_argument("--jobs", type=int, default=3000, help="trace jobs (submission waves) to replay")
+    engine.add_argument("--jobs", type=int_at_least(1), default=3000, help="trace jobs (submission waves) to replay")
     engine.add_argument("--seed", type=int, default=1)
     engine.set_defaults(fn=cmd_demo_engine)
     up = sub.add_parser("up", help="start scheduler actors on local Ray or an existing Ray cluster")
     up.add_argument("--ray-address", default=None, help="e.g. auto or ray://head:10001; default: local Ray")
     up.add_argument("--etcd", default=None, help="host:port[,host:port...]; default: the embedded store actor")
-    up.add_argument("--cell", default="cell")
-    up.add_argument("--batch", type=int, default=2)
-    up.add_argument("--service", type=int, default=1)
-    up.add_argument("--gpu", type=int, default=1)
+    up.add_argument("--cell", type=cell_name, default="cell")
+    up.add_argument("--batch", type=int_at_least(0), default=2)
+    up.add_argument("--service", type=int_at_least(0), default=1)
+    up.add_argument("--gpu", type=int_at_least(0), default=1)
     up.add_argument("--machine-liveness", action="store_true",
                     help="machines run agents that heartbeat; a machine whose lease expires goes DOWN")
     up.set_defaults(fn=cmd_up)
     check = sub.add_parser("check", help="verify the cell invariants on an etcd store")
     check.add_argument("--etcd", required=True, help="host:port[,host:port...]")
-    check.add_argument("--cell", default="cell")
+    check.add_argument("--cell", type=cell_name, default="cell")
     check.set_defaults(fn=cmd_check)
     api = sub.add_parser("api", help="serve the REST API (default: the embedded store with its schedulers)")
     api_server.add_arguments(api)
@@ -171,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="the audit chains").add_subparsers(dest="audit_command", required=True)
     av = audit.add_parser("verify", help="check every chain: edited, deleted or missing records; exit 1 if any")
     av.add_argument("--etcd", default=None, help="read the chains from etcd (default: ask the API)")
-    av.add_argument("--cell", default="cell")
+    av.add_argument("--cell", type=cell_name, default="cell")
     av.add_argument("--api", default=None)
     av.add_argument("--token", default=None)
     av.set_defaults(fn=cmd_audit_verify)

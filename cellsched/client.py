@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cellsched.arg_types import int_at_least
 from cellsched.cellstate.errors import CellError
 
 DEFAULT_API = "http://127.0.0.1:8080"
@@ -175,7 +176,7 @@ def add_commands(sub) -> None:
     p.add_argument("--class", dest="job_class", default=None)
     p.add_argument("--status", default=None)
     p.add_argument("--priority", type=int, default=None)
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=int_at_least(1), default=None)
     p.add_argument("--cursor", default=None)
     common(p, cmd_jobs)
     for name, fn, what in (("job", cmd_job, "show a job"), ("explain", cmd_explain, "why a job is where it is"),
@@ -184,7 +185,7 @@ def add_commands(sub) -> None:
         p.add_argument("id")
         common(p, fn)
     p = sub.add_parser("machines", help="list machines")
-    p.add_argument("--limit", type=int, default=500)
+    p.add_argument("--limit", type=int_at_least(1), default=500)
     common(p, cmd_machines)
     p = sub.add_parser("drain", help="drain a machine (no new tasks; its tasks are rescheduled)")
     p.add_argument("machine")

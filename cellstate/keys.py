@@ -33,15 +33,25 @@ every heartbeat is a write, and under `/node/` each one would wake every schedul
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .errors import InvalidInputError
 from .model import PRIORITY_MAX, JobClass
 
+# A cell name is the first segment of every key: a '/' in it would put one cell's keys
+# inside another's root prefix ("/a/" holds "/a/b/jobs/..."), so it is refused.
+CELL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
 
 @dataclass(frozen=True, slots=True)
 class CellKeys:
     cell: str = "cell"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cell, str) or not CELL_NAME.fullmatch(self.cell):
+            raise InvalidInputError(f"cell name {self.cell!r}: expected 1-63 letters, digits, '.', '_' or '-', "
+                                    "starting with a letter or digit")
 
     @property
     def root(self) -> str:

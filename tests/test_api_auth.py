@@ -114,3 +114,14 @@ def test_token_table_hashes_and_compares_every_entry(tmp_path):
     for bad in ("reader:r:short", "king:r:" + "a" * 20, "reader:" + "a" * 20, ""):
         with pytest.raises(ValueError):
             TokenTable.parse(bad, "t")
+
+
+def test_a_token_name_or_secret_given_twice_is_refused():
+    # Names are who the audit records and whose rate bucket a request takes; one secret
+    # under two roles would silently be whichever came last.
+    with pytest.raises(ValueError, match="the name is given twice"):
+        TokenTable.parse("reader:r:" + "a" * 20 + "\noperator:r:" + "b" * 20, "t")
+    with pytest.raises(ValueError, match="the same secret as token r"):
+        TokenTable.parse("reader:r:" + "a" * 20 + "\noperator:o:" + "a" * 20, "t")
+    with pytest.raises(ValueError, match="the same secret as token r"):
+        TokenTable.parse("reader:r:" + "a" * 20 + "\noperator:o:sha256:" + digest("a" * 20).hex(), "t")
