@@ -26,6 +26,28 @@ class ClientError(CellError):
     """A bad job file, an unreachable API, or the API's error answer (drawn in cellstate/errors.py's tree)."""
 
 
+# Far above any job file the API would take (its body limit is a few MiB), far below what
+# would stall the client.
+MAX_FILE_VALUES = 1_000_000
+
+
+def within_values(obj: Any, limit: int) -> bool:
+    """Whether obj, walked as JSON would write it (a shared node once per reference), holds
+    at most `limit` values; the walk stops as soon as it is over."""
+    seen, stack = 0, [obj]
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > limit:
+            return False
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return True
+
+
 def load_job_file(path: str) -> tuple[str, dict[str, Any]]:
     """('one', body) or ('bulk', body) from a YAML or JSON file, validated by the API's models."""
     import yaml
@@ -34,13 +56,19 @@ def load_job_file(path: str) -> tuple[str, dict[str, Any]]:
     from cellsched.api import BulkIn, JobIn
 
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ClientError(f"{path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ClientError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
     try:
         obj = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
         raise ClientError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {exc}") from None
+    if not within_values(obj, MAX_FILE_VALUES):
+        # YAML aliases repeat a node without its text: a few lines can stand for billions of
+        # values ("billion laughs"), which validating or sending would expand.
+        raise ClientError(f"{path}: holds more than {MAX_FILE_VALUES:,} values once its YAML aliases are expanded")
     if isinstance(obj, list):
         obj = {"jobs": obj}
     if not isinstance(obj, dict):

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from cellsched.api import JobIn, units
 from cellsched.cellstate.errors import InvalidInputError
 from cellsched.cellstate.model import TransactionMode
+from cellsched.client import ClientError, load_job_file
 from tests.apiserver import start_api
 
 GOOD = {"id": "f-1", "groups": [{"name": "w", "count": 2, "resources": {"cpu": "500m", "memory": "2Gi"}}]}
@@ -98,3 +99,22 @@ def test_the_api_refuses_each_mistake_naming_the_field(tmp_path):
             assert c.get("/v1/jobs").json()["items"] == []  # nothing of them was written
     finally:
         server.stop()
+
+
+def test_a_file_not_utf8_or_an_alias_bomb_is_refused_by_name(tmp_path):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfeid: x\n")
+    with pytest.raises(ClientError, match=r"binary.yaml: not UTF-8 text \(byte 0xff at offset 0\)"):
+        load_job_file(str(binary))
+    # Ten levels of ten: some ten billion values from ten lines.
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\n")
+    with pytest.raises(ClientError, match="more than 1,000,000 values once its YAML aliases are expanded"):
+        load_job_file(str(bomb))
+    shared = tmp_path / "shared.yaml"  # a few aliases are fine
+    shared.write_text("- {id: s-1, groups: [&g {name: w, count: 1, resources: {cpu: 500m}}]}\n"
+                      "- {id: s-2, groups: [*g]}\n")
+    kind, body = load_job_file(str(shared))
+    assert kind == "bulk" and [j["id"] for j in body["jobs"]] == ["s-1", "s-2"]
