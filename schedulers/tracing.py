@@ -281,9 +281,12 @@ def from_env(env: Mapping[str, str] | None = None, service: str = DEFAULT_SERVIC
             raise InvalidInputError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r}; expected otlp, console or none")
     if env.get(TRACE_FILE_VAR):
         exporters.append(JsonLinesSpanExporter(env[TRACE_FILE_VAR]))
+    # Read even when nothing exports: a mistyped sampler is an error now, not on the day an
+    # exporter is added.
+    sampler = _sampler(env)
     if not exporters:
         return Tracing.off()
-    return Tracing.to(exporters, batch=True, sampler=_sampler(env), service=env.get("OTEL_SERVICE_NAME") or service)
+    return Tracing.to(exporters, batch=True, sampler=sampler, service=env.get("OTEL_SERVICE_NAME") or service)
 
 
 # -- the process's tracing -----------------------------------------------------------------

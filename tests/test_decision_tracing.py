@@ -162,6 +162,12 @@ def test_bad_configuration_is_refused_by_name():
     with pytest.raises(InvalidInputError, match="OTEL_TRACES_SAMPLER_ARG='2'"):
         tracing.from_env({"OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER": "traceidratio",
                           "OTEL_TRACES_SAMPLER_ARG": "2"})
+    # with nothing exporting too: the mistake is reported before the day an exporter is added
+    with pytest.raises(InvalidInputError, match="OTEL_TRACES_SAMPLER='sometimes'"):
+        tracing.from_env({"OTEL_TRACES_SAMPLER": "sometimes"})
+    with pytest.raises(InvalidInputError, match="OTEL_TRACES_SAMPLER_ARG='abc'"):
+        tracing.from_env({"OTEL_TRACES_EXPORTER": "none", "OTEL_TRACES_SAMPLER": "traceidratio",
+                          "OTEL_TRACES_SAMPLER_ARG": "abc"})
 
 
 def test_file_exporter_writes_json_lines_and_the_sampler_is_honoured(tmp_path):
