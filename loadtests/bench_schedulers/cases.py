@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+from dataclasses import dataclass
 
 from cellsched.cellstate.model import ConflictMode
 from cellsched.loadtests.bench_store import bench_raw
@@ -131,21 +132,42 @@ def _scaling_rows(label, backends, runners, modes, homes, counts, machines, jobs
                     for rep, homed, n in order:
                         if n == 1 and not homed and True in homes:
                             continue  # one scheduler has the whole cell either way: run it once
-                        rows.append(_scaling_run(backend, label, b, runner, mode, homed, n, rep, rounds, machines,
-                                                 jobs, tasks))
+                        point = ScalingPoint(label, b, runner, mode, homed, n, rep, rounds)
+                        rows.append(_scaling_run(backend, point, machines, jobs, tasks))
     return rows
 
 
-def _scaling_run(backend, label, b, runner, mode, homed, n, rep, rounds, machines, jobs, tasks) -> dict:
+@dataclass(frozen=True)
+class ScalingPoint:
+    """Which run of which series: the case label, the backend's and runner's names, the
+    conflict mode, homes on or off, the scheduler count, and the repeat of how many."""
+
+    label: str
+    backend: str
+    runner: str
+    mode: ConflictMode
+    homed: bool
+    schedulers: int
+    repeat: int
+    repeats: int
+
+    @property
+    def name(self) -> str:
+        return (f"{self.label}-{self.backend}-{self.runner}-{self.mode.value.replace('_', '')}-{int(self.homed)}"
+                f"-{self.schedulers}-r{self.repeat}")
+
+
+def _scaling_run(backend, point: ScalingPoint, machines: int, jobs: int, tasks: int) -> dict:
     """One point of a scaling series, printed as it ends."""
-    settings = BATCH.with_(conflict_mode=mode, idle_poll_s=0.01)
-    spec = RunSpec(f"{label}-{b}-{runner}-{mode.value.replace('_', '')}-{int(homed)}-{n}-r{rep}", machines, NODE, POD,
-                   0, jobs, tasks, n, settings, runner, homes=homed)
+    settings = BATCH.with_(conflict_mode=point.mode, idle_poll_s=0.01)
+    spec = RunSpec(point.name, machines, NODE, POD, 0, jobs, tasks, point.schedulers, settings, point.runner,
+                   homes=point.homed)
     r = run_once(backend, spec)
-    print(f"  {label:7} {b:7} {runner:7} {mode.value:12} homes={'on' if homed else 'off'} n={n} run {rep + 1}/{rounds}"
+    print(f"  {point.label:7} {point.backend:7} {point.runner:7} {point.mode.value:12} "
+          f"homes={'on' if point.homed else 'off'} n={point.schedulers} run {point.repeat + 1}/{point.repeats}"
           f" on {machines} machines: {r.tasks_per_s:8.0f} tasks/s, failed txn fraction {r.failed_txn_fraction:.3f},"
           f" parked {int(r.total('jobs_parked'))}", file=sys.stderr, flush=True)
-    return row(r) | {"repeat": rep}
+    return row(r) | {"repeat": point.repeat}
 
 
 SCALING_FILL = 0.8
