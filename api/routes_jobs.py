@@ -32,6 +32,7 @@ from .models_jobs import (
 )
 from .observe import request_traceparent
 from .submit import REPLAY, prepare_one, submit_bulk
+from .whole_number import DIGITS
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=ID_PATTERN, description="the job's id")]
@@ -140,9 +141,9 @@ def _submit_bulk(request: Request, who: Principal, idempotency_key: str | None, 
 def list_jobs(request: Request, _: Principal = Reader,
               job_class: Annotated[JobClass | None, Query(alias="class")] = None,
               status: JobStatus | None = None,
-              priority: Annotated[int | None, Query(ge=PRIORITY_MIN, le=PRIORITY_MAX)] = None,
+              priority: Annotated[int | None, Query(ge=PRIORITY_MIN, le=PRIORITY_MAX), DIGITS] = None,
               cursor: Annotated[str | None, Query(pattern=ID_PATTERN, description="the last id of the page before")] = None,
-              limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100):
+              limit: Annotated[int, Query(ge=1, le=MAX_PAGE), DIGITS] = 100):
     """Jobs in id order, filtered. Reads at most 5,000 records per call: a page may come back
     short (even empty) with a cursor; follow `next_cursor` until it is null."""
     ctx = ctx_of(request)

@@ -17,6 +17,7 @@ from .context import ApiContext, Operator, Reader, ctx_of
 from .errors import ApiError, responses
 from .models_cell import MachineChange, MachineList, MachineOut, MachinesAdded, MachinesIn
 from .models_jobs import ID_PATTERN, ResourcesOut
+from .whole_number import DIGITS
 
 router = APIRouter(prefix="/v1/machines", tags=["machines"])
 
@@ -72,7 +73,7 @@ def add(request: Request, body: MachinesIn, who: Principal = Operator):
 @router.get("", operation_id="list_machines", response_model=MachineList, responses=responses(*_AUTH, 422, 503))
 def list_machines(request: Request, _: Principal = Reader,
                   cursor: Annotated[str | None, Query(pattern=ID_PATTERN, description="the last id of the page before")] = None,
-                  limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100):
+                  limit: Annotated[int, Query(ge=1, le=MAX_PAGE), DIGITS] = 100):
     ctx = ctx_of(request)
     kvs = ctx.store.get_page(ctx.keys.spec_prefix, limit, after=ctx.keys.spec(cursor) if cursor else "")
     ids = [ctx.keys.last_segment(kv.key) for kv in kvs]

@@ -24,6 +24,7 @@ from .errors import ApiError, responses
 from .models_cell import HeartbeatIn, HeartbeatOut, ReportedState, TaskReportIn, TaskReportOut
 from .models_jobs import ID_PATTERN
 from .routes_jobs import JobId, read_record
+from .whole_number import DIGITS
 
 router = APIRouter(prefix="/v1", tags=["node"])
 MachineId = Annotated[str, Path(pattern=ID_PATTERN)]
@@ -54,8 +55,8 @@ _OUTCOME = {ReportedState.FINISHED: TaskOutcome.FINISHED, ReportedState.FAILED: 
 
 @router.post("/jobs/{job_id}/tasks/{group}/{index}/report", operation_id="report_task", response_model=TaskReportOut,
              responses=responses(400, *_AUTH, 404, 409, 422, 503))
-def report_task(request: Request, job_id: JobId, group: Annotated[int, Path(ge=0, le=63)],
-                index: Annotated[int, Path(ge=0, lt=MAX_TASKS_PER_JOB)], report: TaskReportIn,
+def report_task(request: Request, job_id: JobId, group: Annotated[int, Path(ge=0, le=63), DIGITS],
+                index: Annotated[int, Path(ge=0, lt=MAX_TASKS_PER_JOB), DIGITS], report: TaskReportIn,
                 who: Principal = Operator):
     """A machine agent reports its task running, finished or failed. Finished and failed
     release the task's resources (failed reschedules it while the job's policy allows)."""

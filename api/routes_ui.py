@@ -7,6 +7,7 @@ activity key does."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
@@ -32,11 +33,12 @@ from .models_ui import (
     SchedulerActivity,
     SeriesPoint,
 )
+from .whole_number import DIGITS
 
 router = APIRouter(tags=["ui"])
 STATIC = Path(__file__).with_name("static")
 MAX_PARKED_LISTED = 20
-REVISION = Query(0, ge=0, le=2**63 - 1, description="the revision the last answer carried; 0: everything")
+REVISION = Query(ge=0, le=2**63 - 1, description="the revision the last answer carried; 0: everything")
 
 
 @router.get("/ui", include_in_schema=False)
@@ -51,7 +53,7 @@ def dashboard_script():
 
 @router.get("/v1/cell/heatmap", operation_id="cell_heatmap", response_model=Heatmap,
             responses=responses(401, 403, 422, 429, 503))
-def cell_heatmap(request: Request, since: int = REVISION, _: Principal = Reader):
+def cell_heatmap(request: Request, since: Annotated[int, REVISION, DIGITS] = 0, _: Principal = Reader):
     """Each machine's heat (its fullest resource in percent), only those whose spec or
     allocation changed after revision `since` (mod_revision), from one consistent read; when
     that list would be bigger, every machine's heat as one byte each (`dense`)."""
@@ -68,7 +70,7 @@ def _summary(d: dict) -> DecisionSummary:
 
 @router.get("/v1/ui/activity", operation_id="ui_activity", response_model=Activity,
             responses=responses(401, 403, 422, 429, 503))
-def ui_activity(request: Request, since: int = REVISION, _: Principal = Reader):
+def ui_activity(request: Request, since: Annotated[int, REVISION, DIGITS] = 0, _: Principal = Reader):
     """Queue lengths, the first parked jobs, the live schedulers, and for those that published
     after revision `since` their metrics, busyness series and recent decisions; one read."""
     ctx = ctx_of(request)
@@ -104,8 +106,9 @@ def ui_activity(request: Request, since: int = REVISION, _: Principal = Reader):
 @router.get("/v1/ui/decisions/{scheduler}", operation_id="ui_decisions", response_model=DecisionTraces,
             responses=responses(401, 403, 404, 422, 429, 503))
 def ui_decisions(request: Request, scheduler: str = PathParam(pattern=NAME_PATTERN),
-                 seq: int | None = Query(None, ge=1, le=2**63 - 1, description="only this attempt (an empty "
-                                         "list once it left the ring); omitted: the whole ring"),
+                 seq: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="only this attempt (an empty list once "
+                                                                    "it left the ring); omitted: the whole ring"),
+                                DIGITS] = None,
                  _: Principal = Reader):
     """A scheduler's recent batch attempts, each with its spans (offsets in ms from its start)
     and its conflict and park events: what the dashboard draws as a waterfall."""

@@ -321,3 +321,17 @@ def test_bulk_idempotency_key_is_refused(api):
         r = c.post("/v1/jobs/bulk", json={"jobs": [job_body("bk-1")]}, headers={"Idempotency-Key": "x"})
         assert r.status_code == 422 and r.json()["field"] == "header.Idempotency-Key"
         assert c.get("/v1/jobs/bk-1").status_code == 404
+
+
+def test_an_integer_parameter_takes_digits_only(api):
+    # Pydantic alone would read "1_0" as 10 and " 3" or "+3" as 3: spellings the OpenAPI
+    # document's "integer" does not describe, so a schema checker's "not an integer" got a 200.
+    with api.client("operator") as c:
+        for where in ("/v1/jobs?limit=", "/v1/machines?limit=", "/v1/cell/heatmap?since=", "/v1/ui/activity?since="):
+            for spelled in ("1_0", "%203", "+3", "3.5", "0x3"):
+                r = c.get(where + spelled)
+                assert r.status_code == 422, (where, spelled, r.text)
+                assert r.json()["field"] == "query." + where.split("?")[1].rstrip("=")
+            assert c.get(where + "3").status_code == 200 and c.get(where + "3.0").status_code == 200
+        bad_index = c.post("/v1/jobs/nobody/tasks/0/1_0/report", json={"state": "running"})
+        assert bad_index.status_code == 422 and bad_index.json()["field"] == "path.index"
