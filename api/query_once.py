@@ -4,13 +4,15 @@ a Problem naming it, before any route runs.
 Without this the framework silently keeps the last of `?since=x&since=0` and answers 2xx to
 a request its own OpenAPI document says is malformed (an integer is not an array); a client
 that repeats a filter by mistake would get the wrong page and never know. Pure ASGI, like
-api/body_limit.py; a query string without '&' cannot repeat a name and is passed at once."""
+api/body_limit.py, answering with api/errors.py's Problem response; a query string without
+'&' cannot repeat a name and is passed at once."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from urllib.parse import parse_qsl
+
+from .errors import FieldError, problem_response
 
 
 def repeated_names(query_string: bytes) -> list[str]:
@@ -29,17 +31,13 @@ class SingleQueryValues:
         if scope["type"] == "http":
             repeated = repeated_names(scope.get("query_string", b""))
             if repeated:
-                return await self._refuse(send, repeated)
+                return await self._refuse(scope, receive, send, repeated)
         return await self.app(scope, receive, send)
 
     @staticmethod
-    async def _refuse(send, repeated: list[str]):
-        errors = [{"field": f"query.{name}", "message": "given more than once; every query parameter takes one value"}
+    async def _refuse(scope, receive, send, repeated: list[str]):
+        errors = [FieldError(field=f"query.{name}", message="given more than once; every query parameter takes one value")
                   for name in repeated]
-        body = json.dumps({"status": 422, "title": "invalid request",
-                           "detail": f"{errors[0]['field']}: {errors[0]['message']}",
-                           "field": errors[0]["field"], "errors": errors}).encode()
-        await send({"type": "http.response.start", "status": 422,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        first = errors[0]
+        answer = problem_response(422, "invalid request", f"{first.field}: {first.message}", first.field, errors)
+        await answer(scope, receive, send)

@@ -271,6 +271,9 @@ def from_env(env: Mapping[str, str] | None = None, service: str = DEFAULT_SERVIC
     if names is None:
         endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         names = "otlp" if endpoint else "none"
+    # Read before any exporter is built (a file exporter opens its file), and even when nothing
+    # exports: a mistyped sampler is an error now, not on the day an exporter is added.
+    sampler = _sampler(env)
     exporters: list[SpanExporter] = []
     for name in (n.strip().lower() for n in names.split(",") if n.strip()):
         if name == "otlp":
@@ -281,9 +284,6 @@ def from_env(env: Mapping[str, str] | None = None, service: str = DEFAULT_SERVIC
             raise InvalidInputError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r}; expected otlp, console or none")
     if env.get(TRACE_FILE_VAR):
         exporters.append(JsonLinesSpanExporter(env[TRACE_FILE_VAR]))
-    # Read even when nothing exports: a mistyped sampler is an error now, not on the day an
-    # exporter is added.
-    sampler = _sampler(env)
     if not exporters:
         return Tracing.off()
     return Tracing.to(exporters, batch=True, sampler=sampler, service=env.get("OTEL_SERVICE_NAME") or service)
